@@ -1,0 +1,55 @@
+"""Attention layers built on :func:`polyfuse.attention.attention`."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from polyfuse import attention as attention_api
+
+
+class MultiHeadAttention(nn.Module):
+    """Multi-head (self- or cross-) attention with a key padding mask.
+
+    Separate ``q_proj``/``k_proj``/``v_proj``/``out_proj`` linears (loaders split fused ``qkv``
+    weights). Keys/values may have their own width ``kv_dim`` (cross-attention between modalities).
+    The last attention probabilities are returned when asked, for attention maps.
+
+    Args:
+        dim: query/output width. heads: number of heads (``dim % heads == 0``).
+        kv_dim: key/value input width (defaults to ``dim``).
+        backend: attention backend name, ``None`` = library default.
+    """
+
+    def __init__(self, dim: int, heads: int, kv_dim: int | None = None, bias: bool = True,
+                 dropout: float = 0.0, backend: str | None = None) -> None:
+        super().__init__()
+        if dim % heads != 0:
+            raise ValueError(f"attention width {dim} is not divisible by {heads} heads")
+        kv_dim = dim if kv_dim is None else kv_dim
+        self.dim, self.heads, self.head_dim = dim, heads, dim // heads
+        self.q_proj = nn.Linear(dim, dim, bias=bias)
+        self.k_proj = nn.Linear(kv_dim, dim, bias=bias)
+        self.v_proj = nn.Linear(kv_dim, dim, bias=bias)
+        self.out_proj = nn.Linear(dim, dim, bias=bias)
+        self.dropout = dropout
+        self.backend = backend
+
+    def _split(self, x: Tensor) -> Tensor:  # (B, L, dim) -> (B, H, L, head_dim)
+        batch, length, _ = x.shape
+        return x.view(batch, length, self.heads, self.head_dim).transpose(1, 2)
+
+    def forward(self, x: Tensor, context: Tensor | None = None, key_padding_mask: Tensor | None = None,
+                *, causal: bool = False, need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
+        """``x: (B, Lq, dim)``, ``context: (B, Lk, kv_dim)`` (defaults to ``x``), mask ``(B, Lk)``.
+
+        Returns ``(out (B, Lq, dim), probs (B, H, Lq, Lk) or None)``.
+        """
+        context = x if context is None else context
+        q, k, v = self._split(self.q_proj(x)), self._split(self.k_proj(context)), self._split(self.v_proj(context))
+        result = attention_api.attention(
+            q, k, v, key_padding_mask, causal=causal, dropout_p=self.dropout if self.training else 0.0,
+            backend=self.backend, need_weights=need_weights)
+        out, probs = result if need_weights else (result, None)
+        out = out.transpose(1, 2).reshape(x.shape[0], x.shape[1], self.dim)
+        return self.out_proj(out), probs

@@ -1,0 +1,90 @@
+"""Collate samples (dicts) into a :class:`~polyfuse.batch.Batch` with padding masks and presence."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import torch
+from torch import Tensor
+
+from polyfuse.batch import Batch, ModalityInput
+
+
+@dataclass
+class MultimodalCollate:
+    """Build a :class:`Batch` from samples ``{"id": str, <modality>: Tensor | None, <target>: ...}``.
+
+    * 1-D modality values (token ids ``(L,)``, waveforms ``(T,)``) are right-padded to the longest
+      in the batch with ``pad_values[modality]`` (default 0) and get a ``(B, L)`` mask.
+    * N-D values (images ``(C, H, W)``) are stacked and must share a shape.
+    * A sample whose modality is ``None`` (or missing from the dict) is absent: ``present=False``,
+      zeros in its slot, an all-``False`` mask row.
+
+    Args:
+        modalities: names of the modality keys.
+        targets: names of target keys turned into tensors (ints -> int64, floats -> float32).
+        pad_values: padding value per sequence modality (e.g. the tokenizer's pad id).
+        shapes: fallback shape per fixed-size modality, used when it is absent from the whole batch.
+    """
+
+    modalities: Sequence[str]
+    targets: Sequence[str] = ("label",)
+    pad_values: Mapping[str, float] = field(default_factory=dict)
+    shapes: Mapping[str, Sequence[int]] = field(default_factory=dict)
+
+    def __call__(self, samples: Sequence[Mapping[str, Any]]) -> Batch:
+        if not samples:
+            raise ValueError("cannot collate an empty list of samples")
+        inputs = {name: self._collate_modality(name, [s.get(name) for s in samples]) for name in self.modalities}
+        targets = {}
+        for name in self.targets:
+            values = [s.get(name) for s in samples]
+            if any(v is None for v in values):
+                missing = [str(s.get("id", i)) for i, (s, v) in enumerate(zip(samples, values)) if v is None]
+                raise KeyError(f"target {name!r} missing for samples {missing[:5]}")
+            targets[name] = torch.as_tensor(values)
+        reserved = set(self.modalities) | set(self.targets) | {"id"}
+        extras: dict[str, list[Any]] = {}
+        for sample in samples:
+            for key in sample:
+                if key not in reserved:
+                    extras.setdefault(key, [])
+        for key in extras:
+            extras[key] = [s.get(key) for s in samples]
+        ids = [str(s.get("id", i)) for i, s in enumerate(samples)]
+        return Batch(inputs=inputs, targets=targets, ids=ids, extras=extras)
+
+    def _collate_modality(self, name: str, values: list[Tensor | None]) -> ModalityInput:
+        present = torch.tensor([v is not None for v in values], dtype=torch.bool)
+        real = [v for v in values if v is not None]
+        if real and real[0].dim() == 1:
+            return self._pad_sequences(name, values, present)
+        if real:
+            shape = tuple(real[0].shape)
+            dtype = real[0].dtype
+            for value in real:
+                if tuple(value.shape) != shape:
+                    raise ValueError(f"modality {name!r}: cannot stack shapes {shape} and {tuple(value.shape)}; "
+                                     "resize in the dataset transform")
+        elif name in self.shapes:
+            shape, dtype = tuple(self.shapes[name]), torch.float32
+        else:
+            # absent from the whole batch: a length-1 padded sequence keeps shapes valid
+            return self._pad_sequences(name, values, present)
+        stacked = torch.stack([v if v is not None else torch.zeros(shape, dtype=dtype) for v in values])
+        return ModalityInput(values=stacked, mask=None, present=present)
+
+    def _pad_sequences(self, name: str, values: list[Tensor | None], present: Tensor) -> ModalityInput:
+        lengths = [0 if v is None else v.shape[0] for v in values]
+        real = [v for v in values if v is not None]
+        dtype = real[0].dtype if real else torch.float32
+        longest = max(max(lengths), 1)
+        pad = self.pad_values.get(name, 0)
+        padded = torch.full((len(values), longest), pad, dtype=dtype)
+        mask = torch.zeros(len(values), longest, dtype=torch.bool)
+        for row, (value, length) in enumerate(zip(values, lengths)):
+            if value is not None and length:
+                padded[row, :length] = value
+                mask[row, :length] = True
+        return ModalityInput(values=padded, mask=mask, present=present)
