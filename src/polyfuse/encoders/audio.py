@@ -67,22 +67,20 @@ class LogMelSpectrogram(nn.Module):
 
 
 class ConvBlock(nn.Module):
-    """Two 3x3 conv + BN + ReLU layers, then 2x2 average pooling (PANNs ``ConvBlock``)."""
+    """``convs`` x (3x3 conv + BN + ReLU), then 2x2 average pooling (PANNs ``ConvBlock`` has 2 convs)."""
 
-    def __init__(self, in_ch: int, out_ch: int) -> None:
+    def __init__(self, in_ch: int, out_ch: int, convs: int = 2) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(out_ch)
-        self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(out_ch)
+        self.convs = nn.ModuleList(nn.Conv2d(in_ch if i == 0 else out_ch, out_ch, 3, padding=1, bias=False)
+                                   for i in range(convs))
+        self.norms = nn.ModuleList(nn.BatchNorm2d(out_ch) for _ in range(convs))
 
     def forward(self, x: Tensor, frame_mask: Tensor | None) -> tuple[Tensor, Tensor | None]:
         """``x: (B, C, F_time, n_mels)``; padded frames are re-zeroed after each layer."""
         keep = None if frame_mask is None else frame_mask[:, None, :, None].to(x.dtype)
-        x = F.relu(self.bn1(self.conv1(x)))
-        x = x if keep is None else x * keep
-        x = F.relu(self.bn2(self.conv2(x)))
-        x = x if keep is None else x * keep
+        for conv, norm in zip(self.convs, self.norms):
+            x = F.relu(norm(conv(x)))
+            x = x if keep is None else x * keep
         x = F.avg_pool2d(x, 2)
         if frame_mask is not None:
             frames = x.shape[2]
@@ -98,17 +96,18 @@ class AudioCNNEncoder(Encoder):
 
     Args:
         sample_rate, n_fft, hop_length, n_mels: front end. channels: widths of the conv blocks
-            (PANNs CNN6 uses ``(64, 128, 256, 512)``). proj_dim: optional projection.
+            (PANNs CNN6 uses ``(64, 128, 256, 512)``). convs_per_block: 3x3 convs per block (PANNs: 2).
+        proj_dim: optional projection.
     """
 
     def __init__(self, sample_rate: int = 8000, n_fft: int = 256, hop_length: int = 80, n_mels: int = 40,
-                 channels: tuple[int, ...] | list[int] = (16, 32, 64), output: Output = "tokens",
+                 channels: tuple[int, ...] | list[int] = (16, 32, 64), convs_per_block: int = 2, output: Output = "tokens",
                  proj_dim: int | None = None, freeze: int | bool = False) -> None:
         channels = list(channels)
         super().__init__(channels[-1], output, proj_dim, has_cls=False)
         self.frontend = LogMelSpectrogram(sample_rate, n_fft, hop_length, n_mels)
         self.bn0 = nn.BatchNorm2d(n_mels)
-        self.blocks = nn.ModuleList(ConvBlock(c_in, c_out) for c_in, c_out in zip([1] + channels[:-1], channels))
+        self.blocks = nn.ModuleList(ConvBlock(c_in, c_out, convs_per_block) for c_in, c_out in zip([1] + channels[:-1], channels))
         self.fc = nn.Linear(channels[-1], channels[-1])
         self.freeze(freeze)
 
