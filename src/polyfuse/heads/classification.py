@@ -1,0 +1,59 @@
+"""Single-label classification head."""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+
+from polyfuse.batch import Batch
+from polyfuse.fusion.base import FusionOutput
+from polyfuse.heads.base import TaskHead
+
+
+class ClassificationHead(TaskHead):
+    """``logits = MLP(fused.pooled)``; cross-entropy with optional label smoothing.
+
+    Metrics: accuracy (micro, ``acc``) and macro F1 (``f1_macro``) via torchmetrics.
+
+    Args:
+        in_dim: fused width. num_classes: number of classes. hidden: hidden width (0 = linear).
+        dropout: dropout before the classifier. label_smoothing: as in ``F.cross_entropy``.
+        target: name of the target in ``batch.targets``.
+    """
+
+    monitor = "acc"
+    monitor_mode = "max"
+
+    def __init__(self, in_dim: int, num_classes: int, hidden: int = 0, dropout: float = 0.0,
+                 label_smoothing: float = 0.0, target: str = "label") -> None:
+        super().__init__(in_dim)
+        self.num_classes, self.label_smoothing, self.target = num_classes, label_smoothing, target
+        layers: list[nn.Module] = [nn.Dropout(dropout)]
+        if hidden:
+            layers += [nn.Linear(in_dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, num_classes)]
+        else:
+            layers.append(nn.Linear(in_dim, num_classes))
+        self.classifier = nn.Sequential(*layers)
+
+    def forward(self, fused: FusionOutput, batch: Batch) -> Tensor:
+        """``(B, num_classes)`` logits."""
+        return self.classifier(fused.pooled)
+
+    def _labels(self, batch: Batch) -> Tensor:
+        if self.target not in batch.targets:
+            raise KeyError(f"ClassificationHead needs target {self.target!r}; batch has {list(batch.targets)}")
+        return batch.targets[self.target]
+
+    def loss(self, outputs: Tensor, batch: Batch) -> Tensor:
+        return F.cross_entropy(outputs, self._labels(batch), label_smoothing=self.label_smoothing)
+
+    def make_metrics(self) -> MetricCollection:
+        return MetricCollection({
+            "acc": MulticlassAccuracy(self.num_classes, average="micro"),
+            "f1_macro": MulticlassF1Score(self.num_classes, average="macro"),
+        })
+
+    def update_metrics(self, metrics: MetricCollection, outputs: Tensor, batch: Batch) -> None:
+        metrics.update(outputs.detach(), self._labels(batch))

@@ -1,0 +1,123 @@
+"""Callbacks that leave a self-describing run directory."""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+
+
+def _scalar(value: Any) -> float | None:
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        return float(value.detach().cpu())
+    if isinstance(value, (int, float)):
+        return float(value)
+    return None
+
+
+class RunArtifacts(Callback):
+    """Write epoch metrics (``metrics.csv``), learning curves (``learning_curves.png``) and a summary
+    (``summary.json``: best/last checkpoints, best validation metric, test metrics, timings) into
+    ``output_dir``, and print a short run summary at the end.
+    """
+
+    def __init__(self, output_dir: str | Path) -> None:
+        super().__init__()
+        self.output_dir = Path(output_dir)
+        self.history: list[dict[str, float]] = []
+        self.test_metrics: dict[str, float] = {}
+        self.fit_seconds = 0.0
+        self._fit_start = 0.0
+
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._fit_start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        row = {"epoch": float(trainer.current_epoch), "step": float(trainer.global_step)}
+        for key, value in trainer.callback_metrics.items():
+            number = _scalar(value)
+            if number is not None and not key.endswith("_step"):
+                row[key.removesuffix("_epoch")] = number
+        self.history.append(row)
+        if trainer.is_global_zero:
+            self._write_history()
+
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.fit_seconds = time.perf_counter() - self._fit_start
+        if trainer.is_global_zero:
+            self._write_history()
+            self.plot()
+            self.write_summary(trainer, pl_module)
+
+    def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        for key, value in trainer.callback_metrics.items():
+            number = _scalar(value)
+            if number is not None and key.split("/")[0] in getattr(pl_module, "test_names", ["test"]):
+                self.test_metrics[key] = number
+        if trainer.is_global_zero:
+            self.write_summary(trainer, pl_module)
+
+    def _write_history(self) -> None:
+        if not self.history:
+            return
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        keys = sorted({k for row in self.history for k in row}, key=lambda k: (k not in ("epoch", "step"), k))
+        with open(self.output_dir / "metrics.csv", "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=keys)
+            writer.writeheader()
+            writer.writerows(self.history)
+
+    def plot(self) -> Path | None:
+        """Loss and monitored metrics per epoch, train vs val, as a PNG."""
+        if not self.history:
+            return None
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        metrics = sorted({k.split("/", 1)[1] for row in self.history for k in row if "/" in k})
+        fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 3.2), squeeze=False)
+        epochs = [row["epoch"] for row in self.history]
+        for ax, metric in zip(axes[0], metrics):
+            for stage in ("train", "val"):
+                key = f"{stage}/{metric}"
+                points = [(e, row[key]) for e, row in zip(epochs, self.history) if key in row]
+                if points:
+                    ax.plot(*zip(*points), marker="o", markersize=2, label=stage)
+            ax.set_title(metric)
+            ax.set_xlabel("epoch")
+            ax.grid(alpha=0.3)
+            ax.legend()
+        fig.tight_layout()
+        path = self.output_dir / "learning_curves.png"
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        return path
+
+    def write_summary(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, Any]:
+        checkpoint = trainer.checkpoint_callback
+        monitor = getattr(checkpoint, "monitor", None)
+        summary = {
+            "run_dir": str(self.output_dir.resolve()),
+            "epochs": trainer.current_epoch + (0 if trainer.state.stage == "test" else 0),
+            "global_step": trainer.global_step,
+            "fit_seconds": round(self.fit_seconds, 2),
+            "num_parameters": sum(p.numel() for p in pl_module.parameters()),
+            "monitor": monitor,
+            "best_score": _scalar(getattr(checkpoint, "best_model_score", None)),
+            "best_checkpoint": getattr(checkpoint, "best_model_path", None) or None,
+            "last_checkpoint": getattr(checkpoint, "last_model_path", None) or None,
+            "final": self.history[-1] if self.history else {},
+            "test": self.test_metrics,
+        }
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        (self.output_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        return summary

@@ -1,0 +1,106 @@
+"""LightningModule wrapping a :class:`~polyfuse.models.MultimodalModel`."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+from lightning.pytorch import LightningModule
+from torch import nn
+
+from polyfuse.batch import Batch
+from polyfuse.models.multimodal import FusionFactory, HeadFactory, MultimodalModel
+
+OptimizerFactory = Callable[..., torch.optim.Optimizer]
+SchedulerFactory = Callable[..., Any]
+
+
+class PolyfuseLitModule(LightningModule):
+    """Train/validate/test a multimodal model; the head supplies loss and metrics.
+
+    Logged names: ``train/loss``, ``val/loss``, ``val/<metric>``, ``<test split>/<metric>``.
+
+    Args:
+        encoders, fusion, head, modalities, fusion_dim, modality_dropout: see :class:`MultimodalModel`.
+        optimizer: partial optimizer (``_partial_: true`` in configs), called with the parameters.
+        scheduler: optional partial LR scheduler called with the optimizer; ``"cosine"`` builds
+            linear warmup + cosine decay over ``trainer.estimated_stepping_batches``.
+        warmup_steps: warmup length for ``"cosine"``.
+        test_names: names of the test dataloaders, in order (e.g. ``["test", "test_real"]``).
+    """
+
+    def __init__(self, encoders: Mapping[str, nn.Module], fusion: FusionFactory, head: HeadFactory,
+                 optimizer: OptimizerFactory, modalities: Sequence[str] | None = None, fusion_dim: int = 128,
+                 scheduler: SchedulerFactory | str | None = "cosine", warmup_steps: int = 50,
+                 modality_dropout: nn.Module | None = None, test_names: Sequence[str] = ("test",)) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["encoders", "fusion", "head", "optimizer", "scheduler", "modality_dropout"])
+        self.model = MultimodalModel(encoders, fusion, head, modalities, fusion_dim, modality_dropout)
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.warmup_steps = warmup_steps
+        self.test_names = list(test_names)
+        head_module = self.model.head
+        self.train_metrics = head_module.make_metrics().clone(prefix="train/")
+        self.val_metrics = head_module.make_metrics().clone(prefix="val/")
+        self.test_metrics = nn.ModuleList(head_module.make_metrics().clone(prefix=f"{n}/") for n in self.test_names)
+
+    @property
+    def monitor(self) -> str:
+        return f"val/{self.model.head.monitor}"
+
+    def forward(self, batch: Batch, return_attention: bool = False):
+        return self.model(batch, return_attention=return_attention)
+
+    def _step(self, batch: Batch):
+        output = self.model(batch)
+        loss = self.model.head.loss(output.outputs, batch)
+        return output, loss
+
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        output, loss = self._step(batch)
+        self.model.head.update_metrics(self.train_metrics, output.outputs, batch)
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=batch.batch_size)
+        return loss
+
+    def on_train_epoch_end(self) -> None:
+        self.log_dict(self.train_metrics.compute())
+        self.train_metrics.reset()
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        output, loss = self._step(batch)
+        self.model.head.update_metrics(self.val_metrics, output.outputs, batch)
+        self.log("val/loss", loss, on_epoch=True, prog_bar=True, batch_size=batch.batch_size)
+
+    def on_validation_epoch_end(self) -> None:
+        values = self.val_metrics.compute()
+        self.log_dict(values, prog_bar=True)
+        self.val_metrics.reset()
+
+    def test_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        output, loss = self._step(batch)
+        name = self.test_names[dataloader_idx] if dataloader_idx < len(self.test_names) else f"test{dataloader_idx}"
+        metrics = self.test_metrics[dataloader_idx]
+        self.model.head.update_metrics(metrics, output.outputs, batch)
+        self.log(f"{name}/loss", loss, on_epoch=True, batch_size=batch.batch_size, add_dataloader_idx=False)
+        # logging the metric objects lets Lightning compute/reset them per dataloader at epoch end
+        self.log_dict(metrics, on_step=False, on_epoch=True, batch_size=batch.batch_size, add_dataloader_idx=False)
+
+    def configure_optimizers(self) -> Any:
+        params = [p for p in self.parameters() if p.requires_grad]
+        optimizer = self.optimizer_factory(params=params)
+        if self.scheduler_factory is None:
+            return optimizer
+        if self.scheduler_factory == "cosine":
+            total = max(int(self.trainer.estimated_stepping_batches), 1)
+            warmup = min(self.warmup_steps, total // 2)
+
+            def lr_lambda(step: int) -> float:
+                if step < warmup:
+                    return (step + 1) / max(warmup, 1)
+                progress = (step - warmup) / max(total - warmup, 1)
+                return 0.5 * (1.0 + torch.cos(torch.tensor(torch.pi * min(progress, 1.0))).item())
+
+            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda)
+        else:
+            scheduler = self.scheduler_factory(optimizer=optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
