@@ -2,33 +2,54 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import Tensor, nn
 
 from polyfuse.encoders.base import Encoder, Output, checkpointed
 from polyfuse.encoders.transformer import TransformerBlock
 
+PositionIds = Literal["absolute", "from_mask"]
+
 
 class TextEmbeddings(nn.Module):
-    """``word + position + token_type`` embeddings, LayerNorm, dropout (HF ``BertEmbeddings`` layout)."""
+    """``word + position + token_type`` embeddings, LayerNorm, dropout (HF ``BertEmbeddings`` layout).
+
+    ``position_ids="absolute"`` numbers tokens ``offset, offset + 1, ...`` (BERT);
+    ``"from_mask"`` counts real tokens only, padding gets ``offset - 1`` (RoBERTa, whose
+    ``offset = pad_token_id + 1``). ``type_vocab_size=0`` drops the type table (DistilBERT).
+    """
 
     def __init__(self, vocab_size: int, dim: int, max_length: int, type_vocab_size: int = 2,
-                 pad_token_id: int = 0, eps: float = 1e-12, dropout: float = 0.0) -> None:
+                 pad_token_id: int = 0, eps: float = 1e-12, dropout: float = 0.0,
+                 position_ids: PositionIds = "absolute", position_offset: int = 0) -> None:
         super().__init__()
         self.word_embeddings = nn.Embedding(vocab_size, dim, padding_idx=pad_token_id)
         self.position_embeddings = nn.Embedding(max_length, dim)
-        self.token_type_embeddings = nn.Embedding(type_vocab_size, dim)
+        self.token_type_embeddings = nn.Embedding(type_vocab_size, dim) if type_vocab_size else None
         self.LayerNorm = nn.LayerNorm(dim, eps=eps)
         self.dropout = nn.Dropout(dropout)
-        self.max_length = max_length
+        if position_ids not in ("absolute", "from_mask"):
+            raise ValueError(f"position_ids must be 'absolute' or 'from_mask', got {position_ids!r}")
+        self.max_length, self.position_ids, self.position_offset = max_length, position_ids, position_offset
 
-    def forward(self, token_ids: Tensor, token_type_ids: Tensor | None = None) -> Tensor:
+    def forward(self, token_ids: Tensor, token_type_ids: Tensor | None = None,
+                mask: Tensor | None = None) -> Tensor:
+        """``token_ids: (B, L)`` (+ optional types and padding mask ``(B, L)``) -> ``(B, L, D)``."""
         length = token_ids.shape[1]
-        if length > self.max_length:
-            raise ValueError(f"text of {length} tokens exceeds the encoder's max_length {self.max_length}")
-        positions = torch.arange(length, device=token_ids.device)
-        types = torch.zeros_like(token_ids) if token_type_ids is None else token_type_ids
-        x = self.word_embeddings(token_ids) + self.position_embeddings(positions)[None] + self.token_type_embeddings(types)
+        if length + self.position_offset > self.max_length:
+            raise ValueError(f"text of {length} tokens exceeds the encoder's max_length "
+                             f"{self.max_length - self.position_offset}")
+        if self.position_ids == "from_mask" and mask is not None:
+            real = mask.long()
+            positions = torch.cumsum(real, dim=1) * real + (self.position_offset - 1)
+        else:
+            positions = torch.arange(length, device=token_ids.device)[None] + self.position_offset
+        x = self.word_embeddings(token_ids) + self.position_embeddings(positions)
+        if self.token_type_embeddings is not None:
+            types = torch.zeros_like(token_ids) if token_type_ids is None else token_type_ids
+            x = x + self.token_type_embeddings(types)
         return self.dropout(self.LayerNorm(x))
 
 
@@ -36,30 +57,41 @@ class TextTransformerEncoder(Encoder):
     """BERT-style encoder over token ids ``(B, L)`` with padding mask ``(B, L)``.
 
     Padded tokens are masked as attention keys, so changing them changes no real token's output;
-    their own outputs are zeroed. Pooling uses the first ([CLS]) token.
+    their own outputs are zeroed. Pooling uses the first ([CLS]) token or the masked mean
+    (sentence-transformers models such as MiniLM). Hugging Face BERT, RoBERTa and DistilBERT
+    checkpoints load through :func:`polyfuse.encoders.pretrained.encoder_from_hf`.
 
     Args:
         vocab_size, max_length: vocabulary and position table sizes. dim, depth, heads, mlp_ratio.
-        output: ``"tokens"`` or ``"pooled"``; proj_dim: optional projection.
+        output: ``"tokens"`` or ``"pooled"``; pool: ``"cls"`` or ``"mean"``; proj_dim: projection.
+        activation: feed-forward activation (``gelu``; ``gelu_tanh`` for HF ``gelu_new``).
+        position_ids, position_offset: see :class:`TextEmbeddings`. mlp_hidden: overrides
+            ``dim * mlp_ratio`` (HF ``intermediate_size``).
     """
 
     def __init__(self, vocab_size: int = 128, max_length: int = 32, dim: int = 64, depth: int = 2,
                  heads: int = 4, mlp_ratio: float = 4.0, dropout: float = 0.0, type_vocab_size: int = 2,
                  pad_token_id: int = 0, eps: float = 1e-12, output: Output = "tokens",
                  proj_dim: int | None = None, grad_checkpointing: bool = False,
-                 freeze: int | bool = False, attention_backend: str | None = None) -> None:
-        super().__init__(dim, output, proj_dim, has_cls=True)
-        self.embeddings = TextEmbeddings(vocab_size, dim, max_length, type_vocab_size, pad_token_id, eps, dropout)
+                 freeze: int | bool = False, attention_backend: str | None = None, pool: str | None = None,
+                 activation: str = "gelu", position_ids: PositionIds = "absolute", position_offset: int = 0,
+                 mlp_hidden: int | None = None, proj_bias: bool = True) -> None:
+        super().__init__(dim, output, proj_dim, has_cls=True, pool=pool, proj_bias=proj_bias)
+        self.embeddings = TextEmbeddings(vocab_size, dim, max_length, type_vocab_size, pad_token_id, eps, dropout,
+                                         position_ids, position_offset)
         self.blocks = nn.ModuleList(
-            TransformerBlock(dim, heads, mlp_ratio, dropout, norm="post", eps=eps, backend=attention_backend)
+            TransformerBlock(dim, heads, mlp_ratio, dropout, norm="post", eps=eps, activation=activation,
+                             backend=attention_backend, mlp_hidden=mlp_hidden)
             for _ in range(depth))
+        self.input_map: nn.Module = nn.Identity()
         self.grad_checkpointing = grad_checkpointing
         self.freeze(freeze)
 
     def encode(self, values: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        """``values: (B, L)`` token ids -> ``(tokens (B, L, D), mask)``; padded outputs are zero."""
         if values.dim() != 2 or values.dtype not in (torch.int64, torch.int32):
             raise ValueError(f"TextTransformerEncoder expects token ids (B, L) int64, got {tuple(values.shape)} {values.dtype}")
-        x = self.embeddings(values.long())
+        x = self.embeddings(self.input_map(values.long()), mask=mask)
         for block in self.blocks:
             x = checkpointed(block, self.grad_checkpointing, x, mask)
         if mask is not None:

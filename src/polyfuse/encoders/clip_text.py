@@ -1,0 +1,85 @@
+"""The causal text transformer of CLIP (Radford et al., 2021), open_clip layout."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from polyfuse.encoders.base import Encoder, Output, checkpointed
+from polyfuse.encoders.transformer import TransformerBlock
+
+
+class CLIPTextEncoder(Encoder):
+    """Token + learned position embeddings, pre-norm causal blocks, final LayerNorm.
+
+    Each token attends to itself and earlier real tokens (causal mask plus the key padding mask),
+    so with right padding nothing a padded position holds reaches a real token; padded outputs
+    are zeroed. The pooled summary is the end-of-text token: ``pool="argmax"`` takes the position
+    of the largest token id (open_clip's default: EOT has the largest id in CLIP's vocabulary),
+    ``"last"`` the last real token by the mask, ``"mean"`` the masked mean. With
+    ``output="pooled"`` and ``proj_dim`` = CLIP's ``embed_dim`` (``proj_bias=False``) this is
+    open_clip's ``encode_text``; checkpoints load through
+    :func:`polyfuse.encoders.pretrained.clip_text_from_open_clip`.
+
+    Args:
+        vocab_size, context_length: token and position tables. dim, depth, heads, mlp_ratio: size.
+        activation: ``gelu``, or ``quick_gelu`` for OpenAI-trained weights. eps: LayerNorm epsilon.
+        causal: causal self-attention (``False`` = bidirectional, open_clip ``no_causal_mask``).
+    """
+
+    pool_kinds = ("argmax", "last", "mean")
+
+    def __init__(self, vocab_size: int = 49408, context_length: int = 77, dim: int = 512, depth: int = 12,
+                 heads: int = 8, mlp_ratio: float = 4.0, dropout: float = 0.0, activation: str = "gelu",
+                 eps: float = 1e-5, causal: bool = True, output: Output = "pooled", pool: str = "argmax",
+                 proj_dim: int | None = None, proj_bias: bool = False, grad_checkpointing: bool = False,
+                 freeze: int | bool = False, attention_backend: str | None = None,
+                 layer_scale: float | None = None) -> None:
+        super().__init__(dim, output, proj_dim, has_cls=False, pool=pool, proj_bias=proj_bias)
+        self.context_length = context_length
+        self.token_embedding = nn.Embedding(vocab_size, dim)
+        self.positional_embedding = nn.Parameter(torch.randn(context_length, dim) * 0.01)
+        self.blocks = nn.ModuleList(
+            TransformerBlock(dim, heads, mlp_ratio, dropout, norm="pre", eps=eps, activation=activation,
+                             backend=attention_backend, causal=causal, layer_scale=layer_scale)
+            for _ in range(depth))
+        self.ln_final = nn.LayerNorm(dim, eps=eps)
+        self.grad_checkpointing = grad_checkpointing
+        nn.init.normal_(self.token_embedding.weight, std=0.02)
+        self.freeze(freeze)
+
+    def encode(self, values: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        """``values: (B, L)`` token ids, ``L <= context_length`` -> ``(tokens (B, L, D), mask)``."""
+        if values.dim() != 2 or values.dtype not in (torch.int64, torch.int32):
+            raise ValueError(f"CLIPTextEncoder expects token ids (B, L) int64, got {tuple(values.shape)} {values.dtype}")
+        length = values.shape[1]
+        if length > self.context_length:
+            raise ValueError(f"text of {length} tokens exceeds the context length {self.context_length}")
+        x = self.token_embedding(values.long()) + self.positional_embedding[:length]
+        for block in self.blocks:
+            x = checkpointed(block, self.grad_checkpointing, x, mask)
+        x = self.ln_final(x)
+        if mask is not None:
+            x = x * mask[..., None].to(x.dtype)
+        return x, mask
+
+    def pool_tokens(self, tokens: Tensor, mask: Tensor | None, values: Tensor) -> Tensor:
+        rows = torch.arange(tokens.shape[0], device=tokens.device)
+        if self.pool == "argmax":
+            ids = values if mask is None else values.masked_fill(~mask, torch.iinfo(values.dtype).min)
+            return tokens[rows, ids.argmax(dim=-1)].unsqueeze(1)
+        if self.pool == "last":
+            last = (tokens.shape[1] - 1) * torch.ones_like(rows) if mask is None else mask.long().sum(-1).clamp_min(1) - 1
+            return tokens[rows, last].unsqueeze(1)
+        return super().pool_tokens(tokens, mask, values)
+
+    def stem_modules(self) -> list[nn.Module]:
+        return [self.token_embedding]
+
+    def blocks_for_freezing(self) -> list[nn.Module]:
+        return list(self.blocks)
+
+    def freeze(self, blocks: int | bool = True) -> None:
+        super().freeze(blocks)
+        if blocks is not False and blocks != 0:
+            self.positional_embedding.requires_grad_(False)

@@ -1,0 +1,132 @@
+"""Tokenisation for pretrained text encoders, from the checkpoint's own local directory.
+
+* :class:`TextTokenizer`: a Hugging Face ``tokenizer.json`` (or a ``vocab.txt`` directory, built
+  by transformers offline) -> :class:`~polyfuse.batch.ModalityInput` with ids and padding mask.
+* :class:`TokenIdRemap`: lets a pretrained encoder read ids of another word-level vocabulary (a
+  dataset's own tokenizer), mapping each word to the single checkpoint token it tokenises to.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from polyfuse.batch import ModalityInput
+from polyfuse.encoders.loading import CheckpointError, resolve_path
+
+PAD_CANDIDATES = ("[PAD]", "<pad>", "<|endoftext|>")
+
+
+def load_backend_tokenizer(path: str | Path):
+    """A ``tokenizers.Tokenizer`` from a ``tokenizer.json`` file or a directory holding one.
+
+    A directory with only ``vocab.txt`` (older BERT checkpoints) is converted by transformers'
+    ``AutoTokenizer`` with ``local_files_only=True`` -- nothing is downloaded.
+    """
+    from tokenizers import Tokenizer
+
+    resolved = resolve_path(path)
+    file = resolved / "tokenizer.json" if resolved.is_dir() else resolved
+    if file.is_file():
+        try:
+            return Tokenizer.from_file(str(file))
+        except Exception as error:  # tokenizers raises plain Exception subclasses
+            raise CheckpointError(f"{file}: not a readable tokenizer.json ({error})") from error
+    if resolved.is_dir() and (resolved / "vocab.txt").is_file():
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(str(resolved), local_files_only=True).backend_tokenizer
+    raise CheckpointError(f"no tokenizer at {resolved} (expected tokenizer.json or vocab.txt)")
+
+
+def _pad_token(path: Path, tokenizer) -> str:
+    config = (path if path.is_dir() else path.parent) / "tokenizer_config.json"
+    if config.is_file():
+        pad = json.loads(config.read_text()).get("pad_token")
+        pad = pad.get("content") if isinstance(pad, dict) else pad
+        if pad is not None and tokenizer.token_to_id(pad) is not None:
+            return pad
+    for candidate in PAD_CANDIDATES:
+        if tokenizer.token_to_id(candidate) is not None:
+            return candidate
+    raise CheckpointError(f"{path}: cannot tell the padding token (tried tokenizer_config.json, {PAD_CANDIDATES})")
+
+
+class TextTokenizer:
+    """Strings -> ``ModalityInput(values=(B, L) int64 ids, mask=(B, L) bool)``, right-padded.
+
+    Uses the tokenizer saved beside the checkpoint, so ids are exactly those the source model
+    was trained with (special tokens included). Longer texts are truncated to ``max_length``
+    tokens with the special tokens kept.
+    """
+
+    def __init__(self, path: str | Path, max_length: int | None = 128) -> None:
+        self.path = resolve_path(path)
+        self.tokenizer = load_backend_tokenizer(self.path)
+        self.tokenizer.no_padding()
+        if max_length is not None:
+            self.tokenizer.enable_truncation(max_length)
+        else:
+            self.tokenizer.no_truncation()
+        self.pad_token = _pad_token(self.path, self.tokenizer)
+        self.pad_id = int(self.tokenizer.token_to_id(self.pad_token))
+
+    @property
+    def vocab_size(self) -> int:
+        return self.tokenizer.get_vocab_size()
+
+    def __call__(self, texts: Sequence[str]) -> ModalityInput:
+        encodings = self.tokenizer.encode_batch(list(texts))
+        length = max(max((len(e.ids) for e in encodings), default=1), 1)
+        ids = torch.full((len(encodings), length), self.pad_id, dtype=torch.long)
+        mask = torch.zeros(len(encodings), length, dtype=torch.bool)
+        for row, encoding in enumerate(encodings):
+            ids[row, : len(encoding.ids)] = torch.tensor(encoding.ids, dtype=torch.long)
+            mask[row, : len(encoding.ids)] = True
+        return ModalityInput(ids, mask)
+
+
+class TokenIdRemap(nn.Module):
+    """Ids of a source word-level vocabulary -> ids of a pretrained model's vocabulary.
+
+    Built by :meth:`between`: every source token must tokenise to exactly one target token (special
+    tokens map by name: ``[CLS]``, ``[SEP]``, ``[PAD]``...), else construction fails and lists the
+    words that do not, so the text a pretrained model sees is the text it would have tokenised
+    itself. ``table: (V_source,)`` is a buffer saved with the model.
+    """
+
+    def __init__(self, table: Tensor) -> None:
+        super().__init__()
+        self.register_buffer("table", table.long())
+
+    @classmethod
+    def between(cls, source: str | Path, target: str | Path) -> "TokenIdRemap":
+        """Map the vocabulary of tokenizer ``source`` onto the tokenizer stored at ``target``."""
+        source_tok, target_tok = load_backend_tokenizer(source), load_backend_tokenizer(target)
+        vocab = source_tok.get_vocab(with_added_tokens=True)
+        table = torch.zeros(len(vocab), dtype=torch.long)
+        unmapped: list[str] = []
+        for token, index in vocab.items():
+            special = target_tok.token_to_id(token) if token.startswith(("[", "<")) else None
+            if special is not None:
+                table[index] = special
+                continue
+            pieces = target_tok.encode(token, add_special_tokens=False).ids
+            if len(pieces) == 1:
+                table[index] = pieces[0]
+            else:
+                unmapped.append(token)
+        if unmapped:
+            raise CheckpointError(f"{len(unmapped)} tokens of {source} are not single tokens of {target}: "
+                                  f"{sorted(unmapped)[:20]}; tokenise the text with the checkpoint's tokenizer instead")
+        return cls(table)
+
+    def forward(self, ids: Tensor) -> Tensor:
+        """``ids: (B, L)`` in the source vocabulary -> ``(B, L)`` in the target vocabulary."""
+        if ids.numel() and int(ids.max()) >= self.table.shape[0]:
+            raise ValueError(f"token id {int(ids.max())} is outside the {self.table.shape[0]}-token input vocabulary")
+        return self.table[ids]
