@@ -107,7 +107,7 @@ class RunArtifacts(Callback):
         monitor = getattr(checkpoint, "monitor", None)
         summary = {
             "run_dir": str(self.output_dir.resolve()),
-            "epochs": trainer.current_epoch + (0 if trainer.state.stage == "test" else 0),
+            "epochs": trainer.current_epoch,
             "global_step": trainer.global_step,
             "fit_seconds": round(self.fit_seconds, 2),
             "num_parameters": sum(p.numel() for p in pl_module.parameters()),

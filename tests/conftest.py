@@ -1,0 +1,54 @@
+"""Shared fixtures: composing the Hydra configs as the CLI does, and the embedded dataset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+from polyfuse.cli.config import config_dir, register_resolvers, repo_root
+
+register_resolvers()
+
+REPO_ROOT = repo_root()
+CONFIG_DIR = config_dir()
+AVDIGITS = REPO_ROOT / "data" / "avdigits"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """GPU tests run only where CUDA is available."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture
+def compose_train(tmp_path: Path) -> Callable[..., DictConfig]:
+    """Compose ``configs/train.yaml`` with overrides, with Hydra's runtime dir set to ``tmp_path``."""
+
+    def _compose(overrides: list[str] | None = None) -> DictConfig:
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+            cfg = compose(config_name="train", overrides=list(overrides or []), return_hydra_config=True)
+        with open_dict(cfg):
+            cfg.hydra.runtime.output_dir = str(tmp_path / "run")
+            cfg.hydra.job.num = 0
+        HydraConfig.instance().set_config(cfg)
+        return cfg
+
+    yield _compose
+    GlobalHydra.instance().clear()
+
+
+@pytest.fixture(scope="session")
+def avdigits_root() -> Path:
+    return AVDIGITS

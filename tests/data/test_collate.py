@@ -1,0 +1,64 @@
+import pytest
+import torch
+
+from polyfuse.data.collate import MultimodalCollate
+
+
+def _sample(i, text_len, audio_len, image=True):
+    return {
+        "id": f"s{i}",
+        "label": i,
+        "image": torch.full((1, 4, 4), float(i)) if image else None,
+        "text": torch.arange(1, text_len + 1) if text_len is not None else None,
+        "audio": torch.randn(audio_len) if audio_len is not None else None,
+        "caption": f"caption {i}",
+    }
+
+
+def test_variable_lengths_are_padded_with_masks():
+    collate = MultimodalCollate(["image", "text", "audio"], pad_values={"text": 0})
+    batch = collate([_sample(0, 3, 10), _sample(1, 5, 7)])
+    text = batch.inputs["text"]
+    assert text.values.shape == (2, 5)
+    assert text.mask.tolist() == [[True] * 3 + [False] * 2, [True] * 5]
+    assert text.values[0, 3:].tolist() == [0, 0]
+    audio = batch.inputs["audio"]
+    assert audio.values.shape == (2, 10) and audio.mask.sum(1).tolist() == [10, 7]
+    assert batch.targets["label"].tolist() == [0, 1]
+    assert batch.ids == ["s0", "s1"] and batch.extras["caption"] == ["caption 0", "caption 1"]
+    assert batch.inputs["image"].mask is None and batch.inputs["image"].values.shape == (2, 1, 4, 4)
+
+
+def test_sample_without_audio_is_absent():
+    collate = MultimodalCollate(["image", "text", "audio"])
+    batch = collate([_sample(0, 3, 10), _sample(1, 2, None), _sample(2, 4, 6)])
+    audio = batch.inputs["audio"]
+    assert audio.present.tolist() == [True, False, True]
+    assert not audio.mask[1].any() and torch.equal(audio.values[1], torch.zeros(10))
+    assert batch.inputs["text"].present.all()
+
+
+def test_absent_image_gets_zeros_and_whole_batch_absent_uses_fallback_shape():
+    collate = MultimodalCollate(["image"], shapes={"image": (1, 4, 4)})
+    batch = collate([_sample(0, 1, 1, image=False), _sample(1, 1, 1)])
+    assert batch.inputs["image"].present.tolist() == [False, True]
+    assert torch.equal(batch.inputs["image"].values[0], torch.zeros(1, 4, 4))
+    batch = collate([_sample(0, 1, 1, image=False)])
+    assert batch.inputs["image"].values.shape == (1, 1, 4, 4)
+    assert not batch.inputs["image"].present.any()
+
+
+def test_mismatched_image_shapes_name_the_modality():
+    collate = MultimodalCollate(["image"])
+    bad = _sample(1, 1, 1)
+    bad["image"] = torch.zeros(1, 5, 5)
+    with pytest.raises(ValueError, match="'image'"):
+        collate([_sample(0, 1, 1), bad])
+
+
+def test_missing_target_names_the_sample():
+    collate = MultimodalCollate(["text"])
+    sample = _sample(0, 2, None)
+    del sample["label"]
+    with pytest.raises(KeyError, match="s0"):
+        collate([sample])

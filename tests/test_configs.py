@@ -1,0 +1,88 @@
+"""Every config file composes, and every object it describes instantiates."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import hydra
+import pytest
+import torch
+from hydra.errors import ConfigCompositionException, MissingConfigException
+from omegaconf import DictConfig
+
+from polyfuse.cli.config import config_dir
+
+CONFIG_DIR = config_dir()
+COMPOSE_ONLY = {"hydra", "paths", "debug", "hparams_search", "hydra/launcher", "hydra/sweeper"}
+
+
+def _options() -> list[tuple[str, str]]:
+    found = []
+    for path in sorted(CONFIG_DIR.rglob("*.yaml")):
+        rel = path.relative_to(CONFIG_DIR)
+        if rel.parent == Path("."):
+            continue
+        found.append((rel.parent.as_posix(), rel.stem))
+    return found
+
+
+def _override(group: str, option: str) -> list[str]:
+    if group == "model/encoder":
+        return [f"model/encoder@model.encoders.image={option}"]
+    return [f"{group}={option}"]
+
+
+def _compose(compose_train, group: str, option: str) -> DictConfig:
+    try:
+        return compose_train(_override(group, option))
+    except ConfigCompositionException:  # groups without a default entry are appended
+        return compose_train([f"+{group}={option}"])
+
+
+def _instantiate_all(cfg: DictConfig) -> None:
+    hydra.utils.instantiate(cfg.data)
+    hydra.utils.instantiate(cfg.model)
+    for group in ("callbacks", "logger"):
+        for node in (cfg.get(group) or {}).values():
+            if node is not None and "_target_" in node:
+                hydra.utils.instantiate(node)
+    trainer_overrides = {}
+    if cfg.trainer.get("accelerator") == "gpu" and not torch.cuda.is_available():
+        trainer_overrides["accelerator"] = "cpu"  # the rest of a GPU trainer config still instantiates
+    hydra.utils.instantiate(cfg.trainer, **trainer_overrides)
+
+
+def test_there_are_configs_for_every_group():
+    groups = {group for group, _ in _options()}
+    for expected in ("data", "model", "model/encoder", "model/fusion", "model/head", "trainer", "logger",
+                     "callbacks", "experiment", "paths", "hydra"):
+        assert expected in groups
+
+
+@pytest.mark.parametrize(("group", "option"), _options(), ids=[f"{g}/{o}" for g, o in _options()])
+def test_config_composes_and_instantiates(compose_train, group: str, option: str):
+    cfg = _compose(compose_train, group, option)
+    if group.split("/")[0] in COMPOSE_ONLY or group in COMPOSE_ONLY:
+        return
+    if group == "model/encoder":
+        encoder = hydra.utils.instantiate(cfg.model.encoders.image)
+        assert encoder.out_dim > 0
+        return
+    _instantiate_all(cfg)
+
+
+def test_default_config_instantiates(compose_train):
+    _instantiate_all(compose_train())
+
+
+def test_unknown_choice_lists_valid_options(compose_train):
+    with pytest.raises(MissingConfigException) as error:
+        compose_train(["model/fusion=does_not_exist"])
+    assert "concat" in str(error.value) and "Available options" in str(error.value)
+
+
+def test_unknown_modality_is_named(compose_train):
+    cfg = compose_train(["data.modalities=[image,video]"])
+    datamodule = hydra.utils.instantiate(cfg.data)
+    with pytest.raises(ValueError, match="video"):
+        datamodule.setup("fit")
