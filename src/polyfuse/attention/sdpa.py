@@ -1,10 +1,26 @@
-"""torch.nn.functional.scaled_dot_product_attention with the padding mask in the form it accepts."""
+"""torch.nn.functional.scaled_dot_product_attention with the padding mask in the form it accepts.
+
+SDPA's backends differ in what mask they take: flash takes none (only ``is_causal`` with
+``Lq == Lk``), memory-efficient and cuDNN take a boolean/additive mask, math takes anything. We pass
+no mask when there is none (so flash stays eligible) and a boolean ``(B, 1, Lq|1, Lk)`` mask
+otherwise; ``sdpa_backends`` pins a subset (the benchmark uses it to time each backend).
+
+Fully masked rows: some SDPA backends return NaN for them. On CUDA (no host sync allowed) those rows
+are given all keys and their output is multiplied by zero, so forward and gradients are exactly
+zero; on CPU the mask is checked once and the guard is only added when such a row exists.
+"""
 
 from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from polyfuse.attention.masks import allowed_mask
 
 
 def sdpa_attention(
@@ -16,19 +32,27 @@ def sdpa_attention(
     causal: bool = False,
     dropout_p: float = 0.0,
     scale: float | None = None,
+    sdpa_backends: Sequence[SDPBackend] | None = None,
 ) -> Tensor:
-    """SDPA with a boolean ``(B, 1, Lq|1, Lk)`` mask; fully masked rows are zeroed (SDPA gives NaN)."""
+    """``q: (B, H, Lq, D)``, ``k, v: (B, H, Lk, D)``, mask ``(B, Lk)`` -> ``(B, H, Lq, D)``.
+
+    Query rows with no allowed key give zeros (never NaN) and zero gradients.
+    """
+    scope = sdpa_kernel(list(sdpa_backends)) if sdpa_backends else contextlib.nullcontext()
     lq, lk = q.shape[-2], k.shape[-2]
-    if key_padding_mask is None and (not causal or lq == lk):
-        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=causal, scale=scale)
-    allowed = None
-    if key_padding_mask is not None:
-        allowed = key_padding_mask[:, None, None, :]
-    if causal:
-        tri = torch.ones(lq, lk, dtype=torch.bool, device=q.device).tril(diagonal=lk - lq)
-        allowed = tri if allowed is None else allowed & tri
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=dropout_p, scale=scale)
-    row_has_key = allowed.any(-1, keepdim=True)
-    if not bool(row_has_key.all()):
-        out = torch.where(row_has_key, out, torch.zeros((), dtype=out.dtype, device=out.device))
-    return out
+    with scope:
+        if key_padding_mask is None and (not causal or lq == lk):
+            return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=causal, scale=scale)
+        allowed = allowed_mask(key_padding_mask, lq, lk, causal=causal, device=q.device)
+        row_has_key = allowed.any(-1, keepdim=True)
+        if q.device.type == "cpu" and bool(row_has_key.all()):
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=dropout_p, scale=scale)
+        safe = allowed | ~row_has_key
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=safe, dropout_p=dropout_p, scale=scale)
+        return out * row_has_key.to(out.dtype)
+
+
+def sdpa_backend_names() -> dict[str, SDPBackend]:
+    """The SDPA backends by short name (``flash``, ``efficient``, ``cudnn``, ``math``)."""
+    return {"flash": SDPBackend.FLASH_ATTENTION, "efficient": SDPBackend.EFFICIENT_ATTENTION,
+            "cudnn": SDPBackend.CUDNN_ATTENTION, "math": SDPBackend.MATH}

@@ -97,7 +97,7 @@ def attention_backward_dkdv_kernel(
         delta = tl.load(Delta + offs_m, mask=m_ok, other=0.0)
         s = tile_dot(q, tl.trans(k), UPCAST, PRECISION) * qk_scale  # (BLOCK_M, BLOCK_N), base 2
         ok = allowed_tile(offs_m, offs_n, kv_end, mask_row, causal_shift, IS_CAUSAL, HAS_MASK, True)
-        p = tl.where(ok, tl.math.exp2(s - lse[:, None]), 0.0)
+        p = tl.math.exp2(tl.where(ok, s - lse[:, None], float("-inf")))
         dp = tile_dot(do, tl.trans(v), UPCAST, PRECISION)
         p_drop = p
         if HAS_DROPOUT:
@@ -166,7 +166,7 @@ def attention_backward_dq_kernel(
             mask_row = tl.load(Mask + b * stride_mb + offs_n, mask=n_ok, other=0)
         s = tile_dot(q, tl.trans(k), UPCAST, PRECISION) * qk_scale
         ok = allowed_tile(offs_m, offs_n, kv_end, mask_row, causal_shift, IS_CAUSAL, HAS_MASK, True)
-        p = tl.where(ok, tl.math.exp2(s - lse[:, None]), 0.0)
+        p = tl.math.exp2(tl.where(ok, s - lse[:, None], float("-inf")))
         dp = tile_dot(do, tl.trans(v), UPCAST, PRECISION)
         if HAS_DROPOUT:
             keep = dropout_keep(seed, offs_m, offs_n, LK, dropout_p)

@@ -1,0 +1,142 @@
+"""``backend="auto"``: the fastest correct backend for this device and case, by measurement.
+
+The first call in a *shape bucket* times each eligible backend on the real inputs (forward, or
+forward + backward when gradients are needed), in the same process, and caches the winner; later
+calls in the bucket dispatch straight to it. A bucket is (device, dtype, grad or not, mask or not,
+causal, dropout or not, head dim, and power-of-two buckets of B*H, Lq and Lk).
+
+SDPA is the baseline: another backend is chosen only when it beats SDPA by ``MARGIN`` in the
+measurement, so ``auto`` is never meaningfully slower than calling SDPA with the same mask.
+
+Eligible backends:
+- CUDA: ``triton`` (if Triton imports and the head dim fits), ``flex`` (no dropout), ``sdpa``.
+- CPU: ``sdpa`` and ``reference`` (the latter when its ``Lq x Lk`` scores fit ``REFERENCE_MAX_BYTES``).
+  Never ``triton`` (the interpreter is for tests) and never ``flex`` (no CPU backward, and each new
+  shape costs seconds of compilation).
+Inside ``torch.compile`` nothing is measured: a cached choice is reused, else ``sdpa`` on CPU and
+``triton`` on CUDA when eligible.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+MARGIN = 0.05
+REPEATS = 3
+REFERENCE_MAX_BYTES = 1 << 29
+
+_choices: dict[tuple, str] = {}
+
+RunBackend = Callable[[str, Tensor, Tensor, Tensor], Tensor]
+
+
+def _bucket(n: int) -> int:
+    return 1 << max(0, (int(n) - 1).bit_length())
+
+
+def bucket_key(q: Tensor, k: Tensor, has_mask: bool, causal: bool, dropout_p: float, needs_grad: bool) -> tuple:
+    """The cache key of a call (see module docstring)."""
+    batch, heads, lq, head_dim = q.shape
+    return (q.device.type, q.device.index, q.dtype, needs_grad, has_mask, causal, dropout_p > 0.0, head_dim,
+            _bucket(batch * heads), _bucket(lq), _bucket(k.shape[2]))
+
+
+def _triton_eligible(q: Tensor, k: Tensor, v: Tensor) -> bool:
+    try:
+        from polyfuse.attention.kernels import check_supported
+    except ImportError:
+        return False
+    try:
+        check_supported(q, k, v)
+    except (RuntimeError, ValueError):
+        return False
+    return True
+
+
+def candidates(q: Tensor, k: Tensor, v: Tensor, dropout_p: float) -> list[str]:
+    """Backends that can run this case correctly on this device, SDPA first."""
+    if q.device.type == "cuda":
+        names = ["sdpa"]
+        if _triton_eligible(q, k, v):
+            names.append("triton")
+        if dropout_p == 0.0:
+            names.append("flex")
+        return names
+    names = ["sdpa"]
+    scores_bytes = q.shape[0] * q.shape[1] * q.shape[2] * k.shape[2] * 4
+    if scores_bytes <= REFERENCE_MAX_BYTES:
+        names.append("reference")
+    return names
+
+
+def _time_backend(name: str, run: RunBackend, q: Tensor, k: Tensor, v: Tensor, needs_grad: bool) -> float:
+    """Best-of-``REPEATS`` seconds of one call (plus its backward when ``needs_grad``)."""
+    inputs = [t.detach().requires_grad_(needs_grad) for t in (q, k, v)]
+    grad_out = None
+    best = float("inf")
+    for repeat in range(REPEATS + 1):  # the first run warms up (compilation, autotuning, caches)
+        if q.device.type == "cuda":
+            torch.cuda.synchronize(q.device)
+        start = time.perf_counter()
+        with torch.set_grad_enabled(needs_grad):
+            out = run(name, *inputs)
+            if needs_grad:
+                grad_out = torch.ones_like(out) if grad_out is None else grad_out
+                torch.autograd.grad(out, inputs, grad_out)
+        if q.device.type == "cuda":
+            torch.cuda.synchronize(q.device)
+        if repeat > 0:
+            best = min(best, time.perf_counter() - start)
+    return best
+
+
+def measure(q: Tensor, k: Tensor, v: Tensor, names: list[str], run: RunBackend, needs_grad: bool) -> dict[str, float]:
+    """Seconds per call of each backend in ``names``; a backend that fails gets ``inf``."""
+    devices = [q.device] if q.device.type == "cuda" else []
+    timings: dict[str, float] = {}
+    with torch.random.fork_rng(devices=devices):  # measuring must not shift the caller's RNG stream
+        for name in names:
+            try:
+                timings[name] = _time_backend(name, run, q, k, v, needs_grad)
+            except (RuntimeError, ValueError, NotImplementedError, torch.OutOfMemoryError):
+                timings[name] = float("inf")
+    return timings
+
+
+def pick(timings: dict[str, float]) -> str:
+    """The fastest backend, but SDPA unless another beats it by ``MARGIN``."""
+    best = min(timings, key=timings.get)
+    if "sdpa" in timings and timings[best] > (1.0 - MARGIN) * timings["sdpa"]:
+        return "sdpa"
+    return best
+
+
+def choose_backend(q: Tensor, k: Tensor, v: Tensor, *, has_mask: bool, causal: bool, dropout_p: float,
+                   run: RunBackend) -> str:
+    """The backend ``auto`` dispatches this call to (measuring on the first call of its bucket).
+
+    ``run(name, q, k, v)`` must call the named backend with this call's mask and options.
+    """
+    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
+    key = bucket_key(q, k, has_mask, causal, dropout_p, needs_grad)
+    if key in _choices:
+        return _choices[key]
+    names = candidates(q, k, v, dropout_p)
+    if torch.compiler.is_compiling() or len(names) == 1:
+        return "triton" if "triton" in names else "sdpa"
+    _choices[key] = pick(measure(q, k, v, names, run, needs_grad))
+    return _choices[key]
+
+
+def auto_choices() -> dict[tuple, str]:
+    """A copy of the cached decisions, bucket key -> backend name."""
+    return dict(_choices)
+
+
+def clear_auto_cache() -> None:
+    """Forget every measured decision (the next call in each bucket measures again)."""
+    _choices.clear()
