@@ -83,7 +83,7 @@ class TextTransformerEncoder(Encoder):
             TransformerBlock(dim, heads, mlp_ratio, dropout, norm="post", eps=eps, activation=activation,
                              backend=attention_backend, mlp_hidden=mlp_hidden)
             for _ in range(depth))
-        self.input_map: nn.Module = nn.Identity()
+        self.input_map: nn.Module | None = None  # a TokenIdRemap when fed another vocabulary's ids
         self.grad_checkpointing = grad_checkpointing
         self.freeze(freeze)
 
@@ -91,7 +91,10 @@ class TextTransformerEncoder(Encoder):
         """``values: (B, L)`` token ids -> ``(tokens (B, L, D), mask)``; padded outputs are zero."""
         if values.dim() != 2 or values.dtype not in (torch.int64, torch.int32):
             raise ValueError(f"TextTransformerEncoder expects token ids (B, L) int64, got {tuple(values.shape)} {values.dtype}")
-        x = self.embeddings(self.input_map(values.long()), mask=mask)
+        values = values.long()
+        if self.input_map is not None:
+            values, mask = self.input_map(values, mask)
+        x = self.embeddings(values, mask=mask)
         for block in self.blocks:
             x = checkpointed(block, self.grad_checkpointing, x, mask)
         if mask is not None:

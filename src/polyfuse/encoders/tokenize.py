@@ -24,8 +24,8 @@ PAD_CANDIDATES = ("[PAD]", "<pad>", "<|endoftext|>")
 def load_backend_tokenizer(path: str | Path):
     """A ``tokenizers.Tokenizer`` from a ``tokenizer.json`` file or a directory holding one.
 
-    A directory with only ``vocab.txt`` (older BERT checkpoints) is converted by transformers'
-    ``AutoTokenizer`` with ``local_files_only=True`` -- nothing is downloaded.
+    A directory with only ``vocab.txt`` (older BERT checkpoints) gets BERT's WordPiece pipeline
+    (lower-casing per ``tokenizer_config.json``'s ``do_lower_case``).
     """
     from tokenizers import Tokenizer
 
@@ -33,13 +33,20 @@ def load_backend_tokenizer(path: str | Path):
     file = resolved / "tokenizer.json" if resolved.is_dir() else resolved
     if file.is_file():
         try:
-            return Tokenizer.from_file(str(file))
+            tokenizer = Tokenizer.from_file(str(file))
         except Exception as error:  # tokenizers raises plain Exception subclasses
             raise CheckpointError(f"{file}: not a readable tokenizer.json ({error})") from error
+        tokenizer.no_padding()  # saved padding/truncation settings are the caller's choice
+        tokenizer.no_truncation()
+        return tokenizer
     if resolved.is_dir() and (resolved / "vocab.txt").is_file():
-        from transformers import AutoTokenizer
+        from tokenizers.implementations import BertWordPieceTokenizer
 
-        return AutoTokenizer.from_pretrained(str(resolved), local_files_only=True).backend_tokenizer
+        config_file = resolved / "tokenizer_config.json"
+        config = json.loads(config_file.read_text()) if config_file.is_file() else {}
+        lowercase = bool(config.get("do_lower_case", True))
+        return BertWordPieceTokenizer(str(resolved / "vocab.txt"), lowercase=lowercase,
+                                      strip_accents=config.get("strip_accents"))._tokenizer
     raise CheckpointError(f"no tokenizer at {resolved} (expected tokenizer.json or vocab.txt)")
 
 
@@ -67,11 +74,8 @@ class TextTokenizer:
     def __init__(self, path: str | Path, max_length: int | None = 128) -> None:
         self.path = resolve_path(path)
         self.tokenizer = load_backend_tokenizer(self.path)
-        self.tokenizer.no_padding()
         if max_length is not None:
             self.tokenizer.enable_truncation(max_length)
-        else:
-            self.tokenizer.no_truncation()
         self.pad_token = _pad_token(self.path, self.tokenizer)
         self.pad_id = int(self.tokenizer.token_to_id(self.pad_token))
 
@@ -91,12 +95,13 @@ class TextTokenizer:
 
 
 class TokenIdRemap(nn.Module):
-    """Ids of a source word-level vocabulary -> ids of a pretrained model's vocabulary.
+    """Ids of a source word-level vocabulary -> ids of a pretrained model's (sub-word) vocabulary.
 
-    Built by :meth:`between`: every source token must tokenise to exactly one target token (special
-    tokens map by name: ``[CLS]``, ``[SEP]``, ``[PAD]``...), else construction fails and lists the
-    words that do not, so the text a pretrained model sees is the text it would have tokenised
-    itself. ``table: (V_source,)`` is a buffer saved with the model.
+    Built by :meth:`between`: each source token is tokenised once by the target tokenizer into
+    one or more pieces (special tokens map by name: ``[CLS]``, ``[SEP]``, ``[PAD]``...); a token the
+    target only knows as ``[UNK]`` is refused, and named. Since a word-level tokenizer splits on
+    whitespace as BERT's pre-tokenizer does, the re-mapped ids are the ids the checkpoint's own
+    tokenizer gives the same text. ``table: (V_source, K)`` holds the pieces (``-1`` = none).
     """
 
     def __init__(self, table: Tensor) -> None:
@@ -108,25 +113,34 @@ class TokenIdRemap(nn.Module):
         """Map the vocabulary of tokenizer ``source`` onto the tokenizer stored at ``target``."""
         source_tok, target_tok = load_backend_tokenizer(source), load_backend_tokenizer(target)
         vocab = source_tok.get_vocab(with_added_tokens=True)
-        table = torch.zeros(len(vocab), dtype=torch.long)
+        unknown = {target_tok.token_to_id(t) for t in ("[UNK]", "<unk>")} - {None}
+        pieces: dict[int, list[int]] = {}
         unmapped: list[str] = []
         for token, index in vocab.items():
             special = target_tok.token_to_id(token) if token.startswith(("[", "<")) else None
-            if special is not None:
-                table[index] = special
-                continue
-            pieces = target_tok.encode(token, add_special_tokens=False).ids
-            if len(pieces) == 1:
-                table[index] = pieces[0]
-            else:
+            ids = [special] if special is not None else target_tok.encode(token, add_special_tokens=False).ids
+            if not ids or (special is None and any(i in unknown for i in ids)):
                 unmapped.append(token)
+            pieces[index] = ids
         if unmapped:
-            raise CheckpointError(f"{len(unmapped)} tokens of {source} are not single tokens of {target}: "
+            raise CheckpointError(f"{len(unmapped)} tokens of {source} are unknown to the tokenizer at {target}: "
                                   f"{sorted(unmapped)[:20]}; tokenise the text with the checkpoint's tokenizer instead")
+        table = torch.full((len(vocab), max(len(p) for p in pieces.values())), -1, dtype=torch.long)
+        for index, ids in pieces.items():
+            table[index, : len(ids)] = torch.tensor(ids, dtype=torch.long)
         return cls(table)
 
-    def forward(self, ids: Tensor) -> Tensor:
-        """``ids: (B, L)`` in the source vocabulary -> ``(B, L)`` in the target vocabulary."""
+    def forward(self, ids: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """``ids: (B, L)`` source ids + mask -> ``(B, L')`` target ids + mask ``(B, L')`` (``L' >= L``)."""
         if ids.numel() and int(ids.max()) >= self.table.shape[0]:
             raise ValueError(f"token id {int(ids.max())} is outside the {self.table.shape[0]}-token input vocabulary")
-        return self.table[ids]
+        batch = ids.shape[0]
+        real = torch.ones_like(ids, dtype=torch.bool) if mask is None else mask
+        pieces = self.table[ids]                                       # (B, L, K)
+        keep = ((pieces >= 0) & real[..., None]).reshape(batch, -1)    # (B, L * K)
+        pieces = pieces.reshape(batch, -1)
+        order = torch.sort((~keep).to(torch.int8), dim=1, stable=True).indices  # kept pieces first, in order
+        length = max(int(keep.sum(1).max()), 1)
+        new_ids = pieces.gather(1, order)[:, :length].clamp_min(0)
+        new_mask = keep.gather(1, order)[:, :length]
+        return new_ids * new_mask, new_mask
