@@ -1,9 +1,9 @@
-"""The fusion interface: ``fusion({"image": Encoded, "text": Encoded}) -> FusionOutput``."""
+"""The fusion interface: ``fusion({"image": Encoded, "text": Encoded}) -> FusionOutput``, and the registry."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, TypeVar
+from typing import Any, Callable, Mapping, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -19,9 +19,11 @@ class FusionOutput:
 
     Attributes:
         pooled: ``(B, out_dim)``, always.
-        tokens: ``(B, L, out_dim)`` for token-level fusions, else ``None``.
+        tokens: ``(B, L, out_dim)`` for token-level fusions, else ``None``; zeros where ``mask`` is False.
         mask: ``(B, L)`` bool padding mask of ``tokens`` (``True`` = real), else ``None``.
         attentions: attention maps by name when requested (``return_attention=True``), else empty.
+            Each map is ``(B, H, Lq, Lk)``; a row sums to 1 over the valid keys, or is all zeros
+            when the query had no valid key (e.g. the modality it looks at is absent).
     """
 
     pooled: Tensor
@@ -33,51 +35,85 @@ class FusionOutput:
 class Fusion(nn.Module):
     """Base class for fusion modules.
 
-    Subclasses implement :meth:`fuse` on a complete dict of :class:`Encoded` inputs, one per
-    modality in :attr:`modalities`. The base accepts plain tensors ``(B, D)``/``(B, L, D)`` and
-    treats a modality missing from the input dict as absent for every sample.
+    Subclasses implement :meth:`fuse` on a complete, *sanitised* dict of :class:`Encoded` inputs
+    (see :meth:`prepare`), one per modality in :attr:`modalities`, in the order of ``dims``. The
+    base accepts plain tensors ``(B, D)``/``(B, L, D)`` and treats a modality missing from the input
+    dict as absent for every sample.
 
     Args:
         dims: modality name -> input width ``D`` of its tokens.
         out_dim: width of the fused output.
-        min_modalities: the fewest modalities the method supports.
+
+    Class attributes:
+        min_modalities: the fewest modalities the method is defined for (checked on ``dims``).
+        registry_name: the name the class is registered under (set by :func:`register`).
     """
 
-    min_modalities = 1
+    min_modalities: int = 1
+    registry_name: str = ""
 
     def __init__(self, dims: Mapping[str, int], out_dim: int) -> None:
         super().__init__()
         if len(dims) < self.min_modalities:
             raise ValueError(f"{type(self).__name__} needs at least {self.min_modalities} modalities, got {list(dims)}")
-        self.dims = dict(dims)
-        self.modalities = list(dims)
-        self.out_dim = out_dim
+        bad = {name: dim for name, dim in dims.items() if int(dim) <= 0}
+        if bad or out_dim <= 0:
+            raise ValueError(f"{type(self).__name__}: widths must be positive, got dims={dict(dims)}, out_dim={out_dim}")
+        self.dims = {name: int(dim) for name, dim in dims.items()}
+        self.modalities = list(self.dims)
+        self.out_dim = int(out_dim)
 
     def forward(self, inputs: Mapping[str, Encoded | Tensor], return_attention: bool = False) -> FusionOutput:
+        """Fuse ``inputs`` (modality -> :class:`Encoded` or tokens ``(B, L, D)``/``(B, D)``)."""
         return self.fuse(self.prepare(inputs), return_attention=return_attention)
 
     def fuse(self, inputs: dict[str, Encoded], return_attention: bool = False) -> FusionOutput:
         raise NotImplementedError
 
     def prepare(self, inputs: Mapping[str, Encoded | Tensor]) -> dict[str, Encoded]:
-        """Validate inputs and fill in modalities that are missing from the dict as absent."""
+        """Validate inputs and put them in the form every :meth:`fuse` relies on.
+
+        For each modality of :attr:`modalities` (in order) the result holds an :class:`Encoded` with
+
+        * ``mask`` materialised as the *valid* mask ``mask & present`` (padding and absent samples False),
+        * ``present`` materialised, and False for a sample with no real token at all,
+        * ``tokens`` set to exactly zero wherever ``mask`` is False (``torch.where``, so NaN/inf garbage
+          in padded or absent slots cannot leak through ``0 * x``).
+
+        A modality missing from ``inputs`` becomes one masked token per sample, absent everywhere.
+        """
         unknown = [name for name in inputs if name not in self.dims]
         if unknown:
             raise KeyError(f"{type(self).__name__} got unknown modalities {unknown}; it was built for {self.modalities}")
         encoded = {name: value if isinstance(value, Encoded) else Encoded(value) for name, value in inputs.items()}
         if not encoded:
             raise ValueError(f"{type(self).__name__} got no modality; expected some of {self.modalities}")
-        reference = next(iter(encoded.values())).tokens
+        first_name, first = next(iter(encoded.items()))
+        batch, device = first.batch_size, first.tokens.device
         for name, value in encoded.items():
             if value.dim != self.dims[name]:
-                raise ValueError(f"modality {name!r}: expected width {self.dims[name]}, got {value.dim}")
+                raise ValueError(f"{type(self).__name__}: modality {name!r} has width {value.dim}, "
+                                 f"expected {self.dims[name]} (from dims)")
+            if value.batch_size != batch:
+                raise ValueError(f"{type(self).__name__}: modality {name!r} has batch size {value.batch_size}, "
+                                 f"but {first_name!r} has {batch}")
+        prepared = {}
         for name in self.modalities:
             if name not in encoded:
-                batch = reference.shape[0]
-                encoded[name] = Encoded(reference.new_zeros(batch, 1, self.dims[name]),
-                                        torch.zeros(batch, 1, dtype=torch.bool, device=reference.device),
-                                        torch.zeros(batch, dtype=torch.bool, device=reference.device))
-        return {name: encoded[name] for name in self.modalities}
+                tokens = first.tokens.new_zeros(batch, 1, self.dims[name])
+                absent = torch.zeros(batch, dtype=torch.bool, device=device)
+                prepared[name] = Encoded(tokens, absent[:, None], absent)
+                continue
+            value = encoded[name]
+            valid = value.valid_mask()
+            present = valid.any(dim=1)
+            tokens = torch.where(valid[..., None], value.tokens, torch.zeros((), dtype=value.tokens.dtype,
+                                                                            device=device))
+            prepared[name] = Encoded(tokens, valid, present)
+        return prepared
+
+    def extra_repr(self) -> str:
+        return f"dims={self.dims}, out_dim={self.out_dim}"
 
 
 _REGISTRY: dict[str, type[Fusion]] = {}
@@ -101,11 +137,12 @@ def available() -> list[str]:
 
 
 def get_class(name: str) -> type[Fusion]:
+    """The class registered as ``name`` (KeyError listing the valid names otherwise)."""
     if name not in _REGISTRY:
         raise KeyError(f"unknown fusion {name!r}; available: {', '.join(available())}")
     return _REGISTRY[name]
 
 
-def build(name: str, dims: Mapping[str, int], out_dim: int, **options) -> Fusion:
+def build(name: str, dims: Mapping[str, int], out_dim: int, **options: Any) -> Fusion:
     """Instantiate a registered fusion: ``build("concat", dims={"image": 192, "text": 128}, out_dim=256)``."""
     return get_class(name)(dims=dims, out_dim=out_dim, **options)

@@ -9,6 +9,7 @@ from torch import nn
 
 from polyfuse.batch import Encoded
 from polyfuse.fusion.base import Fusion, FusionOutput, register
+from polyfuse.fusion.masking import fill_absent
 
 
 @register("concat")
@@ -16,7 +17,10 @@ class ConcatFusion(Fusion):
     """Pool each modality, concatenate, and map with an MLP to ``out_dim``.
 
     ``z = MLP([pool(x_1); ...; pool(x_M)])`` where ``pool`` is the masked mean over real tokens
-    (the classic feature-concatenation baseline, e.g. Baltrusaitis et al., 2019 survey).
+    (the classic feature-concatenation baseline; Baltrusaitis, Ahuja & Morency, "Multimodal Machine
+    Learning: A Survey and Taxonomy", TPAMI 2019).
+
+    Padding: excluded by the masked mean.
 
     Missing modalities: an absent modality's pooled vector is replaced by a learned per-modality
     "missing" embedding, so the output never depends on absent values. Works for any number of
@@ -39,9 +43,6 @@ class ConcatFusion(Fusion):
             self.mlp = nn.Linear(total, out_dim)
 
     def fuse(self, inputs: dict[str, Encoded], return_attention: bool = False) -> FusionOutput:
-        parts = []
-        for name, encoded in inputs.items():
-            pooled = self.norms[name](encoded.pooled())
-            present = encoded.present_or_full()[:, None]
-            parts.append(torch.where(present, pooled, self.missing[name].to(pooled.dtype).expand_as(pooled)))
+        parts = [fill_absent(self.norms[name](encoded.pooled()), encoded.present_or_full(), self.missing[name])
+                 for name, encoded in inputs.items()]
         return FusionOutput(pooled=self.mlp(torch.cat(parts, dim=-1)))

@@ -1,0 +1,140 @@
+"""Layers shared by the token-level fusions: projection to a common width, masked cross-attention, FFN.
+
+All attention goes through :class:`polyfuse.attention.MultiHeadAttention` (so every backend and
+kernel applies). Cross-attention here has one extra guarantee over the raw layer: a query whose
+context has no valid key (an absent modality) receives *no update at all* (not the output
+projection's bias), so an absent context is exactly equivalent to having no such context.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import torch
+from torch import Tensor, nn
+
+from polyfuse.attention import MultiHeadAttention
+from polyfuse.batch import Encoded
+from polyfuse.encoders.transformer import Mlp, TransformerBlock
+
+__all__ = ["ModalityProjection", "ContextAttention", "MultiContextAttention", "FeedForward", "run_block",
+           "run_blocks"]
+
+
+class ModalityProjection(nn.Module):
+    """Per-modality ``Linear(D_m, width)`` of every token, plus a learned modality-type embedding.
+
+    The type embedding (as the token-type / modality-type embeddings of VL-BERT and ViLT) tells a
+    shared transformer which modality a token came from. Input tokens must be sanitised (zeros at
+    invalid positions); invalid positions of the output hold ``bias + type`` and must stay masked.
+    """
+
+    def __init__(self, dims: Mapping[str, int], width: int, type_embedding: bool = True) -> None:
+        super().__init__()
+        self.proj = nn.ModuleDict({m: nn.Linear(d, width) for m, d in dims.items()})
+        self.type_embedding = nn.ParameterDict(
+            {m: nn.Parameter(torch.randn(width) * 0.02) for m in dims}) if type_embedding else None
+
+    def forward(self, inputs: Mapping[str, Encoded]) -> dict[str, Tensor]:
+        """``{m: Encoded (B, L_m, D_m)}`` -> ``{m: (B, L_m, width)}``."""
+        out = {}
+        for name, encoded in inputs.items():
+            tokens = self.proj[name](encoded.tokens)
+            if self.type_embedding is not None:
+                tokens = tokens + self.type_embedding[name]
+            out[name] = tokens
+        return out
+
+
+class ContextAttention(nn.Module):
+    """Pre-norm cross-attention update ``attn(LN(x), LN(context))`` (no residual added here).
+
+    Args:
+        dim: query width. heads: attention heads. context_dim: context width (default ``dim``).
+        dropout: attention-probability dropout.
+
+    ``forward(x (B, Lq, dim), context (B, Lk, context_dim), context_mask (B, Lk))`` returns
+    ``(update (B, Lq, dim), probs (B, H, Lq, Lk) | None)``; samples whose context has no valid key
+    get a zero update and all-zero probabilities.
+    """
+
+    def __init__(self, dim: int, heads: int, context_dim: int | None = None, dropout: float = 0.0) -> None:
+        super().__init__()
+        context_dim = dim if context_dim is None else context_dim
+        self.norm_query = nn.LayerNorm(dim)
+        self.norm_context = nn.LayerNorm(context_dim)
+        self.attn = MultiHeadAttention(dim, heads, kv_dim=context_dim, dropout=dropout)
+
+    def forward(self, x: Tensor, context: Tensor, context_mask: Tensor,
+                need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
+        update, probs = self.attn(self.norm_query(x), self.norm_context(context), key_padding_mask=context_mask,
+                                  need_weights=need_weights)
+        has_key = context_mask.any(dim=1)[:, None, None]
+        return torch.where(has_key, update, torch.zeros((), dtype=update.dtype, device=update.device)), probs
+
+
+class MultiContextAttention(nn.Module):
+    """One :class:`ContextAttention` per context modality; updates averaged over the *present* contexts.
+
+    ``update = sum_m [m present] * attn_m(x, context_m) / max(1, #present)`` per sample, so an absent
+    modality neither contributes nor dilutes the others (renormalised averaging).
+
+    Args:
+        dim: query width. contexts: context modality -> width. heads, dropout: see :class:`ContextAttention`.
+    """
+
+    def __init__(self, dim: int, contexts: Mapping[str, int], heads: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.attend = nn.ModuleDict({m: ContextAttention(dim, heads, d, dropout) for m, d in contexts.items()})
+
+    def forward(self, x: Tensor, contexts: Mapping[str, tuple[Tensor, Tensor]],
+                need_weights: bool = False) -> tuple[Tensor, dict[str, Tensor]]:
+        """``contexts: {m: (tokens (B, Lm, Dm), mask (B, Lm))}`` -> ``(update (B, Lq, dim), {m: probs})``."""
+        total = torch.zeros_like(x)
+        count = x.new_zeros(x.shape[0], 1, 1)
+        maps: dict[str, Tensor] = {}
+        for name, attend in self.attend.items():
+            tokens, mask = contexts[name]
+            update, probs = attend(x, tokens, mask, need_weights)
+            total = total + update  # zero for samples without a valid key
+            count = count + mask.any(dim=1).to(x.dtype)[:, None, None]
+            if probs is not None:
+                maps[name] = probs
+        return total / count.clamp_min(1.0), maps
+
+
+class FeedForward(nn.Module):
+    """Pre-norm residual MLP ``x + MLP(LN(x))`` (the transformer feed-forward sub-layer)."""
+
+    def __init__(self, dim: int, mlp_ratio: float = 2.0, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim, max(1, int(dim * mlp_ratio)), dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.mlp(self.norm(x))
+
+
+def run_block(block: TransformerBlock, x: Tensor, mask: Tensor, keep_attention: bool) -> tuple[Tensor, Tensor | None]:
+    """One :class:`TransformerBlock` with key padding mask ``(B, L)``; also its probabilities when asked.
+
+    The block's ``last_attention`` is cleared afterwards so no map outlives the forward pass.
+    """
+    block.keep_attention = keep_attention
+    try:
+        x = block(x, key_padding_mask=mask)
+        probs = block.last_attention if keep_attention else None
+    finally:
+        block.keep_attention, block.last_attention = False, None
+    return x, probs
+
+
+def run_blocks(blocks: nn.ModuleList, x: Tensor, mask: Tensor, name: str,
+               keep_attention: bool) -> tuple[Tensor, dict[str, Tensor]]:
+    """Blocks in sequence; maps named by ``name`` with ``{i}`` replaced by the block index."""
+    maps: dict[str, Tensor] = {}
+    for index, block in enumerate(blocks):
+        x, probs = run_block(block, x, mask, keep_attention)
+        if probs is not None:
+            maps[name.replace("{i}", str(index))] = probs
+    return x, maps
