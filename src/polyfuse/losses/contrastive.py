@@ -1,0 +1,88 @@
+"""Symmetric InfoNCE / CLIP loss between two modalities, correct under data parallelism."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from polyfuse.losses.gather import distributed_world, gather_features
+
+__all__ = ["ContrastiveLoss"]
+
+
+def _zero_loss(*inputs: Tensor | float) -> Tensor:
+    """A zero that keeps the autograd graph of ``inputs`` (no valid pair in the batch)."""
+    tensors = [value for value in inputs if isinstance(value, Tensor)]
+    return sum(value.sum() * 0.0 for value in tensors)  # type: ignore[return-value]
+
+
+class ContrastiveLoss(nn.Module):
+    """CLIP's symmetric cross-entropy over the ``a``–``b`` similarity matrix (InfoNCE).
+
+    ``loss = (CE(s * A Bᵀ, diag) + CE(s * B Aᵀ, diag)) / 2`` with ``A, B`` the (already normalised)
+    features and ``s`` the logit scale (Oord et al., 2018; Radford et al., 2021). It equals
+    ``open_clip.loss.ClipLoss`` (tested), for any pair of modalities.
+
+    Under ``torch.distributed`` the features of every rank are gathered so each sample sees the
+    global batch as negatives:
+
+    * ``local_loss=False``: every rank computes the loss over the full ``N x N`` matrix;
+    * ``local_loss=True``: each rank computes only its rows (``n x N``) and columns, as open_clip's
+      ``--local-loss`` (cheaper; the DDP-averaged gradient is the same);
+    * ``gather_with_grad``: gradients flow back through the gather to the rank that produced the
+      features (needed for the exact global gradient with ``local_loss=True``).
+
+    Missing modalities: ``valid: (B,)`` (both modalities present) drops invalid samples as queries
+    and as negatives; ``valid=None`` uses every sample. Batch sizes must agree across ranks.
+
+    Args:
+        local_loss, gather_with_grad: see above. rank, world_size: override the process group
+            (``None`` = read ``torch.distributed`` at call time).
+    """
+
+    def __init__(self, local_loss: bool = False, gather_with_grad: bool = True, rank: int | None = None,
+                 world_size: int | None = None) -> None:
+        super().__init__()
+        self.local_loss, self.gather_with_grad = local_loss, gather_with_grad
+        self.rank, self.world_size = rank, world_size
+
+    def logits(self, a_features: Tensor, b_features: Tensor, logit_scale: Tensor | float,
+               valid: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+        """``(logits_a (rows, N), logits_b (rows, N), labels (rows,), valid rows or None)``."""
+        rank, world_size = distributed_world(self.rank, self.world_size)
+        options = dict(local_loss=self.local_loss, gather_with_grad=self.gather_with_grad, rank=rank,
+                       world_size=world_size)
+        all_a = gather_features(a_features, **options)
+        all_b = gather_features(b_features, **options)
+        all_valid = None
+        if valid is not None:
+            all_valid = gather_features(valid.to(torch.uint8), rank=rank, world_size=world_size).bool()
+        if self.local_loss and world_size > 1:
+            logits_a = logit_scale * a_features @ all_b.T
+            logits_b = logit_scale * b_features @ all_a.T
+            labels = torch.arange(a_features.shape[0], device=a_features.device) + a_features.shape[0] * rank
+            row_valid = valid
+        else:
+            logits_a = logit_scale * all_a @ all_b.T
+            logits_b = logits_a.T
+            labels = torch.arange(all_a.shape[0], device=a_features.device)
+            row_valid = all_valid
+        if all_valid is not None:  # absent samples are never negatives
+            logits_a = logits_a.masked_fill(~all_valid[None], torch.finfo(logits_a.dtype).min)
+            logits_b = logits_b.masked_fill(~all_valid[None], torch.finfo(logits_b.dtype).min)
+        return logits_a, logits_b, labels, row_valid
+
+    def forward(self, a_features: Tensor, b_features: Tensor, logit_scale: Tensor | float,
+                valid: Tensor | None = None) -> Tensor:
+        """``a_features, b_features: (B, D)`` (normalised), ``logit_scale``: scalar (``exp`` already
+        applied), ``valid: (B,)`` bool or ``None`` -> scalar loss."""
+        if a_features.shape != b_features.shape:
+            raise ValueError(f"ContrastiveLoss needs paired features of equal shape, got "
+                             f"{tuple(a_features.shape)} and {tuple(b_features.shape)}")
+        logits_a, logits_b, labels, row_valid = self.logits(a_features, b_features, logit_scale, valid)
+        if row_valid is not None:
+            if not bool(row_valid.any()):
+                return _zero_loss(a_features, b_features, logit_scale)
+            logits_a, logits_b, labels = logits_a[row_valid], logits_b[row_valid], labels[row_valid]
+        return (F.cross_entropy(logits_a, labels) + F.cross_entropy(logits_b, labels)) / 2
