@@ -12,11 +12,12 @@ backward, no log-sum-exp). Fully masked query rows return zeros.
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Callable
 
 import torch
 from torch import Tensor
-from torch.nn.attention.flex_attention import BlockMask, create_block_mask, flex_attention
+from torch.nn.attention.flex_attention import AuxRequest, BlockMask, create_block_mask, flex_attention
 
 _MaskMod = Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]
 
@@ -51,8 +52,13 @@ def padding_block_mask(key_padding_mask: Tensor | None, lq: int, lk: int, *, cau
 
 
 @functools.cache
-def _compiled_flex() -> Callable[..., object]:
-    return torch.compile(flex_attention)
+def _compiled_flex(device_type: str) -> Callable[..., object]:
+    """One compiled FlexAttention per device type.
+
+    CPU compiles static shapes: torch 2.14's dynamic-shape CPU template fails to build
+    (``cur_qSplitSize1`` undeclared in the generated C++); each new CPU shape recompiles instead.
+    """
+    return torch.compile(flex_attention, dynamic=False if device_type == "cpu" else None)
 
 
 def flex_padded_attention(
@@ -77,9 +83,16 @@ def flex_padded_attention(
     lq, lk = q.shape[-2], k.shape[-2]
     block_mask = padding_block_mask(key_padding_mask, lq, lk, causal=causal, device=q.device)
     want_lse = return_lse and not (cpu and compiled)  # compiled CPU flex cannot return the lse
-    run = _compiled_flex() if compiled and not torch.compiler.is_compiling() else flex_attention
-    result = run(q, k, v, block_mask=block_mask, scale=scale, return_lse=want_lse)
+    aux = AuxRequest(lse=True) if want_lse else None
+    if torch.compiler.is_compiling():  # the surrounding torch.compile fuses it
+        result = flex_attention(q, k, v, block_mask=block_mask, scale=scale, return_aux=aux)
+    elif compiled:
+        result = _compiled_flex(q.device.type)(q, k, v, block_mask=block_mask, scale=scale, return_aux=aux)
+    else:
+        with warnings.catch_warnings():  # the unfused path was asked for; do not warn about it
+            warnings.filterwarnings("ignore", message="flex_attention called without torch.compile")
+            result = flex_attention(q, k, v, block_mask=block_mask, scale=scale, return_aux=aux)
     if want_lse:
-        out, lse = result
-        return out, lse
+        out, aux_out = result
+        return out, aux_out.lse
     return result, None
