@@ -13,6 +13,7 @@ string chosen per call or globally (:func:`set_default_backend`, ``attention.bac
 from __future__ import annotations
 
 from torch import Tensor
+from torch.nn.attention import SDPBackend
 
 from polyfuse.attention import auto as auto_selection
 from polyfuse.attention.masks import lengths_to_padding_mask, validate_inputs
@@ -64,8 +65,10 @@ def _run_backend(name: str, q: Tensor, k: Tensor, v: Tensor, key_padding_mask: T
 
         return flex_padded_attention(q, k, v, key_padding_mask, causal=causal, dropout_p=dropout_p, scale=scale,
                                      return_lse=need_lse)
-    if name == "sdpa":
-        return sdpa_attention(q, k, v, key_padding_mask, causal=causal, dropout_p=dropout_p, scale=scale), None
+    if name in ("sdpa", "sdpa-math"):  # "sdpa-math" (SDPA pinned to its math kernel) is an auto candidate on CPU
+        pinned = [SDPBackend.MATH] if name == "sdpa-math" else None
+        return sdpa_attention(q, k, v, key_padding_mask, causal=causal, dropout_p=dropout_p, scale=scale,
+                              sdpa_backends=pinned), None
     out, _ = reference_attention(q, k, v, key_padding_mask, causal=causal, dropout_p=dropout_p, scale=scale)
     return out, None
 

@@ -10,7 +10,9 @@ measurement, so ``auto`` is never meaningfully slower than calling SDPA with the
 
 Eligible backends:
 - CUDA: ``triton`` (if Triton imports and the head dim fits), ``flex`` (no dropout), ``sdpa``.
-- CPU: ``sdpa`` and ``reference`` (the latter when its ``Lq x Lk`` scores fit ``REFERENCE_MAX_BYTES``).
+- CPU: ``sdpa``, ``sdpa-math`` (SDPA pinned to its math kernel, whose backward is sometimes faster
+  than the fused CPU kernel's on 2 cores) and ``reference`` (when its fp32 ``Lq x Lk`` scores fit
+  ``REFERENCE_MAX_BYTES``).
   Never ``triton`` (the interpreter is for tests) and never ``flex`` (no CPU backward, and each new
   shape costs seconds of compilation).
 Inside ``torch.compile`` nothing is measured: a cached choice is reused, else ``sdpa`` on CPU and
@@ -66,7 +68,7 @@ def candidates(q: Tensor, k: Tensor, v: Tensor, dropout_p: float) -> list[str]:
         if dropout_p == 0.0:
             names.append("flex")
         return names
-    names = ["sdpa"]
+    names = ["sdpa", "sdpa-math"]
     scores_bytes = q.shape[0] * q.shape[1] * q.shape[2] * k.shape[2] * 4
     if scores_bytes <= REFERENCE_MAX_BYTES:
         names.append("reference")
