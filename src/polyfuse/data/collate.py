@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from polyfuse.batch import Batch, ModalityInput
+from polyfuse.data.errors import BAD_SAMPLES_KEY, BadSample
 
 
 @dataclass
@@ -20,22 +21,39 @@ class MultimodalCollate:
     * N-D values (images ``(C, H, W)``) are stacked and must share a shape.
     * A sample whose modality is ``None`` (or missing from the dict) is absent: ``present=False``,
       zeros in its slot, an all-``False`` mask row.
+    * A sample that is a :class:`~polyfuse.data.errors.BadSample` marker (or ``None``) is dropped;
+      the markers travel to the main process in ``batch.extras["bad_samples"]``, where
+      :class:`~polyfuse.data.loader.BadSampleLoader` counts them. If every sample is bad the
+      batch is empty (``batch_size == 0``, no inputs).
+    * Targets that are tensors (e.g. soft VQA scores ``(A,)``) are stacked.
 
     Args:
         modalities: names of the modality keys.
         targets: names of target keys turned into tensors (ints -> int64, floats -> float32).
         pad_values: padding value per sequence modality (e.g. the tokenizer's pad id).
         shapes: fallback shape per fixed-size modality, used when it is absent from the whole batch.
+        pad_to: minimum padded length per sequence modality (e.g. ``{"audio": 160000}`` for fixed
+            shapes); masks still mark only the real positions.
     """
 
     modalities: Sequence[str]
     targets: Sequence[str] = ("label",)
     pad_values: Mapping[str, float] = field(default_factory=dict)
     shapes: Mapping[str, Sequence[int]] = field(default_factory=dict)
+    pad_to: Mapping[str, int] = field(default_factory=dict)
 
-    def __call__(self, samples: Sequence[Mapping[str, Any]]) -> Batch:
+    def __call__(self, samples: Sequence[Mapping[str, Any] | BadSample | None]) -> Batch:
         if not samples:
             raise ValueError("cannot collate an empty list of samples")
+        bad = [s if isinstance(s, BadSample) else BadSample("?", "?", "sample is None") for s in samples
+               if s is None or isinstance(s, BadSample)]
+        if bad:
+            good = [s for s in samples if s is not None and not isinstance(s, BadSample)]
+            if not good:
+                return Batch(inputs={}, extras={BAD_SAMPLES_KEY: bad})
+            batch = self(good)
+            batch.extras[BAD_SAMPLES_KEY] = bad
+            return batch
         inputs = {name: self._collate_modality(name, [s.get(name) for s in samples]) for name in self.modalities}
         targets = {}
         for name in self.targets:
@@ -43,7 +61,7 @@ class MultimodalCollate:
             if any(v is None for v in values):
                 missing = [str(s.get("id", i)) for i, (s, v) in enumerate(zip(samples, values)) if v is None]
                 raise KeyError(f"target {name!r} missing for samples {missing[:5]}")
-            targets[name] = torch.as_tensor(values)
+            targets[name] = torch.stack(values) if isinstance(values[0], Tensor) and values[0].dim() else torch.as_tensor(values)
         reserved = set(self.modalities) | set(self.targets) | {"id"}
         extras: dict[str, list[Any]] = {}
         for sample in samples:
@@ -79,7 +97,7 @@ class MultimodalCollate:
         lengths = [0 if v is None else v.shape[0] for v in values]
         real = [v for v in values if v is not None]
         dtype = real[0].dtype if real else torch.float32
-        longest = max(max(lengths), 1)
+        longest = max(max(lengths), 1, self.pad_to.get(name, 0))
         pad = self.pad_values.get(name, 0)
         padded = torch.full((len(values), longest), pad, dtype=dtype)
         mask = torch.zeros(len(values), longest, dtype=torch.bool)

@@ -1,0 +1,32 @@
+"""Datasets and the path from files to a :class:`~polyfuse.batch.Batch` (docs/data.md).
+
+Readers (raw samples, no decoding): :class:`CocoCaptionsReader`, :class:`KarpathyCaptionsReader`,
+:class:`VQAv2Reader`, :class:`CsvCaptionsReader`, :class:`HFDatasetReader`,
+:class:`MediaFolderReader`, :class:`ShardReader` (WebDataset, streaming).
+Decoding in workers: :class:`ImagePipeline`, :class:`AudioPipeline`, :class:`TextPipeline`,
+:class:`SampleDecoder`. Batching: :class:`MultimodalCollate`, :class:`BadSampleLoader`.
+Bad input: :class:`BadSample`, :class:`BadSamplePolicy`, :class:`BadSampleTracker`.
+"""
+
+from polyfuse.data.audio import AudioPipeline
+from polyfuse.data.coco import CocoCaptionsReader, KarpathyCaptionsReader
+from polyfuse.data.collate import MultimodalCollate
+from polyfuse.data.csv_captions import CsvCaptionsReader
+from polyfuse.data.decode import DecodedDataset, DecodedIterableDataset, SampleDecoder
+from polyfuse.data.errors import BadSample, BadSamplePolicy, BadSampleTracker, TooManyBadSamplesError
+from polyfuse.data.folder import MediaFolderReader
+from polyfuse.data.hf import HFDatasetReader
+from polyfuse.data.image import ImagePipeline
+from polyfuse.data.io import DataFileError, EncodedMedia
+from polyfuse.data.loader import BadSampleLoader
+from polyfuse.data.shard_writer import write_shards
+from polyfuse.data.shards import ShardReader
+from polyfuse.data.text import TextPipeline
+from polyfuse.data.vqa import VQAv2Reader
+
+__all__ = [
+    "AudioPipeline", "BadSample", "BadSampleLoader", "BadSamplePolicy", "BadSampleTracker", "CocoCaptionsReader",
+    "CsvCaptionsReader", "DataFileError", "DecodedDataset", "DecodedIterableDataset", "EncodedMedia",
+    "HFDatasetReader", "ImagePipeline", "KarpathyCaptionsReader", "MediaFolderReader", "MultimodalCollate",
+    "SampleDecoder", "ShardReader", "TextPipeline", "TooManyBadSamplesError", "VQAv2Reader", "write_shards",
+]

@@ -1,0 +1,122 @@
+"""Raw samples -> tensors, in DataLoader workers, with bad input turned into markers.
+
+:class:`SampleDecoder` applies the image / audio / text pipelines to a raw sample
+(:mod:`polyfuse.data.reader`). :class:`DecodedDataset` and :class:`DecodedIterableDataset` wrap
+any reader with a decoder: a sample that fails (corrupt or missing file, empty caption) becomes a
+:class:`~polyfuse.data.errors.BadSample` that the collate function drops and counts, or in strict
+mode raises :class:`~polyfuse.data.io.DataFileError` naming the file.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator, Sequence
+
+from torch.utils.data import Dataset, IterableDataset
+
+from polyfuse.data.audio import AudioPipeline
+from polyfuse.data.errors import BadSample
+from polyfuse.data.image import ImagePipeline
+from polyfuse.data.io import DataFileError, source_name
+from polyfuse.data.reader import MODALITIES, SOURCE_KEY
+from polyfuse.data.text import TextPipeline
+
+
+class SampleDecoder:
+    """Decode the ``modalities`` of a raw sample; every other key passes through unchanged.
+
+    An absent modality (``None`` or no key) stays ``None`` (``present=False`` after collate).
+
+    Args:
+        modalities: which of ``image``, ``audio``, ``text`` to decode (others are dropped).
+        image, audio, text: the pipelines; the one for each requested modality is required.
+        train: use the training transforms (random crops, augmentation).
+    """
+
+    def __init__(self, modalities: Sequence[str], image: ImagePipeline | None = None,
+                 audio: AudioPipeline | None = None, text: TextPipeline | None = None, train: bool = False) -> None:
+        unknown = [m for m in modalities if m not in MODALITIES]
+        if unknown:
+            raise ValueError(f"unknown modalities {unknown}; readers provide {', '.join(MODALITIES)}")
+        pipelines = {"image": image, "audio": audio, "text": text}
+        missing = [m for m in modalities if pipelines[m] is None]
+        if missing:
+            raise ValueError(f"modalities {missing} need a pipeline: set data.{missing[0]} in the data config")
+        self.modalities, self.pipelines, self.train = tuple(modalities), pipelines, train
+
+    def __call__(self, raw: dict[str, Any]) -> dict[str, Any] | BadSample:
+        sample_id = str(raw.get("id", "?"))
+        sample = {k: v for k, v in raw.items() if k not in MODALITIES and k != SOURCE_KEY}
+        sample["id"] = sample_id
+        for modality in self.modalities:
+            value = raw.get(modality)
+            if value is None:
+                sample[modality] = None
+                continue
+            if modality == "text":
+                if not isinstance(value, str) or not value.strip():
+                    source = raw.get(SOURCE_KEY, "annotations")
+                    return BadSample(sample_id, str(source), f"empty caption/text {value!r}")
+                sample["text"] = self.pipelines["text"](value)
+                continue
+            try:
+                sample[modality] = self.pipelines[modality](value, train=self.train)
+            except DataFileError as error:
+                return BadSample(sample_id, source_name(value), str(error))
+        return sample
+
+
+def _resolve(result: dict[str, Any] | BadSample, strict: bool, targets: Sequence[str],
+             source: str) -> dict[str, Any] | BadSample:
+    if not isinstance(result, BadSample):
+        missing = [name for name in targets if result.get(name) is None]
+        if missing:
+            result = BadSample(str(result.get("id", "?")), source, f"sample has no target {missing}")
+    if strict and isinstance(result, BadSample):
+        raise result.error()
+    return result
+
+
+def _decode(raw: dict[str, Any] | BadSample, decoder: SampleDecoder, strict: bool,
+            targets: Sequence[str]) -> dict[str, Any] | BadSample:
+    if isinstance(raw, BadSample):
+        return _resolve(raw, strict, (), raw.source)
+    return _resolve(decoder(raw), strict, targets, str(raw.get(SOURCE_KEY, raw.get("id", "?"))))
+
+
+class DecodedDataset(Dataset):
+    """A map-style reader whose samples are decoded on access (in the worker that asks).
+
+    ``__getitem__`` returns the decoded sample or a :class:`BadSample`; with ``strict=True`` it
+    raises :class:`~polyfuse.data.io.DataFileError` naming the file instead.
+    """
+
+    def __init__(self, reader: Dataset, decoder: SampleDecoder, strict: bool = False) -> None:
+        self.reader, self.decoder, self.strict = reader, decoder, strict
+        self.targets = tuple(getattr(reader, "targets", ()))
+
+    def __len__(self) -> int:
+        return len(self.reader)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> dict[str, Any] | BadSample:
+        try:
+            raw = self.reader[index]
+        except DataFileError as error:
+            raw = BadSample(str(index), str(error).split(":", 1)[0], str(error))
+        return _decode(raw, self.decoder, self.strict, self.targets)
+
+
+class DecodedIterableDataset(IterableDataset):
+    """A streaming reader (e.g. :class:`~polyfuse.data.shards.ShardReader`) with decoding; bad
+    samples are yielded as :class:`BadSample` markers (strict mode raises)."""
+
+    def __init__(self, reader: IterableDataset, decoder: SampleDecoder, strict: bool = False) -> None:
+        self.reader, self.decoder, self.strict = reader, decoder, strict
+        self.targets = tuple(getattr(reader, "targets", ()))
+
+    def set_epoch(self, epoch: int) -> None:
+        if hasattr(self.reader, "set_epoch"):
+            self.reader.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[dict[str, Any] | BadSample]:
+        for raw in self.reader:
+            yield _decode(raw, self.decoder, self.strict, self.targets)

@@ -1,0 +1,51 @@
+"""A DataLoader that counts bad samples in the main process and never yields an empty batch."""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import torch
+from torch.utils.data import DataLoader
+
+from polyfuse.batch import Batch
+from polyfuse.data.errors import BAD_SAMPLES_KEY, BadSampleTracker
+
+
+class BadSampleLoader(DataLoader):
+    """``torch.utils.data.DataLoader`` + bad-sample accounting (see :mod:`polyfuse.data.errors`).
+
+    Each batch's ``extras["bad_samples"]`` (filled by
+    :class:`~polyfuse.data.collate.MultimodalCollate` in the workers) is removed and recorded in
+    ``tracker``; a batch whose samples were all bad is skipped; when an epoch's iteration ends
+    the tracker logs its summary and checks ``max_bad_fraction``. Before each epoch the dataset's
+    ``set_epoch`` (streaming shards reshuffle with it) is called, in step on every rank.
+
+    Args:
+        tracker: counts for this loader's split (required keyword; the rest is DataLoader's).
+    """
+
+    def __init__(self, *args: Any, tracker: BadSampleTracker, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.tracker = tracker
+        self._epoch = torch.zeros((), dtype=torch.long)
+
+    def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
+        set_epoch = getattr(self.dataset, "set_epoch", None)
+        if callable(set_epoch):
+            set_epoch(int(self._epoch))
+        self._epoch += 1
+        return self._tracked(super().__iter__())
+
+    def _tracked(self, batches: Iterator[Any]) -> Iterator[Any]:
+        complete = False
+        try:
+            for batch in batches:
+                if isinstance(batch, Batch):
+                    bad = batch.extras.pop(BAD_SAMPLES_KEY, [])
+                    self.tracker.record(good=batch.batch_size, bad=bad)
+                    if batch.batch_size == 0:
+                        continue
+                yield batch
+            complete = True
+        finally:  # an epoch cut short (sanity check, limit_*_batches) is summarised, not checked
+            self.tracker.end_epoch(complete=complete)
