@@ -62,3 +62,22 @@ def test_missing_target_names_the_sample():
     del sample["label"]
     with pytest.raises(KeyError, match="s0"):
         collate([sample])
+
+
+def test_bad_sample_markers_are_dropped_and_handed_on():
+    from polyfuse.data.errors import BadSample
+
+    collate = MultimodalCollate(["image", "text", "audio"])
+    bad = BadSample("s9", "/data/9.jpg", "cannot decode image file")
+    batch = collate([_sample(0, 3, 10), bad, _sample(2, 4, 6)])
+    assert batch.ids == ["s0", "s2"] and batch.extras["bad_samples"] == [bad]
+    empty = collate([bad, None])
+    assert empty.batch_size == 0 and empty.inputs == {} and len(empty.extras["bad_samples"]) == 2
+
+
+def test_pad_to_fixed_length_and_tensor_targets_are_stacked():
+    collate = MultimodalCollate(["audio"], targets=("scores", "label"), pad_to={"audio": 16})
+    samples = [dict(_sample(i, None, 5 + i), scores=torch.full((3,), float(i))) for i in range(2)]
+    batch = collate(samples)
+    assert batch.inputs["audio"].values.shape == (2, 16) and batch.inputs["audio"].mask.sum(1).tolist() == [5, 6]
+    assert batch.targets["scores"].shape == (2, 3) and batch.targets["label"].tolist() == [0, 1]

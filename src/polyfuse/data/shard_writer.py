@@ -67,7 +67,7 @@ def encode_sample(raw: Mapping[str, Any], key: str) -> dict[str, bytes | str]:
     members: dict[str, Any] = {"__key__": key}
     meta: dict[str, Any] = {}
     for name, value in raw.items():
-        if name == SOURCE_KEY or value is None:
+        if name == SOURCE_KEY or (name in MODALITIES and value is None):  # absent = no member
             continue
         if name in ("image", "audio"):
             members[_media_extension(value, name)] = read_bytes(value, name)

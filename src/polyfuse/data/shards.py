@@ -41,12 +41,12 @@ log = logging.getLogger(__name__)
 INDEX_FILE = "index.json"
 
 
-def expand_shard_urls(urls: str | Sequence[str]) -> list[str]:
+def expand_shard_urls(urls: str | Path | Sequence[str]) -> list[str]:
     """Brace-expand (``train-{000000..000099}.tar``) and ``::``-split shard URLs; a directory
     stands for its ``*.tar`` files."""
     import webdataset as wds
 
-    items = [urls] if isinstance(urls, str) else list(urls)
+    items = [urls] if isinstance(urls, (str, Path)) else list(urls)
     expanded: list[str] = []
     for item in items:
         path = Path(str(item)).expanduser()
@@ -90,7 +90,7 @@ class ShardReader(IterableDataset):
         targets: target keys every sample's JSON has (default: from ``index.json``).
     """
 
-    def __init__(self, urls: str | Sequence[str], shuffle: bool = False, shuffle_buffer: int = 1000, seed: int = 0,
+    def __init__(self, urls: str | Path | Sequence[str], shuffle: bool = False, shuffle_buffer: int = 1000, seed: int = 0,
                  rank: int | None = None, world_size: int | None = None,
                  targets: Sequence[str] | None = None) -> None:
         super().__init__()

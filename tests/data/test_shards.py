@@ -1,0 +1,153 @@
+"""WebDataset shards: writing from any reader, round trip, exactly-once over ranks x workers, bad shards."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from polyfuse.data import (BadSample, CocoCaptionsReader, DecodedIterableDataset, MediaFolderReader, SampleDecoder,
+                           ShardReader, VQAv2Reader, write_shards)
+
+from .media import decode_all, write_audio, write_image, write_json
+from .test_folder import _av_folder
+from .test_vqa import _vqa
+
+AV = ("image", "audio", "text")
+
+
+def _numbered_shards(root: Path, shards: int = 8, per_shard: int = 5) -> list[str]:
+    """``shards`` tars of ``per_shard`` samples whose JSON carries a unique number."""
+    samples = ({"id": f"s{i}", "text": f"a dog {i}", "number": i} for i in range(shards * per_shard))
+    index = write_shards(samples, root / "train-%06d.tar", maxcount=per_shard)
+    assert index["total"] == shards * per_shard and len(index["shards"]) == shards
+    return sorted(str(p) for p in root.glob("*.tar"))
+
+
+def _numbers(reader: ShardReader, workers: int) -> list[int]:
+    loader = DataLoader(reader, batch_size=None, num_workers=workers)
+    return [sample["number"] for sample in loader]
+
+
+def test_two_ranks_times_two_workers_read_every_sample_exactly_once(tmp_path):
+    urls = _numbered_shards(tmp_path)
+    for epoch in (0, 1):
+        seen: Counter[int] = Counter()
+        orders = []
+        for rank in range(2):
+            reader = ShardReader(urls, shuffle=True, shuffle_buffer=4, seed=7, rank=rank, world_size=2)
+            reader.set_epoch(epoch)
+            numbers = _numbers(reader, workers=2)
+            seen.update(numbers)
+            orders.append(numbers)
+        assert sorted(seen) == list(range(40)) and set(seen.values()) == {1}, f"epoch {epoch}: {seen}"
+        assert len(orders[0]) == len(orders[1]) == 20
+        if epoch == 0:
+            first_epoch = orders
+    assert orders != first_epoch  # a new shard and sample order every epoch
+
+
+def test_rank_comes_from_the_environment(tmp_path, monkeypatch):
+    urls = _numbered_shards(tmp_path, shards=4, per_shard=2)
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    reader = ShardReader(urls)
+    assert (reader.rank, reader.world_size) == (1, 2)
+    assert _numbers(reader, workers=0) == [2, 3, 6, 7]
+    assert ShardReader(str(tmp_path / "train-{000000..000003}.tar"), rank=0, world_size=1).urls == urls
+
+
+def _compare(original: list, streamed: list) -> None:
+    assert len(original) == len(streamed)
+    for a, b in zip(original, streamed):
+        assert isinstance(a, BadSample) == isinstance(b, BadSample)
+        if isinstance(a, BadSample):
+            continue
+        assert a.keys() == b.keys(), (a.keys(), b.keys())
+        for key in a:
+            if torch.is_tensor(a[key]):
+                assert torch.equal(a[key], b[key]), key
+            else:
+                assert a[key] == b[key], key
+
+
+def _round_trip(reader, tmp_path: Path, pipelines, modalities, name: str) -> tuple[list, list]:
+    raw = [reader[i] for i in range(len(reader))]
+    index = write_shards(raw, tmp_path / name / "shard-%06d.tar", maxcount=2, targets=reader.targets)
+    streamed = ShardReader(tmp_path / name)
+    assert streamed.targets == tuple(reader.targets) and streamed.num_samples == index["total"]
+    decoded = list(DecodedIterableDataset(streamed, SampleDecoder(modalities, **pipelines)))
+    return decode_all(reader, pipelines, modalities)[: index["total"]], decoded
+
+
+def test_round_trip_coco_captions(tmp_path, pipelines):
+    from .test_coco import _coco
+
+    reader = CocoCaptionsReader(_coco(tmp_path), tmp_path / "val2017")
+    original, streamed = _round_trip(reader, tmp_path, pipelines, ("image", "text"), "coco")
+    _compare(original, streamed)  # including the empty caption (bad both ways) and the caption-less image
+
+
+def test_round_trip_vqa_with_soft_score_targets(tmp_path, pipelines):
+    questions, annotations = _vqa(tmp_path)
+    reader = VQAv2Reader(questions, tmp_path, annotations, answer_vocab=annotations, top_k=3)
+    original, streamed = _round_trip(reader, tmp_path, pipelines, ("image", "text"), "vqa")
+    _compare(original, streamed)
+    assert streamed[0]["answer_scores"].dtype == torch.float32 and streamed[1]["answers"][0] == "2"
+
+
+def test_round_trip_audio_visual_folder_skips_missing_files(tmp_path, pipelines):
+    reader = MediaFolderReader(_av_folder(tmp_path / "av"), split="train")
+    raw = [reader[i] for i in range(len(reader))]
+    index = write_shards(raw, tmp_path / "shards" / "av-%06d.tar", maxcount=10, targets=reader.targets)
+    assert index["skipped"] == 1  # c4's image file does not exist; c3's corrupt clip is copied as is
+    streamed = list(DecodedIterableDataset(ShardReader(tmp_path / "shards"), SampleDecoder(AV, **pipelines)))
+    original = [s for s in decode_all(reader, pipelines, AV) if getattr(s, "id", None) != "c4"]
+    _compare(original, streamed)
+    assert streamed[1]["audio"] is None and streamed[2]["image"] is None
+
+
+def _tar(path: Path, members: dict[str, bytes]) -> Path:
+    with tarfile.open(path, "w") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def test_bad_members_and_truncated_shards_are_counted(tmp_path, pipelines):
+    image = write_image(tmp_path / "x.jpg").read_bytes()
+    clip = write_audio(tmp_path / "x.flac").read_bytes()
+    _tar(tmp_path / "a.tar", {"k0.jpg": image, "k0.txt": b"a dog", "k0.json": b'{"id": "first"}',
+                              "k1.jpg": image, "k1.json": b'{"id": ',                 # malformed JSON
+                              "k2.flac": b"not audio", "k2.txt": b"a cat",            # corrupt audio
+                              "k3.flac": clip})                                       # no image, no text
+    truncated = _tar(tmp_path / "b.tar", {"k4.jpg": image, "k5.jpg": image}).read_bytes()
+    (tmp_path / "b.tar").write_bytes(truncated[: 512 + len(image) // 2])
+    reader = ShardReader([str(tmp_path / "a.tar"), str(tmp_path / "b.tar"), str(tmp_path / "gone.tar")])
+    results = list(DecodedIterableDataset(reader, SampleDecoder(AV, **pipelines)))
+    assert results[0]["id"] == "first" and results[0]["audio"] is None
+    bad = [r for r in results if isinstance(r, BadSample)]
+    assert "a.tar:k1.json" in bad[0].source and "malformed member" in bad[0].reason
+    assert "a.tar:k2.flac" in bad[1].source and "cannot decode audio" in bad[1].reason
+    assert results[3]["image"] is None and results[3]["text"] is None and results[3]["audio"].shape == (2000,)
+    assert any("b.tar" in b.source and "truncated" in b.reason for b in bad)
+    assert bad[-1].source.endswith("gone.tar") and bad[-1].reason == "shard file not found"
+    with pytest.raises(Exception, match="a.tar:k1.json"):
+        list(DecodedIterableDataset(ShardReader(str(tmp_path / "a.tar")), SampleDecoder(AV, **pipelines),
+                                    strict=True))
+
+
+def test_index_json_lists_shards_and_targets(tmp_path):
+    _numbered_shards(tmp_path, shards=3, per_shard=2)
+    index = json.loads((tmp_path / "index.json").read_text())
+    assert [s["samples"] for s in index["shards"]] == [2, 2, 2] and index["shards"][0]["url"] == "train-000000.tar"
+    write_json(tmp_path / "index.json", index | {"targets": ["number"]})
+    assert ShardReader(str(tmp_path)).targets == ("number",)
