@@ -1,0 +1,106 @@
+"""Memory and speed knobs applied to the model when training starts: activation checkpointing,
+channels-last, ``torch.compile``. Measured effects: ``docs/scaling.md`` (``scripts/bench_knobs.py``)."""
+
+from __future__ import annotations
+
+import fnmatch
+import functools
+from typing import Any, Sequence
+
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+__all__ = ["PerformanceKnobs", "enable_grad_checkpointing", "select_modules"]
+
+
+def select_modules(root: nn.Module, patterns: Sequence[str]) -> dict[str, nn.Module]:
+    """Submodules of ``root`` whose dotted name matches a pattern segment by segment
+    (``fusion.blocks.*`` = every direct child of ``fusion.blocks``, not their children).
+
+    Raises ``KeyError`` naming the pattern when one matches nothing, listing the top-level names.
+    """
+    found: dict[str, nn.Module] = {}
+    named = dict(root.named_modules())
+    for pattern in patterns:
+        parts = pattern.split(".")
+        matches = {name: module for name, module in named.items() if name and len(name.split(".")) == len(parts)
+                   and all(fnmatch.fnmatchcase(seg, pat) for seg, pat in zip(name.split("."), parts))}
+        if not matches:
+            top = sorted({name.split(".")[0] for name in named if name})
+            raise KeyError(f"no submodule matches {pattern!r}; top-level modules: {top} "
+                           "(patterns are dotted names, '*' matches one level)")
+        found.update(matches)
+    return found
+
+
+def _checkpointed_forward(module: nn.Module, forward: Any, *args: Any, **kwargs: Any) -> Any:
+    if module.training and torch.is_grad_enabled():
+        return checkpoint(forward, *args, use_reentrant=False, **kwargs)
+    return forward(*args, **kwargs)
+
+
+def enable_grad_checkpointing(root: nn.Module, patterns: Sequence[str]) -> list[str]:
+    """Recompute the selected modules' activations in backward instead of storing them.
+
+    A module with its own ``grad_checkpointing`` switch (polyfuse's ViT / text / CLIP-text encoders:
+    per transformer block) gets that switch turned on; any other module (a fusion block) has its
+    ``forward`` run under ``torch.utils.checkpoint`` (non-reentrant) while training. Parameters and
+    ``state_dict`` keys are unchanged. Returns the names of the modules changed.
+    """
+    changed = []
+    for name, module in select_modules(root, patterns).items():
+        if hasattr(module, "grad_checkpointing"):
+            module.grad_checkpointing = True
+        elif not isinstance(module.forward, functools.partial):  # not wrapped twice
+            module.forward = functools.partial(_checkpointed_forward, module, module.forward)
+        changed.append(name)
+    return changed
+
+
+class PerformanceKnobs(Callback):
+    """Apply memory/speed options to ``pl_module.model`` (or the LightningModule) in ``setup``,
+    before the strategy wraps it (DDP / FSDP) and moves it to the device.
+
+    Args:
+        grad_checkpointing: module name patterns under the model to checkpoint, e.g.
+            ``[encoders.image, encoders.text, fusion.blocks.*]``; ``[]`` = off. Trades compute
+            (one extra forward of those modules) for activation memory.
+        channels_last: store 4-D (conv) weights channels-last, so convolutions run in NHWC
+            (faster with tensor cores under mixed precision; CNN encoders only).
+        compile: ``torch.compile`` the model in place (``nn.Module.compile``: parameter names and
+            checkpoints unchanged); ``True`` = the whole model, a list = those submodules.
+        compile_options: keyword arguments for ``torch.compile`` (``mode``, ``dynamic``, ``backend``).
+    """
+
+    def __init__(self, grad_checkpointing: Sequence[str] = (), channels_last: bool = False,
+                 compile: bool | Sequence[str] = False, compile_options: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        self.grad_checkpointing = list(grad_checkpointing)
+        self.channels_last = channels_last
+        self.compile = compile
+        self.compile_options = dict(compile_options or {})
+        self._applied = False
+
+    @staticmethod
+    def target(pl_module: nn.Module) -> nn.Module:
+        model = getattr(pl_module, "model", None)
+        return model if isinstance(model, nn.Module) else pl_module
+
+    def apply(self, module: nn.Module) -> nn.Module:
+        """Apply every knob to ``module`` in place (also usable outside Lightning); returns it."""
+        if self.grad_checkpointing:
+            enable_grad_checkpointing(module, self.grad_checkpointing)
+        if self.channels_last:
+            module.to(memory_format=torch.channels_last)
+        if self.compile:
+            targets = {"": module} if self.compile is True else select_modules(module, list(self.compile))
+            for submodule in targets.values():
+                submodule.compile(**self.compile_options)
+        return module
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if not self._applied:  # fit then test calls setup twice
+            self.apply(self.target(pl_module))
+            self._applied = True

@@ -1,0 +1,84 @@
+"""Memory/speed knobs change memory or speed, never the numbers."""
+
+from __future__ import annotations
+
+import hydra
+import pytest
+import torch
+
+from polyfuse.encoders import AudioCNNEncoder
+from polyfuse.training.performance import PerformanceKnobs, enable_grad_checkpointing, select_modules
+
+CHECKPOINTED = ["encoders.image", "encoders.text", "fusion.blocks.*"]
+
+
+@pytest.fixture
+def model_and_batch(compose_train):
+    cfg = compose_train(["model/fusion=early", "data.modalities=[image,text]", "data.batch_size=8"])
+
+    def make():
+        torch.manual_seed(0)
+        return hydra.utils.instantiate(cfg.model)
+
+    datamodule = hydra.utils.instantiate(cfg.data)
+    datamodule.setup("fit")
+    return make, next(iter(datamodule.train_dataloader()))
+
+
+def _loss_grads_and_saved_bytes(module, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor], int]:
+    saved = []
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        saved.append(tensor.numel() * tensor.element_size())
+        return tensor
+
+    module.train()
+    torch.manual_seed(1)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        _, loss = module._step(batch)
+    loss.backward()
+    return loss.detach(), {n: p.grad.clone() for n, p in module.named_parameters() if p.grad is not None}, sum(saved)
+
+
+def test_grad_checkpointing_keeps_gradients_and_saves_activation_memory(model_and_batch):
+    make, batch = model_and_batch
+    loss, grads, saved = _loss_grads_and_saved_bytes(make(), batch)
+    module = make()
+    changed = enable_grad_checkpointing(module.model, CHECKPOINTED)
+    assert {"encoders.image", "encoders.text", "fusion.blocks.0"} <= set(changed)
+    assert module.model.encoders.image.grad_checkpointing           # the encoder's own per-block switch
+    ck_loss, ck_grads, ck_saved = _loss_grads_and_saved_bytes(module, batch)
+    torch.testing.assert_close(ck_loss, loss)
+    assert ck_grads.keys() == grads.keys()
+    for name in grads:
+        torch.testing.assert_close(ck_grads[name], grads[name], msg=name)
+    assert ck_saved < 0.6 * saved, (ck_saved, saved)
+
+
+def test_patterns_match_one_level_and_unknown_names_are_reported(model_and_batch):
+    module = model_and_batch[0]().model
+    assert all(name.count(".") == 2 for name in select_modules(module, ["fusion.blocks.*"]))
+    with pytest.raises(KeyError, match=r"'fusion\.block\.\*'.*top-level modules: \[.*'encoders'"):
+        select_modules(module, ["fusion.block.*"])
+
+
+def test_channels_last_converts_conv_weights_and_keeps_outputs():
+    encoder = AudioCNNEncoder(channels=[8, 16], convs_per_block=1).eval()
+    waveform = torch.randn(2, 4000)
+    expected = encoder(waveform).tokens
+    PerformanceKnobs(channels_last=True).apply(encoder)
+    convs = [m for m in encoder.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(c.weight.is_contiguous(memory_format=torch.channels_last) for c in convs)
+    torch.testing.assert_close(encoder(waveform).tokens, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_compile_in_place_keeps_parameter_names_and_outputs(model_and_batch):
+    make, batch = model_and_batch
+    module = make().eval()
+    keys = list(module.state_dict())
+    with torch.no_grad():
+        expected = module(batch).outputs
+    PerformanceKnobs(compile=["fusion"], compile_options={"backend": "eager"}).apply(module.model)
+    assert list(module.state_dict()) == keys                       # checkpoints stay loadable
+    with torch.no_grad():
+        torch.testing.assert_close(module(batch).outputs, expected)
