@@ -49,6 +49,9 @@ def _instantiate_all(cfg: DictConfig) -> None:
     trainer_overrides = {}
     if cfg.trainer.get("accelerator") == "gpu" and not torch.cuda.is_available():
         trainer_overrides["accelerator"] = "cpu"  # the rest of a GPU trainer config still instantiates
+        if "FSDPStrategy" in str(cfg.trainer.get("strategy")):  # Lightning runs FSDP only on CUDA
+            hydra.utils.instantiate(cfg.trainer.strategy)
+            return
     hydra.utils.instantiate(cfg.trainer, **trainer_overrides)
 
 
