@@ -21,7 +21,7 @@ import triton.language as tl
 from polyfuse.attention.kernels.blocks import allowed_tile, dropout_keep, head_seed, tile_dot
 from polyfuse.attention.kernels.tuning import key_block_configs, prune_configs, query_block_configs
 
-LOG2E: tl.constexpr = 1.4426950408889634
+LOG2E = tl.constexpr(1.4426950408889634)
 
 
 @triton.jit
@@ -82,9 +82,7 @@ def attention_backward_dkdv_kernel(
     lo = 0
     if IS_CAUSAL:  # key j is seen by queries i >= j - causal_shift
         lo = (tl.maximum(start_n - causal_shift, 0) // BLOCK_M) * BLOCK_M
-    hi = LQ
-    if start_n >= kv_end:  # an all-padding key block: nothing attends to it
-        hi = 0
+    hi = tl.where(start_n < kv_end, LQ, 0)  # an all-padding key block: nothing attends to it
     dk = tl.zeros((BLOCK_N, BLOCK_D), tl.float32)
     dv = tl.zeros((BLOCK_N, BLOCK_D), tl.float32)
     for start_m in range(lo, hi, BLOCK_M):

@@ -16,10 +16,12 @@ def tile_dot(a, b, UPCAST: tl.constexpr, PRECISION: tl.constexpr):
 
     ``UPCAST`` computes in fp32: Triton's CPU interpreter multiplies bf16 operands as raw integers,
     so interpreted bf16 runs upcast first; on a GPU ``UPCAST`` is False and the tensor cores see the
-    input dtype. ``PRECISION`` is ``"ieee"`` for fp32 inputs (no silent TF32) and ``"tf32"`` else.
+    input dtype. ``PRECISION`` is ``"ieee"`` for fp32 (or upcast) operands, so fp32 is never silently
+    TF32, and ``"tf32"`` (Triton's default, ignored for 16-bit operands) otherwise.
     """
     if UPCAST:
-        return tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision="ieee")
+        a = a.to(tl.float32)
+        b = b.to(tl.float32)
     return tl.dot(a, b, input_precision=PRECISION)
 
 

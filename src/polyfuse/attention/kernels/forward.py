@@ -15,7 +15,7 @@ import triton.language as tl
 from polyfuse.attention.kernels.blocks import allowed_tile, dropout_keep, head_seed, tile_dot
 from polyfuse.attention.kernels.tuning import forward_configs, prune_configs
 
-LN2: tl.constexpr = 0.6931471805599453
+LN2 = tl.constexpr(0.6931471805599453)
 
 
 @triton.jit

@@ -66,11 +66,11 @@ def _key_layout(key_padding_mask: Tensor | None, key_lengths: Tensor | None, lk:
 
 def _common_meta(q: Tensor, causal: bool, has_mask: bool, has_kv_len: bool, dropout_p: float) -> dict:
     head_dim = q.shape[-1]
+    upcast = _INTERPRETED_AT_IMPORT and q.dtype == torch.bfloat16
     return dict(
         HEAD_DIM=head_dim, BLOCK_D=max(16, triton.next_power_of_2(head_dim)), IS_CAUSAL=causal,
-        HAS_MASK=has_mask, HAS_KV_LEN=has_kv_len, HAS_DROPOUT=dropout_p > 0.0,
-        UPCAST=_INTERPRETED_AT_IMPORT and q.dtype == torch.bfloat16,
-        PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
+        HAS_MASK=has_mask, HAS_KV_LEN=has_kv_len, HAS_DROPOUT=dropout_p > 0.0, UPCAST=upcast,
+        PRECISION="ieee" if q.dtype == torch.float32 or upcast else "tf32",
     )
 
 
