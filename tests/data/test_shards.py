@@ -94,12 +94,25 @@ def test_round_trip_coco_captions(tmp_path, pipelines):
     _compare(original, streamed)  # including the empty caption (bad both ways) and the caption-less image
 
 
-def test_round_trip_vqa_with_soft_score_targets(tmp_path, pipelines):
+class _WithTensorTarget:
+    """A reader whose samples also carry an array target (stored as ``<key>.scores.npy``)."""
+
+    def __init__(self, reader):
+        self.reader, self.targets = reader, ("scores",)
+
+    def __len__(self):
+        return len(self.reader)
+
+    def __getitem__(self, index):
+        return self.reader[index] | {"scores": torch.arange(4, dtype=torch.float32) * index}
+
+
+def test_round_trip_vqa_with_answers_and_an_array_target(tmp_path, pipelines):
     questions, annotations = _vqa(tmp_path)
-    reader = VQAv2Reader(questions, tmp_path, annotations, answer_vocab=annotations, top_k=3)
+    reader = _WithTensorTarget(VQAv2Reader(questions, tmp_path, annotations))
     original, streamed = _round_trip(reader, tmp_path, pipelines, ("image", "text"), "vqa")
     _compare(original, streamed)
-    assert streamed[0]["answer_scores"].dtype == torch.float32 and streamed[1]["answers"][0] == "2"
+    assert streamed[1]["answers"][:4] == ["2", "2", "2", "two"] and streamed[2]["scores"].tolist() == [0, 2, 4, 6]
 
 
 def test_round_trip_audio_visual_folder_skips_missing_files(tmp_path, pipelines):

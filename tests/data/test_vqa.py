@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-from itertools import combinations
 from pathlib import Path
 
 import pytest
 
 from polyfuse.data import DataFileError, MultimodalCollate, VQAv2Reader
-from polyfuse.data.vqa import IGNORE_INDEX, load_answer_vocab, vqa_score
+from polyfuse.data.vqa import read_answers
 
 from .media import decode_all, write_image, write_json
 
@@ -44,46 +43,23 @@ def _vqa(tmp_path: Path, subtype: str = "val2014", with_annotations: bool = True
     return questions, annotations
 
 
-def test_vqa_score_matches_the_official_leave_one_out_average():
-    for count in range(11):
-        humans = ["x"] * count + ["y"] * (10 - count)
-        official = sum(min(1.0, subset.count("x") / 3) for subset in combinations(humans, 9)) / 10
-        assert vqa_score(count) == pytest.approx(official)
-    assert [round(vqa_score(c), 4) for c in (1, 2, 3, 4)] == [0.3, 0.6, 0.9, 1.0]
-
-
-def test_vqa_reader_targets_and_extras(tmp_path, pipelines):
+def test_vqa_reader_samples_carry_the_ten_answers(tmp_path, pipelines):
     questions, annotations = _vqa(tmp_path)
-    reader = VQAv2Reader(questions, tmp_path, annotations, answer_vocab=annotations, top_k=2)
-    assert reader.vocab == ("3", "blue")  # most frequent multiple-choice answers, ties alphabetical
+    reader = VQAv2Reader(questions, tmp_path, annotations)
     assert len(reader) == 3 and "question_id, image_id and question" in reader.bad_records[0].reason
-    assert reader.targets == ("label", "answer_scores")
+    assert reader.targets == () and reader.modalities == ("image", "text")
     sample = reader[1]
     assert sample["image"] == str(tmp_path / "val2014" / "COCO_val2014_000000000042.jpg")
-    assert sample["answers"] == ANSWERS[1002] and sample["label"] == 0
-    assert sample["answer_scores"].tolist() == pytest.approx([1.0, 0.0])
-    assert reader[0]["label"] == IGNORE_INDEX  # "yes" is outside the 2-answer vocabulary
-    assert reader[2]["answer_scores"].tolist() == pytest.approx([0.0, 1.0])
-    samples = decode_all(reader, pipelines)
-    batch = MultimodalCollate(["image", "text"], targets=reader.targets)(samples)
-    assert batch.targets["answer_scores"].shape == (3, 2) and batch.targets["label"].tolist() == [-100, 0, 1]
-    assert batch.extras["answers"][1] == ANSWERS[1002] and batch.ids == ["1001", "1002", "1003"]
+    assert sample["answers"] == ANSWERS[1002] and sample["multiple_choice_answer"] == "3"
+    assert sample["question"] == "How many cats?" and sample["question_id"] == 1002 and sample["image_id"] == 42
+    batch = MultimodalCollate(["image", "text"], targets=reader.targets)(decode_all(reader, pipelines))
+    assert batch.extras["answers"] == list(ANSWERS.values()) and batch.ids == ["1001", "1002", "1003"]
+    assert read_answers(annotations) == list(ANSWERS.values())
 
 
-def test_answer_vocab_from_a_json_list_and_errors(tmp_path):
-    questions, annotations = _vqa(tmp_path)
-    vocab = write_json(tmp_path / "answers.json", ["yes", "red", "2"])
-    reader = VQAv2Reader(questions, tmp_path, annotations, answer_vocab=vocab)
-    assert reader[0]["label"] == 0 and reader[1]["answer_scores"][2].item() == pytest.approx(0.9)
-    write_json(tmp_path / "bad_vocab.json", [1, 2])
-    load_answer_vocab.cache_clear()
-    with pytest.raises(DataFileError, match="bad_vocab.json"):
-        VQAv2Reader(questions, tmp_path, annotations, answer_vocab=tmp_path / "bad_vocab.json")
-
-
-def test_test_dev_without_annotations_has_no_targets(tmp_path, pipelines):
+def test_test_dev_without_annotations(tmp_path, pipelines):
     questions, _ = _vqa(tmp_path, subtype="test-dev2015", with_annotations=False)
-    reader = VQAv2Reader(questions, tmp_path, answer_vocab=tmp_path / "unused.json")
+    reader = VQAv2Reader(questions, tmp_path)
     assert reader.targets == () and len(reader) == 3
     assert reader[0]["image"].endswith("test2015/COCO_test2015_000000000042.jpg") and "answers" not in reader[0]
     batch = MultimodalCollate(["image", "text"], targets=reader.targets)(decode_all(reader, pipelines))
@@ -91,11 +67,13 @@ def test_test_dev_without_annotations_has_no_targets(tmp_path, pipelines):
     assert batch.inputs["text"].mask.sum(1).tolist() == [9, 6, 8]  # [CLS] words ? [SEP]
 
 
-def test_question_without_annotation_is_counted(tmp_path):
+def test_question_without_annotation_is_counted_and_bad_files_are_named(tmp_path):
     questions, annotations = _vqa(tmp_path)
     data = json.loads(annotations.read_text())
     data["annotations"] = data["annotations"][:2]
     write_json(annotations, data)
     reader = VQAv2Reader(questions, tmp_path, annotations)
     assert len(reader) == 2 and any("no annotation for question 1003" in b.reason for b in reader.bad_records)
-    assert reader.targets == ()  # no vocabulary: questions and raw answers only
+    not_questions = write_json(tmp_path / "questions.json", {"annotations": []})
+    with pytest.raises(DataFileError, match=r"questions.json: no \['questions'\] field"):
+        VQAv2Reader(not_questions, tmp_path)

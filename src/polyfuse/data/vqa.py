@@ -6,54 +6,28 @@ Questions: ``{"data_subtype": "val2014", "questions": [{image_id, question, ques
 Annotations: ``{"annotations": [{question_id, image_id, multiple_choice_answer, answer_type,
 question_type, answers: [{answer, answer_confidence, answer_id}] x 10}]}``.
 
-Targets (only with annotations and an answer vocabulary):
-
-* ``answer_scores: float32 (A,)`` -- the official accuracy of each vocabulary answer against the
-  ten human answers, averaged over the ten leave-one-out subsets of nine:
-  ``score(c) = (c * min(1, (c - 1) / 3) + (10 - c) * min(1, c / 3)) / 10`` for an answer given
-  ``c`` times (0.3, 0.6, 0.9, 1.0 for 1, 2, 3, >= 4), the soft target of BCE-trained VQA heads.
-* ``label: int`` -- vocabulary index of ``multiple_choice_answer``, ``-100`` (cross-entropy's
-  ignore index) when it is outside the vocabulary.
-
-The ten raw answers travel as the extra ``answers`` for the official metric.
+Each sample carries the ten human answers as the extra ``answers`` (plus ``multiple_choice_answer``,
+``answer_type``, ``question_id``, ``image_id``); the VQA head (:class:`polyfuse.heads.VQAHead`)
+builds its answer vocabulary with :func:`read_answers` and turns the answers into soft scores, so
+the reader has no targets and test / test-dev questions (no annotations) batch the same way.
 """
 
 from __future__ import annotations
 
-from collections import Counter
-from functools import lru_cache
 from pathlib import Path
-from typing import Any, Sequence
-
-import torch
+from typing import Any
 
 from polyfuse.data.io import DataFileError
 from polyfuse.data.reader import SOURCE_KEY, RecordReader, read_json, require_keys
 
-IGNORE_INDEX = -100
-NUM_HUMAN_ANSWERS = 10
 
-
-def vqa_score(count: int, total: int = NUM_HUMAN_ANSWERS) -> float:
-    """Official VQA accuracy of an answer that ``count`` of ``total`` annotators gave."""
-    if count <= 0:
-        return 0.0
-    return (count * min(1.0, (count - 1) / 3) + (total - count) * min(1.0, count / 3)) / total
-
-
-@lru_cache(maxsize=4)
-def load_answer_vocab(path: str, top_k: int = 3129) -> tuple[str, ...]:
-    """The answer vocabulary from ``path``: a JSON list of answers, or a VQAv2 annotations file
-    from which the ``top_k`` most frequent ``multiple_choice_answer`` strings are taken
-    (ties broken alphabetically, so every process builds the same list)."""
-    data = read_json(path, "an answer vocabulary (JSON list) or VQAv2 annotations file")
-    if isinstance(data, list):
-        if not all(isinstance(answer, str) for answer in data):
-            raise DataFileError(f"{path}: answer vocabulary must be a JSON list of strings")
-        return tuple(data)
+def read_answers(annotations: str | Path) -> list[list[str]]:
+    """The human answers of every question in a VQAv2 annotations file, for
+    ``AnswerVocabulary.from_answers`` (use the training annotations for every split)."""
+    path = Path(annotations).expanduser()
+    data = read_json(path, "a VQAv2 annotations file")
     require_keys(data, ("annotations",), path, "a VQAv2 annotations file")
-    counts = Counter(a["multiple_choice_answer"] for a in data["annotations"] if "multiple_choice_answer" in a)
-    return tuple(answer for answer, _ in sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:top_k])
+    return [[str(a.get("answer", "")) for a in item.get("answers", [])] for item in data["annotations"]]
 
 
 def default_image_pattern(subtype: str) -> str:
@@ -68,9 +42,6 @@ class VQAv2Reader(RecordReader):
     Args:
         questions: the questions JSON. image_root: folder holding ``train2014/``, ``val2014/``,
             ``test2015/``. annotations: the annotations JSON (``None`` for test / test-dev).
-        answer_vocab: JSON list of answers, or an annotations file to take the ``top_k`` most
-            frequent answers from (use the *training* annotations for every split); without it
-            there are no targets.
         image_pattern: file of an image relative to ``image_root``, formatted with ``image_id``
             (default from ``data_subtype``: ``val2014/COCO_val2014_{image_id:012d}.jpg``).
     """
@@ -78,7 +49,7 @@ class VQAv2Reader(RecordReader):
     modalities = ("image", "text")
 
     def __init__(self, questions: str | Path, image_root: str | Path, annotations: str | Path | None = None,
-                 answer_vocab: str | Path | None = None, top_k: int = 3129, image_pattern: str | None = None) -> None:
+                 image_pattern: str | None = None) -> None:
         super().__init__()
         self.questions_path = Path(questions).expanduser()
         data = read_json(self.questions_path, "a VQAv2 questions file")
@@ -91,11 +62,6 @@ class VQAv2Reader(RecordReader):
         self.answers: dict[int, dict[str, Any]] = {}
         if annotations is not None:
             self._read_annotations(Path(annotations).expanduser())
-        self.vocab: tuple[str, ...] = ()
-        if answer_vocab is not None and annotations is not None:
-            self.vocab = load_answer_vocab(str(Path(answer_vocab).expanduser()), top_k)
-        self.vocab_index = {answer: index for index, answer in enumerate(self.vocab)}
-        self.targets = ("label", "answer_scores") if self.vocab else ()
         self.question_ids: list[int] = []
         self.image_ids: list[int] = []
         self.texts: list[str] = []
@@ -125,10 +91,6 @@ class VQAv2Reader(RecordReader):
                 "answer_type": annotation.get("answer_type"),
             }
 
-    @property
-    def num_answers(self) -> int:
-        return len(self.vocab)
-
     def __len__(self) -> int:
         return len(self.question_ids)
 
@@ -143,15 +105,4 @@ class VQAv2Reader(RecordReader):
             sample["answers"] = annotation["answers"]
             sample["answer_type"] = annotation["answer_type"]
             sample["multiple_choice_answer"] = annotation["multiple_choice_answer"]
-        if self.vocab and annotation is not None:
-            sample["label"] = self.vocab_index.get(annotation["multiple_choice_answer"], IGNORE_INDEX)
-            sample["answer_scores"] = self.answer_scores(annotation["answers"])
         return sample
-
-    def answer_scores(self, answers: Sequence[str]) -> torch.Tensor:
-        """``float32 (A,)`` official accuracy of every vocabulary answer (0 for the others)."""
-        scores = torch.zeros(len(self.vocab), dtype=torch.float32)
-        for answer, count in Counter(answers).items():
-            if answer in self.vocab_index:
-                scores[self.vocab_index[answer]] = vqa_score(count, len(answers))
-        return scores
