@@ -40,7 +40,7 @@ PRESENCE = torch.tensor([[1, 1, 1], [1, 0, 0], [0, 1, 0], [0, 0, 1],
 
 def make_fusion(name: str, dims: dict[str, int] | None = None, **options) -> fusion.Fusion:
     torch.manual_seed(0)
-    return fusion.build(name, dims=dims or DIMS, out_dim=OUT_DIM, **{**SMALL[name], **options})
+    return fusion.build(name, dims=dims or DIMS, out_dim=OUT_DIM, **{**SMALL.get(name, {}), **options})
 
 
 def make_inputs(seed: int = 0, presence: torch.Tensor | None = None, dims: dict[str, int] | None = None,

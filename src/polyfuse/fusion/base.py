@@ -24,12 +24,16 @@ class FusionOutput:
         attentions: attention maps by name when requested (``return_attention=True``), else empty.
             Each map is ``(B, H, Lq, Lk)``; a row sums to 1 over the valid keys, or is all zeros
             when the query had no valid key (e.g. the modality it looks at is absent).
+        aux_losses: named, already weighted scalar losses of the fusion's own auxiliary objective
+            (e.g. the reconstruction loss of ``translation``), empty for most fusions; the training
+            module adds them to the task loss and logs them as ``<stage>/aux/<name>``.
     """
 
     pooled: Tensor
     tokens: Tensor | None = None
     mask: Tensor | None = None
     attentions: dict[str, Tensor] = field(default_factory=dict)
+    aux_losses: dict[str, Tensor] = field(default_factory=dict)
 
 
 class Fusion(nn.Module):

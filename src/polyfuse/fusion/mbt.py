@@ -39,12 +39,14 @@ class BottleneckFusion(Fusion):
 
     Args:
         dims, out_dim: see :class:`Fusion`. width: stream width (default ``out_dim``).
-        depth: blocks per modality. fusion_layer: index of the first fusion block (``0`` = all).
+        depth: blocks per modality. fusion_layer: index of the first fusion block (``0`` = all). A
+            fusion block *writes* into the bottleneck; the streams *read* what the other modalities
+            wrote only from the next fusion block on, so use ``fusion_layer <= depth - 2``.
         bottlenecks: number of bottleneck tokens. heads, mlp_ratio, dropout: block options.
     """
 
     def __init__(self, dims: Mapping[str, int], out_dim: int, width: int | None = None, depth: int = 2,
-                 fusion_layer: int = 1, bottlenecks: int = 4, heads: int = 4, mlp_ratio: float = 2.0,
+                 fusion_layer: int = 0, bottlenecks: int = 4, heads: int = 4, mlp_ratio: float = 2.0,
                  dropout: float = 0.1) -> None:
         super().__init__(dims, out_dim)
         if not 0 <= fusion_layer < depth:
