@@ -153,48 +153,64 @@ def sdpa_dispatch_choice(case: Case, q: Tensor, k: Tensor, v: Tensor, mask: Tens
     return names.get(int(choice), str(choice)).lower()
 
 
-def time_ms(fn: Callable[[], object], device: str, repeats: int) -> float:
-    """Milliseconds: GPU median of CUDA-event timings (``triton.testing.do_bench``); CPU the minimum wall
-    clock over ``repeats`` (the least disturbed run on a shared machine)."""
-    if device == "cuda":
-        import triton.testing
+def _call(fn: Attend, leaves: list[Tensor], grad_out: Tensor, backward: bool) -> Callable[[], None]:
+    """One timed step: forward (under no_grad), or forward + backward."""
+    def forward() -> None:
+        with torch.no_grad():
+            fn(*leaves)
 
-        return float(triton.testing.do_bench(fn, warmup=25, rep=max(100, 20 * repeats)))
-    fn()
-    samples = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - start) * 1e3)
-    return min(samples)
+    def forward_backward() -> None:
+        for leaf in leaves:
+            leaf.grad = None
+        fn(*leaves).backward(grad_out)
+
+    return forward_backward if backward else forward
 
 
-def measure(fn: Attend, q: Tensor, k: Tensor, v: Tensor, device: str, repeats: int,
-            backward: bool) -> dict[str, float]:
-    """``{"fwd": ms, "fwdbwd": ms, "peak_mib": MiB}``; ``inf`` for what the contender cannot run."""
-    result = {"fwd": float("inf"), "fwdbwd": float("inf"), "peak_mib": float("nan")}
+def _peak_mib(step: Callable[[], None]) -> float:
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    step()
+    torch.cuda.synchronize()
+    return (torch.cuda.max_memory_allocated() - base) / 2**20
+
+
+def measure_all(named: dict[str, Attend], q: Tensor, k: Tensor, v: Tensor, device: str, repeats: int,
+                backward: bool) -> dict[str, dict]:
+    """Per contender ``{"fwd": ms, "fwdbwd": ms, "peak_mib": MiB}`` (``inf`` where it refuses the case).
+
+    GPU: median of CUDA-event timings per contender (``triton.testing.do_bench``). CPU: every contender
+    runs once to warm up, then the contenders take turns ``repeats`` times and each keeps its fastest
+    run, so a shared machine's load changes hit all of them alike.
+    """
+    results = {name: {"fwd": float("inf"), "fwdbwd": float("inf"), "peak_mib": float("nan")} for name in named}
     leaves = [t.detach().requires_grad_(backward) for t in (q, k, v)]
     grad_out = torch.randn_like(q)
-    try:
-        with torch.no_grad():
-            result["fwd"] = time_ms(lambda: fn(*leaves), device, repeats)
-        if backward:
-            def step() -> None:
-                for leaf in leaves:
-                    leaf.grad = None
-                fn(*leaves).backward(grad_out)
+    for mode in ("fwd", "fwdbwd") if backward else ("fwd",):
+        steps = {}
+        for name, fn in named.items():
+            step = _call(fn, leaves, grad_out, mode == "fwdbwd")
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    if device == "cuda":
+                        import triton.testing
 
-            if device == "cuda":
-                torch.cuda.synchronize()
-                torch.cuda.reset_peak_memory_stats()
-                base = torch.cuda.memory_allocated()
+                        results[name][mode] = float(triton.testing.do_bench(step, warmup=25, rep=max(100, 20 * repeats)))
+                        if mode == "fwdbwd":
+                            results[name]["peak_mib"] = _peak_mib(step)
+                    else:
+                        step()
+                        steps[name] = step
+            except (RuntimeError, NotImplementedError, ValueError) as error:  # a backend refusing the case
+                results[name]["error"] = str(error).splitlines()[0][:60]
+        for _ in range(repeats if device == "cpu" else 0):
+            for name, step in steps.items():
+                start = time.perf_counter()
                 step()
-                torch.cuda.synchronize()
-                result["peak_mib"] = (torch.cuda.max_memory_allocated() - base) / 2**20
-            result["fwdbwd"] = time_ms(step, device, repeats)
-    except (RuntimeError, NotImplementedError, ValueError) as error:  # a backend that refuses the case
-        result["error"] = str(error).splitlines()[0][:60]  # type: ignore[assignment]
-    return result
+                results[name][mode] = min(results[name][mode], (time.perf_counter() - start) * 1e3)
+    return results
 
 
 def rate(flops: float, ms: float, device: str) -> str:
@@ -220,12 +236,8 @@ def run_grid(cases: list[Case], dtype: torch.dtype, device: str, repeats: int, b
         print(f"| contender | fwd ms | fwd {unit} | fwd+bwd ms | fwd+bwd {unit} | peak MiB |")
         print("|---|---|---|---|---|---|")
         fwd_flops = case.forward_flops()
-        results = {}
-        for name, fn in contenders(case, mask, device).items():
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                res = measure(fn, q, k, v, device, repeats, backward)
-            results[name] = res
+        results = measure_all(contenders(case, mask, device), q, k, v, device, repeats, backward)
+        for name, res in results.items():
             note = f" ({res['error']})" if "error" in res else ""
             print(f"| {name}{note} | {fmt(res['fwd'])} | {rate(fwd_flops, res['fwd'], device)} | {fmt(res['fwdbwd'])} | "
                   f"{rate(3.5 * fwd_flops, res['fwdbwd'], device)} | {res['peak_mib']:.0f} |", flush=True)
@@ -349,8 +361,10 @@ def main() -> int:
             for summary in summaries:
                 case = summary["case"]
                 q, k, v, mask = make_inputs(case, DTYPES[dtype_name], "cpu")
-                flex_ms = time_ms(lambda: flex_padded_attention(q, k, v, mask, causal=case.causal), "cpu", args.repeats)
-                print(f"| {case.name} | {flex_ms / summary['results']['sdpa']['fwd']:.2f} |", flush=True)
+                named = {"sdpa": contenders(case, mask, "cpu")["sdpa"],
+                         "flex": lambda q, k, v: flex_padded_attention(q, k, v, mask, causal=case.causal)[0]}
+                res = measure_all(named, q, k, v, "cpu", args.repeats, backward=False)
+                print(f"| {case.name} | {res['flex']['fwd'] / res['sdpa']['fwd']:.2f} |", flush=True)
     return check.returncode
 
 
