@@ -18,6 +18,7 @@ import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
 from polyfuse.cli.config import config_dir, register_resolvers
+from polyfuse.training.launch import check_multirun_launch, is_launch_rank_zero
 
 register_resolvers()
 
@@ -37,13 +38,15 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     set_default_backend(cfg.get("attention_backend", "auto"))
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    if is_launch_rank_zero():  # DDP ranks share rank 0's run directory (training/launch.py)
+        (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
 
     datamodule = hydra.utils.instantiate(cfg.data)
     model = hydra.utils.instantiate(cfg.model)
     callbacks = _instantiate_group(cfg.get("callbacks"))
     loggers = _instantiate_group(cfg.get("logger"))
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    check_multirun_launch(trainer)
 
     if cfg.get("train", True):
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
@@ -53,7 +56,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     summary_path = output_dir / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
-    _print_summary(summary, output_dir)
+    if is_launch_rank_zero():
+        _print_summary(summary, output_dir)
     return summary
 
 

@@ -1,0 +1,55 @@
+"""Hydra + Lightning multi-process launches: one run directory per run, files written by rank 0.
+
+How a ``polyfuse-train trainer=ddp`` run gets *one* output directory, not one per rank: Lightning's
+subprocess launcher starts ranks 1..N-1 by re-running the command line with
+``hydra.run.dir=<rank 0's run dir> hydra.output_subdir=null`` appended, so every rank resolves
+``paths.output_dir`` to the same directory and only rank 0 writes ``.hydra/``. What polyfuse adds:
+
+* :func:`is_launch_rank_zero` for files written before the trainer exists (``config.yaml``);
+  loggers, checkpoints and :class:`~polyfuse.training.RunArtifacts` already write on rank 0 only;
+* :func:`check_multirun_launch`: a Hydra *multirun* (``-m``) cannot launch local DDP processes,
+  because re-running the command line re-runs the whole sweep in every child rank. Under SLURM
+  (``hydra/launcher=submitit_slurm``) or ``torchrun`` the processes are started externally and
+  each sweep point is its own job, which is fine.
+"""
+
+from __future__ import annotations
+
+from lightning.pytorch import Trainer
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
+
+__all__ = ["is_launch_rank_zero", "check_multirun_launch", "MultirunLaunchError"]
+
+
+class MultirunLaunchError(RuntimeError):
+    """A Hydra multirun asked Lightning to launch several local processes."""
+
+
+def is_launch_rank_zero() -> bool:
+    """``True`` in the process that writes run files: global rank 0 as read from the environment
+    (``RANK``, ``LOCAL_RANK``, ``SLURM_PROCID``), valid before any process group exists."""
+    return getattr(rank_zero_only, "rank", 0) == 0
+
+
+def _hydra_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def check_multirun_launch(trainer: Trainer) -> None:
+    """Raise :class:`MultirunLaunchError` when this is a Hydra multirun and ``trainer`` would start
+    its other ranks by re-running the command line (instead of a scheduler having started them)."""
+    strategy = trainer.strategy
+    launcher = getattr(strategy, "launcher", None)
+    environment = getattr(strategy, "cluster_environment", None)
+    if launcher is None or environment is None or environment.creates_processes_externally:
+        return
+    if type(launcher).__name__ != "_SubprocessScriptLauncher" or not _hydra_multirun():
+        return
+    raise MultirunLaunchError(
+        f"a Hydra multirun (-m) cannot start {trainer.world_size} local DDP processes: Lightning starts each rank "
+        "by re-running the command line, which would re-run the whole sweep in every rank. Launch each sweep "
+        "point as its own job (hydra/launcher=submitit_slurm, docs/scaling.md), or run the sweep points one by "
+        "one without -m.")
