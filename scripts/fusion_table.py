@@ -4,7 +4,10 @@ Each fusion is trained by the ordinary command line, one run after the other::
 
     polyfuse-train model/fusion=<name> task_name=fusion_<name> [extra overrides]
 
-and the table is built from the newest ``outputs/fusion_<name>/runs/*/summary.json``. The table in
+and the table is built from the newest ``outputs/fusion_<name>/runs/*/summary.json``. Each run's best
+checkpoint is also evaluated on the ``test`` split with modalities made absent at test time
+(``present=False`` on the encoders' outputs; the models were trained with all modalities and no
+modality dropout), cached in the run directory as ``robustness.json``. The table in
 ``docs/fusions.md`` lives between the ``<!-- fusion-table:start -->`` / ``<!-- fusion-table:end -->``
 markers and is never typed by hand.
 
@@ -23,18 +26,28 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import hydra
+import torch
 from omegaconf import OmegaConf
 
 from polyfuse import fusion
+from polyfuse.batch import Encoded
 from polyfuse.cli.config import repo_root
 
 ROOT = repo_root()
 START, END = "<!-- fusion-table:start -->", "<!-- fusion-table:end -->"
+# test-time missing modalities: column -> per-modality absence probability (data.missing)
+CONDITIONS = {
+    "no audio": {"audio": 1.0},
+    "no text": {"text": 1.0},
+    "no image": {"image": 1.0},
+    "each 50% absent": {"image": 0.5, "audio": 0.5, "text": 0.5},
+}
 
 
 def train(name: str, overrides: list[str], log_dir: Path, threads: int | None = None) -> int:
@@ -48,7 +61,11 @@ def train(name: str, overrides: list[str], log_dir: Path, threads: int | None = 
     started = time.time()
     with open(log_dir / f"{name}.log", "w") as log:
         code = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
-    print(f"{name}: exit {code} after {time.time() - started:.0f} s", flush=True)
+    elapsed = time.time() - started
+    record = {"command": command, "exit": code, "wall_seconds": round(elapsed, 1), "threads": threads,
+              "run": (lambda run: run and run.relative_to(ROOT).as_posix())(latest_run(name))}
+    (log_dir / f"{name}.json").write_text(json.dumps(record, indent=2))
+    print(f"{name}: exit {code} after {elapsed:.0f} s", flush=True)
     return code
 
 
@@ -64,6 +81,50 @@ def fusion_parameters(run_dir: Path) -> int:
     dims = {m: int(hydra.utils.instantiate(cfg.model.encoders[m]).out_dim) for m in cfg.model.modalities}
     module = hydra.utils.instantiate(cfg.model.fusion)(dims=dims, out_dim=cfg.model.fusion_dim)
     return sum(p.numel() for p in module.parameters())
+
+
+def absence_hook(modality: str, probability: float, generator: torch.Generator) -> Callable[..., Encoded]:
+    """Encoder forward hook: mark ``modality`` absent for each sample with ``probability``."""
+    def hook(module: torch.nn.Module, args: Any, encoded: Encoded) -> Encoded:
+        absent = torch.rand(encoded.batch_size, generator=generator) < probability
+        return replace(encoded, present=encoded.present_or_full() & ~absent.to(encoded.tokens.device))
+    return hook
+
+
+@torch.no_grad()
+def robustness(run_dir: Path) -> dict[str, float]:
+    """Test accuracy of the run's best checkpoint under each of :data:`CONDITIONS` (cached).
+
+    Absence is applied to the encoders' outputs (``present=False``), so exactly the fusion's
+    missing-modality path is exercised, with the same draw for every fusion.
+    """
+    cache = run_dir / "robustness.json"
+    if cache.is_file() and set(json.loads(cache.read_text())) == set(CONDITIONS):
+        return json.loads(cache.read_text())
+    cfg = OmegaConf.load(run_dir / "config.yaml")
+    module = hydra.utils.instantiate(cfg.model)
+    state = torch.load(run_dir / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)["state_dict"]
+    module.load_state_dict(state)
+    model = module.model.eval()
+    datamodule = hydra.utils.instantiate(cfg.data, test_splits=["test"])
+    datamodule.setup("test")
+    result = {}
+    for label, missing in CONDITIONS.items():
+        generator = torch.Generator().manual_seed(0)
+        hooks = [model.encoders[m].register_forward_hook(absence_hook(m, p, generator)) for m, p in missing.items()]
+        correct = total = 0
+        try:
+            for batch in datamodule.test_dataloader()[0]:
+                logits = model(batch).outputs
+                labels = batch.targets["label"]
+                correct += int((logits.argmax(-1) == labels).sum())
+                total += labels.numel()
+        finally:
+            for hook in hooks:
+                hook.remove()
+        result[label] = correct / total
+    cache.write_text(json.dumps(result, indent=2))
+    return result
 
 
 def row(name: str) -> dict[str, Any] | None:
@@ -83,6 +144,7 @@ def row(name: str) -> dict[str, Any] | None:
         "fit": summary.get("fit_seconds"),
         "epochs": summary.get("epochs"),
         "run": run_dir.relative_to(ROOT).as_posix(),
+        "robustness": robustness(run_dir),
     }
 
 
@@ -90,20 +152,38 @@ def percent(value: float | None) -> str:
     return "–" if value is None else f"{100 * value:.1f}"
 
 
+def threads_used(rows: list[dict[str, Any]]) -> str:
+    """How the runs were threaded, from the records ``train`` leaves next to the logs."""
+    values = set()
+    for r in rows:
+        record = ROOT / "outputs" / "fusion_table" / f"{r['name']}.json"
+        if record.is_file():
+            values.add(json.loads(record.read_text()).get("threads"))
+    return ", ".join(f"OMP_NUM_THREADS={v}" if v else "default threads" for v in sorted(values, key=str)) or "unknown"
+
+
 def table(rows: list[dict[str, Any]], missing: list[str]) -> str:
     lines = [
         f"Generated by `python scripts/fusion_table.py` on {date.today().isoformat()} from the newest run of each "
         "fusion (`polyfuse-train model/fusion=<name>`: AV-digits image + audio + text, default encoders, "
         "fusion_dim 128, seed 42, CPU). One seed per fusion: differences of about a point are within run-to-run "
-        "noise. Accuracies in %; `test_real` is the split with real recordings.",
+        "noise. Accuracies in %; `test_real` is the split with real recordings. The last columns evaluate the "
+        "same checkpoint on `test` with modalities absent at test time (`present=False` after the encoders; "
+        "trained without "
+        "modality dropout): every audio, text or image absent, or each modality absent for 50% of samples "
+        "independently (1/8 of the samples then have nothing). Fit times are wall-clock on a "
+        f"2-core CPU shared with other jobs ({threads_used(rows)}): indicative only, see "
+        "`scripts/bench_fusion.py` for side-by-side timings.",
         "",
-        "| fusion | class | test acc | test_real acc | best val acc | fusion params | model params | fit time (s) "
-        "| epochs |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| fusion | class | test acc | test_real acc | best val acc | "
+        + " | ".join(CONDITIONS) + " | fusion params | model params | fit time (s) | epochs |",
+        "|---|---|" + "---:|" * (7 + len(CONDITIONS)),
     ]
     for r in sorted(rows, key=lambda r: -(r["test_real"] or 0.0)):
         lines.append(f"| `{r['name']}` | `{r['class']}` | {percent(r['test'])} | {percent(r['test_real'])} | "
-                     f"{percent(r['val'])} | {r['fusion_params']:,} | {r['params']:,} | {r['fit']:.0f} | "
+                     f"{percent(r['val'])} | "
+                     + "".join(f"{percent(r['robustness'].get(c))} | " for c in CONDITIONS)
+                     + f"{r['fusion_params']:,} | {r['params']:,} | {r['fit']:.0f} | "
                      f"{r['epochs']} |")
     if missing:
         lines += ["", f"No finished run yet for: {', '.join(f'`{m}`' for m in missing)}."]
