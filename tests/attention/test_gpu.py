@@ -76,11 +76,17 @@ def test_backend_is_as_accurate_as_low_precision_pytorch(case, backend, dtype):
             assert torch.equal(tensor[0], torch.zeros_like(tensor[0]))
 
 
-def test_triton_lse_maps_and_dropout_on_gpu():
-    q, k, v, mask, causal = _inputs("image->text-77", torch.bfloat16)
-    out, probs = attention(q, k, v, mask, backend="triton", need_weights=True)
+@pytest.mark.parametrize("backend", ["triton", "flex"])
+def test_attention_maps_from_the_lse(backend):
+    q, k, v, mask, _ = _inputs("image->text-77", torch.bfloat16)
+    _, probs = attention(q, k, v, mask, backend=backend, need_weights=True)
     _, ref_probs = reference_attention(q.detach(), k.detach(), v.detach(), mask)
     torch.testing.assert_close(probs.float(), ref_probs.float(), atol=2e-2, rtol=0)
+
+
+def test_triton_dropout_on_gpu():
+    q, k, v, mask, _ = _inputs("image->text-77", torch.bfloat16)
+    out = attention(q, k, v, mask, backend="triton")
     torch.manual_seed(0)
     dropped = attention(q, k, v, mask, backend="triton", dropout_p=0.1)
     dropped.float().square().sum().backward()

@@ -54,7 +54,11 @@ def _run_backend(name: str, q: Tensor, k: Tensor, v: Tensor, key_padding_mask: T
                  need_lse: bool) -> tuple[Tensor, Tensor | None]:
     """``(out, lse or None)`` from one named backend (never ``auto``)."""
     if name == "triton":
-        from polyfuse.attention.kernels import triton_attention  # lazy: TRITON_INTERPRET is read at import
+        try:  # lazy: TRITON_INTERPRET is read when the kernels are defined
+            from polyfuse.attention.kernels import triton_attention
+        except ImportError as error:
+            raise RuntimeError(f"attention backend 'triton' needs the triton package ({error}); "
+                               "use 'auto' or 'sdpa'") from error
 
         return triton_attention(q, k, v, key_padding_mask, key_lengths, causal=causal, dropout_p=dropout_p,
                                 scale=scale)

@@ -41,7 +41,7 @@ def attention_backward_delta_kernel(Out, DOut, Delta, stride_ob, stride_oh, stri
     tl.store(Delta + pid_bh * LQ + offs_m, delta, mask=offs_m < LQ)
 
 
-@triton.autotune(configs=key_block_configs(), key=["LQ_KEY", "LK_KEY", "HEAD_DIM", "IS_CAUSAL", "HAS_MASK"],
+@triton.autotune(configs=key_block_configs(), key=["LQ_KEY", "LK_KEY", "HEAD_DIM", "IS_CAUSAL", "HAS_MASK", "HAS_KV_LEN", "HAS_DROPOUT"],
                  prune_configs_by={"early_config_prune": prune_configs})
 @triton.jit
 def attention_backward_dkdv_kernel(
@@ -113,7 +113,7 @@ def attention_backward_dkdv_kernel(
              dv.to(DV.dtype.element_ty), mask=store_ok)
 
 
-@triton.autotune(configs=query_block_configs(), key=["LQ_KEY", "LK_KEY", "HEAD_DIM", "IS_CAUSAL", "HAS_MASK"],
+@triton.autotune(configs=query_block_configs(), key=["LQ_KEY", "LK_KEY", "HEAD_DIM", "IS_CAUSAL", "HAS_MASK", "HAS_KV_LEN", "HAS_DROPOUT"],
                  prune_configs_by={"early_config_prune": prune_configs})
 @triton.jit
 def attention_backward_dq_kernel(

@@ -55,7 +55,7 @@ def _forward_key_blocks(acc, m_i, l_i, q, K, V, mask_ptr, offs_m, offs_d, start,
     return acc, m_i, l_i
 
 
-@triton.autotune(configs=forward_configs(), key=["LQ_KEY", "LK_KEY", "HEAD_DIM", "IS_CAUSAL", "HAS_MASK"],
+@triton.autotune(configs=forward_configs(), key=["LQ_KEY", "LK_KEY", "HEAD_DIM", "IS_CAUSAL", "HAS_MASK", "HAS_KV_LEN", "HAS_DROPOUT"],
                  prune_configs_by={"early_config_prune": prune_configs})
 @triton.jit
 def attention_forward_kernel(
