@@ -12,7 +12,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from polyfuse.data import (BadSample, CocoCaptionsReader, DecodedIterableDataset, MediaFolderReader, SampleDecoder,
+from polyfuse.data import (BadSample, CocoCaptionsReader, DecodedIterableDataset, KarpathyCaptionsReader,
+                           MediaFolderReader, SampleDecoder,
                            ShardReader, VQAv2Reader, write_shards)
 
 from .media import decode_all, write_audio, write_image, write_json
@@ -164,3 +165,27 @@ def test_index_json_lists_shards_and_targets(tmp_path):
     assert [s["samples"] for s in index["shards"]] == [2, 2, 2] and index["shards"][0]["url"] == "train-000000.tar"
     write_json(tmp_path / "index.json", index | {"targets": ["number"]})
     assert ShardReader(str(tmp_path)).targets == ("number",)
+
+
+def test_write_shards_script_from_a_data_config(tmp_path, tokenizer_file, pipelines):
+    import importlib.util
+
+    from hydra.core.global_hydra import GlobalHydra
+
+    from polyfuse.cli.config import repo_root
+
+    from .test_coco import _karpathy
+
+    _karpathy(tmp_path / "coco")
+    spec = importlib.util.spec_from_file_location("write_shards", repo_root() / "scripts" / "write_shards.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    GlobalHydra.instance().clear()
+    assert script.main(["data=coco_karpathy", f"data.root={tmp_path / 'coco'}", "--out", str(tmp_path / "out"),
+                        "--splits", "train", "test", "--maxcount", "3", "--shuffle"]) == 0
+    reader = KarpathyCaptionsReader(tmp_path / "coco" / "dataset_coco.json", tmp_path / "coco", split="train")
+    streamed = {s["id"]: s for s in DecodedIterableDataset(ShardReader(tmp_path / "out" / "train"),
+                                                           SampleDecoder(("image", "text"), **pipelines))}
+    original = {s["id"]: s for s in decode_all(reader, pipelines)}
+    assert sorted(streamed) == sorted(original) and len(list((tmp_path / "out" / "train").glob("*.tar"))) == 2
+    _compare([original[k] for k in sorted(original)], [streamed[k] for k in sorted(original)])

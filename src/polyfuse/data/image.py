@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor
 from torchvision.transforms import InterpolationMode, v2
 
-from polyfuse.data.io import MediaSource, load_image
+from polyfuse.data.io import MediaSource, open_image
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -19,8 +19,10 @@ class ImagePipeline:
     Evaluation: resize the shortest side to ``size`` (or squash to a square), centre crop.
     Training: ``RandomResizedCrop(size, scale=train_crop_scale)`` (or the evaluation resize when
     it is ``None``), then the ``augment`` transforms (any torchvision v2 transforms on ``uint8``
-    images, e.g. ``RandomHorizontalFlip``, ``RandAugment(num_ops=2, magnitude=9)``, built by Hydra
-    from ``_target_`` entries), then scaling to ``[0, 1]`` and ``Normalize(mean, std)``.
+    image tensors, e.g. ``RandomHorizontalFlip``, ``RandAugment(num_ops=2, magnitude=9)``, built by
+    Hydra from ``_target_`` entries), then scaling to ``[0, 1]`` and ``Normalize(mean, std)``.
+    Resizing runs on the decoded PIL image (PIL's resampling is the fastest on CPU), the rest on
+    tensors.
 
     Args:
         size: output side in pixels. mode: PIL mode, ``"RGB"`` (3 channels) or ``"L"`` (1).
@@ -59,21 +61,20 @@ class ImagePipeline:
         finish = [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]
         train_resize = eval_resize if train_crop_scale is None else [
             v2.RandomResizedCrop(self.size, scale=tuple(train_crop_scale), interpolation=method, antialias=True)]
-        self.eval_transform = v2.Compose([*eval_resize, *finish])
-        self.train_transform = v2.Compose([*train_resize, *augment, *finish])
+        self.eval_transform = v2.Compose([*eval_resize, v2.ToImage(), *finish])
+        self.train_transform = v2.Compose([*train_resize, v2.ToImage(), *augment, *finish])
 
     @property
     def shape(self) -> tuple[int, int, int]:
         """Output shape ``(C, size, size)`` (the collate fallback when a whole batch lacks images)."""
         return (self.channels, self.size, self.size)
 
-    def decode(self, source: MediaSource) -> Tensor:
-        """``uint8 (C, H, W)`` from a path or :class:`~polyfuse.data.io.EncodedMedia`."""
+    def decode(self, source: MediaSource) -> Any:
+        """The decoded PIL image of a path or :class:`~polyfuse.data.io.EncodedMedia`."""
         draft = (2 * self.size, 2 * self.size) if self.jpeg_draft else None
-        return load_image(source, self.mode, draft_size=draft)
+        return open_image(source, self.mode, draft_size=draft)
 
     def __call__(self, source: MediaSource, train: bool = False) -> Tensor:
         """``float32 (C, size, size)``; raises :class:`~polyfuse.data.io.DataFileError` naming a bad file."""
-        image = v2.functional.to_image(self.decode(source))
-        output = (self.train_transform if train else self.eval_transform)(image)
+        output = (self.train_transform if train else self.eval_transform)(self.decode(source))
         return output.as_subclass(torch.Tensor)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Union
 
@@ -66,13 +67,12 @@ def read_bytes(source: MediaSource, kind: str = "media") -> bytes:
         return handle.read()
 
 
-def load_image(path: MediaSource, mode: str = "L", draft_size: tuple[int, int] | None = None) -> Tensor:
-    """Decode an image to a ``uint8`` tensor ``(C, H, W)`` (``mode`` as in PIL: ``"L"``, ``"RGB"``).
+def open_image(path: MediaSource, mode: str = "L", draft_size: tuple[int, int] | None = None):
+    """Decode an image (path or :class:`EncodedMedia`) to a loaded PIL image in ``mode``.
 
-    ``path`` may be a file path or :class:`EncodedMedia`. With ``draft_size = (W, H)`` a JPEG is
-    decoded directly at the smallest power-of-two reduction that is still at least that large
-    (PIL's ``draft``), which is several times faster when the model input is much smaller than
-    the stored image.
+    With ``draft_size = (W, H)`` a JPEG is decoded directly at the smallest power-of-two reduction
+    that is still at least that large (PIL's ``draft``), which skips most of the inverse DCT and
+    colour conversion when the model input is much smaller than the stored image.
     """
     from PIL import Image, UnidentifiedImageError
 
@@ -81,11 +81,17 @@ def load_image(path: MediaSource, mode: str = "L", draft_size: tuple[int, int] |
         with open_source(path, "image") as handle, Image.open(handle) as image:
             if draft_size is not None and image.format == "JPEG":
                 image.draft(mode if mode in ("L", "RGB") else "RGB", draft_size)
-            array = np.asarray(image.convert(mode))
+            return image.convert(mode)  # convert() loads the pixels and returns a new image
     except DataFileError:
         raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise DataFileError(f"cannot decode image file {name}: {error}") from error
+
+
+def load_image(path: MediaSource, mode: str = "L", draft_size: tuple[int, int] | None = None) -> Tensor:
+    """Decode an image to a ``uint8`` tensor ``(C, H, W)`` (``mode`` as in PIL: ``"L"``, ``"RGB"``);
+    ``path`` and ``draft_size`` as in :func:`open_image`."""
+    array = np.asarray(open_image(path, mode, draft_size))
     tensor = torch.from_numpy(array.copy())
     return tensor.unsqueeze(0) if tensor.dim() == 2 else tensor.permute(2, 0, 1)
 
@@ -125,4 +131,17 @@ def resample(audio: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
         n_out = int(round(audio.size * rate_out / rate_in))
         return np.interp(np.linspace(0, audio.size - 1, n_out), np.arange(audio.size), audio).astype(np.float32)
     g = gcd(rate_in, rate_out)
-    return resample_poly(audio, rate_out // g, rate_in // g).astype(np.float32)
+    up, down = rate_out // g, rate_in // g
+    # the same filter resample_poly designs by default, designed once per rate pair
+    return resample_poly(audio, up, down, window=_polyphase_filter(up, down, audio.dtype.str)).astype(np.float32)
+
+
+@lru_cache(maxsize=32)
+def _polyphase_filter(up: int, down: int, dtype: str) -> np.ndarray:
+    """``resample_poly``'s default low-pass (Kaiser, beta 5, cutoff 1 / max(up, down)); read-only."""
+    from scipy.signal import firwin
+
+    max_rate = max(up, down)
+    taps = firwin(2 * 10 * max_rate + 1, 1.0 / max_rate, window=("kaiser", 5.0)).astype(dtype)
+    taps.setflags(write=False)
+    return taps
