@@ -206,3 +206,33 @@ def test_minilm_reads_avdigits_ids(minilm_dir):
     mapped, mapped_mask = encoder.input_map(ids, mask)
     expected = TextTokenizer(minilm_dir)(texts)
     assert torch.equal(mapped, expected.values) and torch.equal(mapped_mask, expected.mask)
+
+
+def small_text_encoder(kind: str, **options) -> torch.nn.Module:
+    torch.manual_seed(0)
+    if kind == "bert":
+        return TextTransformerEncoder(vocab_size=50, max_length=16, dim=32, depth=3, heads=4, **options)
+    return CLIPTextEncoder(vocab_size=50, context_length=16, dim=32, depth=3, heads=4, **options)
+
+
+@pytest.mark.parametrize("kind", ["bert", "clip"])
+def test_gradients_reach_every_parameter_and_checkpointing_matches(kind):
+    ids, mask = padded_batch(50, 0)
+    plain = small_text_encoder(kind, output="pooled", proj_dim=8)
+    checkpointed = small_text_encoder(kind, output="pooled", proj_dim=8, grad_checkpointing=True)
+    checkpointed.load_state_dict(plain.state_dict())
+    for encoder in (plain, checkpointed):
+        encoder(ModalityInput(ids, mask)).tokens.square().sum().backward()
+    for (name, a), (_, b) in zip(plain.named_parameters(), checkpointed.named_parameters()):
+        assert a.grad is not None and a.grad.abs().sum() > 0, name
+        assert torch.allclose(a.grad, b.grad, atol=1e-6), name
+
+
+@pytest.mark.parametrize("kind", ["bert", "clip"])
+def test_freeze_first_blocks(kind):
+    encoder = small_text_encoder(kind, proj_dim=8)
+    encoder.freeze(2)
+    trainable = {n for n, p in encoder.named_parameters() if p.requires_grad}
+    assert not any(n.startswith(("blocks.0.", "blocks.1.", "embeddings.", "token_embedding.", "positional_embedding"))
+                   for n in trainable)
+    assert any(n.startswith("blocks.2.") for n in trainable) and "proj.weight" in trainable
