@@ -76,3 +76,16 @@ def test_inside_torch_compile_nothing_is_measured(make_qkv, monkeypatch):
     monkeypatch.setattr(auto, "measure", lambda *a, **kw: pytest.fail("measured while compiling"))
     compiled = torch.compile(lambda q, k, v: attention(q, k, v, backend="auto"), backend="eager", fullgraph=True)
     torch.testing.assert_close(compiled(q, k, v), attention(q, k, v, backend="reference"), atol=2e-5, rtol=2e-5)
+
+
+def test_a_backend_that_fails_is_never_picked(make_qkv):
+    q, k, v = make_qkv(1, 2, 8, 8, 16)
+
+    def run(name, q, k, v):
+        if name == "reference":
+            raise RuntimeError("refuses this case")
+        return attention(q, k, v, backend=name)
+
+    timings = auto.measure(q, k, v, ["sdpa", "reference"], run, needs_grad=True)
+    assert timings["reference"] == float("inf") and 0 < timings["sdpa"] < float("inf")
+    assert auto.pick(timings) == "sdpa"

@@ -75,37 +75,42 @@ def candidates(q: Tensor, k: Tensor, v: Tensor, dropout_p: float) -> list[str]:
     return names
 
 
-def _time_backend(name: str, run: RunBackend, q: Tensor, k: Tensor, v: Tensor, needs_grad: bool) -> float:
-    """Best-of-``REPEATS`` seconds of one call (plus its backward when ``needs_grad``)."""
-    inputs = [t.detach().requires_grad_(needs_grad) for t in (q, k, v)]
-    grad_out = None
-    best = float("inf")
-    for repeat in range(REPEATS + 1):  # the first run warms up (compilation, autotuning, caches)
-        if q.device.type == "cuda":
-            torch.cuda.synchronize(q.device)
-        start = time.perf_counter()
-        with torch.set_grad_enabled(needs_grad):
-            out = run(name, *inputs)
-            if needs_grad:
-                grad_out = torch.ones_like(out) if grad_out is None else grad_out
-                torch.autograd.grad(out, inputs, grad_out)
-        if q.device.type == "cuda":
-            torch.cuda.synchronize(q.device)
-        if repeat > 0:
-            best = min(best, time.perf_counter() - start)
-    return best
+def _timed_call(name: str, run: RunBackend, inputs: list[Tensor], grad_out: Tensor | None) -> float:
+    """Seconds of one call (plus its backward when ``grad_out`` is given)."""
+    cuda = inputs[0].device.type == "cuda"
+    if cuda:
+        torch.cuda.synchronize(inputs[0].device)
+    start = time.perf_counter()
+    with torch.set_grad_enabled(grad_out is not None):
+        out = run(name, *inputs)
+        if grad_out is not None:
+            torch.autograd.grad(out, inputs, grad_out)
+    if cuda:
+        torch.cuda.synchronize(inputs[0].device)
+    return time.perf_counter() - start
 
 
 def measure(q: Tensor, k: Tensor, v: Tensor, names: list[str], run: RunBackend, needs_grad: bool) -> dict[str, float]:
-    """Seconds per call of each backend in ``names``; a backend that fails gets ``inf``."""
+    """Best-of-``REPEATS`` seconds per call of each backend in ``names``; a backend that fails gets ``inf``.
+
+    Each backend runs once to warm up (compilation, autotuning, caches), then the backends take turns,
+    so a change in machine load during the measurement affects all of them alike.
+    """
+    inputs = [t.detach().requires_grad_(needs_grad) for t in (q, k, v)]
+    grad_out = q.new_ones(q.shape[:-1] + v.shape[-1:]) if needs_grad else None
     devices = [q.device] if q.device.type == "cuda" else []
-    timings: dict[str, float] = {}
+    timings = {name: float("inf") for name in names}
     with torch.random.fork_rng(devices=devices):  # measuring must not shift the caller's RNG stream
+        working = []
         for name in names:
             try:
-                timings[name] = _time_backend(name, run, q, k, v, needs_grad)
+                _timed_call(name, run, inputs, grad_out)
+                working.append(name)
             except (RuntimeError, ValueError, NotImplementedError, torch.OutOfMemoryError):
-                timings[name] = float("inf")
+                pass
+        for _ in range(REPEATS):
+            for name in working:
+                timings[name] = min(timings[name], _timed_call(name, run, inputs, grad_out))
     return timings
 
 
