@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+from typing import Iterator
+
 import pytest
 
 from polyfuse import fusion
+from polyfuse.attention import get_default_backend, set_default_backend
 
 
 @pytest.fixture(params=fusion.available())
 def name(request: pytest.FixtureRequest) -> str:
     """Every registered fusion name."""
     return request.param
+
+
+@pytest.fixture(autouse=True)
+def fixed_attention_backend() -> Iterator[None]:
+    """Exact-equality tests need one backend: ``auto`` may switch backends after timing a new shape."""
+    previous = get_default_backend()
+    set_default_backend("sdpa")
+    yield
+    set_default_backend(previous)

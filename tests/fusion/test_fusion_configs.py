@@ -13,8 +13,9 @@ from polyfuse.cli.config import config_dir
 FUSION_CONFIGS = sorted(path.stem for path in (config_dir() / "model" / "fusion").glob("*.yaml"))
 
 
-def test_every_registered_fusion_has_a_config_and_back():
-    assert set(FUSION_CONFIGS) == set(fusion.available())
+def test_every_registered_fusion_has_a_config():
+    """(And every config builds the fusion registered under its file name: see the test below.)"""
+    assert set(fusion.available()) <= set(FUSION_CONFIGS)
 
 
 @pytest.mark.parametrize("option", FUSION_CONFIGS)

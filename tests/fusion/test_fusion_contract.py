@@ -189,7 +189,7 @@ def test_attention_maps(name):
         ones, zeros = torch.isclose(sums, torch.ones_like(sums), atol=1e-5), sums.abs() < 1e-6
         assert (ones | zeros).all(), f"{key}: rows must sum to 1 over valid keys, or 0 without any"
         assert ones.any(), key
-    assert_same(out, run(module, make_inputs()))  # asking for maps does not change the result
+    assert_same(out, run(module, make_inputs()), exact=False)  # asking for maps does not change the result
 
 
 def test_two_modalities(name):
