@@ -40,7 +40,6 @@ from polyfuse.batch import Encoded
 from polyfuse.cli.config import repo_root
 
 ROOT = repo_root()
-START, END = "<!-- fusion-table:start -->", "<!-- fusion-table:end -->"
 # test-time missing modalities: column -> per-modality absence probability (data.missing)
 CONDITIONS = {
     "no audio": {"audio": 1.0},
@@ -50,28 +49,39 @@ CONDITIONS = {
 }
 
 
-def train(name: str, overrides: list[str], log_dir: Path, threads: int | None = None) -> int:
-    """One ``polyfuse-train`` run for fusion ``name``; output goes to ``log_dir/<name>.log``."""
+def task_name(name: str, tag: str) -> str:
+    """``fusion_<name>``, or ``fusion_<name>_<tag>`` for a variant (e.g. trained with modality dropout)."""
+    return f"fusion_{name}_{tag}" if tag else f"fusion_{name}"
+
+
+def markers(tag: str) -> tuple[str, str]:
+    """The comments in docs/fusions.md between which the table of variant ``tag`` is written."""
+    label = f"fusion-table:{tag}" if tag else "fusion-table"
+    return f"<!-- {label}:start -->", f"<!-- {label}:end -->"
+
+
+def train(name: str, tag: str, overrides: list[str], log_dir: Path, threads: int | None = None) -> int:
+    """One ``polyfuse-train`` run for fusion ``name``; output goes to ``log_dir/<task>.log``."""
     env = dict(os.environ)
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
-    command = [sys.executable, "-m", "polyfuse.cli.train", f"model/fusion={name}", f"task_name=fusion_{name}",
-               *overrides]
+    task = task_name(name, tag)
+    command = [sys.executable, "-m", "polyfuse.cli.train", f"model/fusion={name}", f"task_name={task}", *overrides]
     log_dir.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    with open(log_dir / f"{name}.log", "w") as log:
+    with open(log_dir / f"{task}.log", "w") as log:
         code = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
     elapsed = time.time() - started
     record = {"command": command, "exit": code, "wall_seconds": round(elapsed, 1), "threads": threads,
-              "run": (lambda run: run and run.relative_to(ROOT).as_posix())(latest_run(name))}
-    (log_dir / f"{name}.json").write_text(json.dumps(record, indent=2))
-    print(f"{name}: exit {code} after {elapsed:.0f} s", flush=True)
+              "run": (lambda run: run and run.relative_to(ROOT).as_posix())(latest_run(task))}
+    (log_dir / f"{task}.json").write_text(json.dumps(record, indent=2))
+    print(f"{task}: exit {code} after {elapsed:.0f} s", flush=True)
     return code
 
 
-def latest_run(name: str) -> Path | None:
-    """The newest run directory of ``fusion_<name>`` that has a ``summary.json``."""
-    runs = sorted((ROOT / "outputs" / f"fusion_{name}" / "runs").glob("*/summary.json"))
+def latest_run(task: str) -> Path | None:
+    """The newest run directory of ``task`` that has a ``summary.json``."""
+    runs = sorted((ROOT / "outputs" / task / "runs").glob("*/summary.json"))
     return runs[-1].parent if runs else None
 
 
@@ -127,8 +137,15 @@ def robustness(run_dir: Path) -> dict[str, float]:
     return result
 
 
-def row(name: str) -> dict[str, Any] | None:
-    run_dir = latest_run(name)
+def run_overrides(run_dir: Path) -> list[str]:
+    """The run's command-line overrides other than the fusion and the task name."""
+    path = run_dir / ".hydra" / "overrides.yaml"
+    items = list(OmegaConf.load(path)) if path.is_file() else []
+    return [str(item) for item in items if not str(item).startswith(("model/fusion=", "task_name="))]
+
+
+def row(name: str, tag: str) -> dict[str, Any] | None:
+    run_dir = latest_run(task_name(name, tag))
     if run_dir is None:
         return None
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -145,6 +162,8 @@ def row(name: str) -> dict[str, Any] | None:
         "epochs": summary.get("epochs"),
         "run": run_dir.relative_to(ROOT).as_posix(),
         "robustness": robustness(run_dir),
+        "overrides": run_overrides(run_dir),
+        "task": task_name(name, tag),
     }
 
 
@@ -156,41 +175,42 @@ def threads_used(rows: list[dict[str, Any]]) -> str:
     """How the runs were threaded, from the records ``train`` leaves next to the logs."""
     values = set()
     for r in rows:
-        record = ROOT / "outputs" / "fusion_table" / f"{r['name']}.json"
+        record = ROOT / "outputs" / "fusion_table" / f"{r['task']}.json"
         if record.is_file():
             values.add(json.loads(record.read_text()).get("threads"))
     return ", ".join(f"OMP_NUM_THREADS={v}" if v else "default threads" for v in sorted(values, key=str)) or "unknown"
 
 
-def table(rows: list[dict[str, Any]], missing: list[str]) -> str:
+def table(rows: list[dict[str, Any]], missing: list[str], tag: str) -> str:
+    overrides = sorted({" ".join(r["overrides"]) for r in rows})
+    command = "polyfuse-train model/fusion=<name>" + (f" {overrides[0]}" if len(overrides) == 1 and overrides[0] else "")
+    script = "python scripts/fusion_table.py" + (f" --tag {tag}" if tag else "")
     lines = [
-        f"Generated by `python scripts/fusion_table.py` on {date.today().isoformat()} from the newest run of each "
-        "fusion (`polyfuse-train model/fusion=<name>`: AV-digits image + audio + text, default encoders, "
-        "fusion_dim 128, seed 42, CPU). One seed per fusion: differences of about a point are within run-to-run "
-        "noise. Accuracies in %; `test_real` is the split with real recordings. The last columns evaluate the "
-        "same checkpoint on `test` with modalities absent at test time (`present=False` after the encoders; "
-        "trained without "
-        "modality dropout): every audio, text or image absent, or each modality absent for 50% of samples "
-        "independently (1/8 of the samples then have nothing). Fit times are wall-clock on a "
-        f"2-core CPU shared with other jobs ({threads_used(rows)}): indicative only, see "
-        "`scripts/bench_fusion.py` for side-by-side timings.",
+        f"Generated by `{script}` on {date.today().isoformat()} from the newest run of each fusion (`{command}`: "
+        "AV-digits image + audio + text, default encoders, fusion_dim 128, seed 42, CPU). One seed per "
+        "fusion: differences of a point or two are within run-to-run noise. Accuracies in %; `test_real` is the "
+        "split with real recordings. The robustness columns evaluate the same checkpoint on `test` with "
+        "modalities made absent at test time (`present=False` after the encoders): all audio, all text or all "
+        "images absent, or each modality absent for 50% of the samples independently (1/8 of the samples then "
+        "have nothing). Fit times are wall-clock on a 2-core CPU shared with other jobs "
+        f"({threads_used(rows)}): indicative only, see `scripts/bench_fusion.py` for side-by-side timings.",
         "",
-        "| fusion | class | test acc | test_real acc | best val acc | "
-        + " | ".join(CONDITIONS) + " | fusion params | model params | fit time (s) | epochs |",
-        "|---|---|" + "---:|" * (7 + len(CONDITIONS)),
+        "| fusion | test acc | test_real acc | best val acc | " + " | ".join(CONDITIONS)
+        + " | fusion params | model params | fit time (s) | epochs |",
+        "|---|" + "---:|" * (7 + len(CONDITIONS)),
     ]
-    for r in sorted(rows, key=lambda r: -(r["test_real"] or 0.0)):
-        lines.append(f"| `{r['name']}` | `{r['class']}` | {percent(r['test'])} | {percent(r['test_real'])} | "
-                     f"{percent(r['val'])} | "
-                     + "".join(f"{percent(r['robustness'].get(c))} | " for c in CONDITIONS)
-                     + f"{r['fusion_params']:,} | {r['params']:,} | {r['fit']:.0f} | "
-                     f"{r['epochs']} |")
+    for r in sorted(rows, key=lambda r: -(r["test"] or 0.0)):
+        cells = [f"`{r['name']}`", percent(r["test"]), percent(r["test_real"]), percent(r["val"])]
+        cells += [percent(r["robustness"].get(c)) for c in CONDITIONS]
+        cells += [f"{r['fusion_params']:,}", f"{r['params']:,}", f"{r['fit']:.0f}", str(r["epochs"])]
+        lines.append("| " + " | ".join(cells) + " |")
     if missing:
         lines += ["", f"No finished run yet for: {', '.join(f'`{m}`' for m in missing)}."]
     return "\n".join(lines)
 
 
-def write(docs: Path, text: str) -> None:
+def write(docs: Path, text: str, tag: str) -> None:
+    START, END = markers(tag)
     content = docs.read_text()
     if START not in content or END not in content:
         raise SystemExit(f"{docs} has no {START} ... {END} markers to write the table between")
@@ -204,6 +224,9 @@ def main() -> None:
     parser.add_argument("--train", action="store_true", help="train the fusions before building the table")
     parser.add_argument("--names", nargs="*", default=None, help="fusions to train (default: all registered)")
     parser.add_argument("--overrides", nargs="*", default=[], help="extra Hydra overrides for every run")
+    parser.add_argument("--tag", default="", help="variant name: runs go to fusion_<name>_<tag>, the table between "
+                        "<!-- fusion-table:<tag>:start/end --> (e.g. --tag moddrop --overrides "
+                        "+model/modality_dropout=default)")
     parser.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS for the runs (shared CPUs)")
     parser.add_argument("--docs", type=Path, default=ROOT / "docs" / "fusions.md")
     args = parser.parse_args()
@@ -213,11 +236,12 @@ def main() -> None:
         raise SystemExit(f"unknown fusions {unknown}; available: {', '.join(fusion.available())}")
     if args.train:
         for name in names:
-            train(name, args.overrides, ROOT / "outputs" / "fusion_table", args.threads)
-    rows = [r for r in (row(name) for name in fusion.available()) if r is not None]
-    missing = [name for name in fusion.available() if latest_run(name) is None]
-    text = table(rows, missing)
-    write(args.docs, text)
+            train(name, args.tag, args.overrides, ROOT / "outputs" / "fusion_table", args.threads)
+    shown = fusion.available() if not args.tag else names  # a variant table shows the fusions it was run for
+    rows = [r for r in (row(name, args.tag) for name in shown) if r is not None]
+    missing = [name for name in shown if latest_run(task_name(name, args.tag)) is None]
+    text = table(rows, missing, args.tag)
+    write(args.docs, text, args.tag)
     print(text)
 
 
