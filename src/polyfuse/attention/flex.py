@@ -81,6 +81,10 @@ def flex_padded_attention(
         raise NotImplementedError("attention backend 'flex' has no backward on CPU in torch "
                                   f"{torch.__version__}; use 'sdpa', 'reference' or 'auto'")
     lq, lk = q.shape[-2], k.shape[-2]
+    sample_has_key = None
+    if key_padding_mask is not None:  # an absent modality: attend to all keys, zero the output (no NaN risk)
+        sample_has_key = key_padding_mask.any(-1)
+        key_padding_mask = key_padding_mask | ~sample_has_key[:, None]
     block_mask = padding_block_mask(key_padding_mask, lq, lk, causal=causal, device=q.device)
     want_lse = return_lse and not (cpu and compiled)  # compiled CPU flex cannot return the lse
     aux = AuxRequest(lse=True) if want_lse else None
@@ -92,7 +96,7 @@ def flex_padded_attention(
         with warnings.catch_warnings():  # the unfused path was asked for; do not warn about it
             warnings.filterwarnings("ignore", message="flex_attention called without torch.compile")
             result = flex_attention(q, k, v, block_mask=block_mask, scale=scale, return_aux=aux)
-    if want_lse:
-        out, aux_out = result
-        return out, aux_out.lse
-    return result, None
+    out, lse = (result[0], result[1].lse) if want_lse else (result, None)
+    if sample_has_key is not None:
+        out = out * sample_has_key[:, None, None, None].to(out.dtype)
+    return out, lse
