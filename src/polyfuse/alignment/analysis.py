@@ -1,0 +1,90 @@
+"""Analysis: canonical correlations between two encoders' embeddings of the same samples.
+
+A probe of how aligned two modalities' representations are (the CCA view of representation
+similarity; Raghu, Gilmer, Yosinski & Sohl-Dickstein, "SVCCA", NeurIPS 2017). Linear CCA is fitted
+on one part of the data and its correlations are reported on the rest, because in-sample canonical
+correlations of ``D``-dimensional embeddings are biased upwards when ``N`` is not much larger than ``D``.
+
+>>> from polyfuse.alignment.analysis import encoder_correlations
+>>> report = encoder_correlations(lit_module.model, datamodule.test_dataloader()[0], "image", "audio", k=10)
+>>> report.heldout.mean()
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Protocol
+
+import torch
+from torch import Tensor
+
+from polyfuse.alignment.cca import LinearCCA
+from polyfuse.batch import Batch, Encoded
+
+__all__ = ["CorrelationReport", "pooled_embeddings", "encoder_correlations"]
+
+
+class _Encodes(Protocol):
+    def encode(self, batch: Batch) -> dict[str, Encoded]: ...
+
+
+@dataclass
+class CorrelationReport:
+    """Canonical correlations ``(k,)`` of two modalities' embeddings.
+
+    Attributes:
+        fitted: in-sample correlations on the fitting part (optimistic).
+        heldout: correlations of the fitted projections on the held-out part.
+        samples: number of paired samples used (fitting + held out).
+    """
+
+    fitted: Tensor
+    heldout: Tensor
+    samples: int
+
+
+@torch.no_grad()
+def pooled_embeddings(model: _Encodes, batches: Iterable[Batch], modalities: Iterable[str],
+                      device: torch.device | str | None = None) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """Run ``model.encode`` over ``batches``: pooled embeddings ``(N, D_m)`` and presence ``(N,)`` per modality."""
+    names = list(modalities)
+    embeddings: dict[str, list[Tensor]] = {m: [] for m in names}
+    presence: dict[str, list[Tensor]] = {m: [] for m in names}
+    for batch in batches:
+        if device is not None:
+            batch = batch.to(device)
+        encoded = model.encode(batch)
+        for m in names:
+            if m not in encoded:
+                raise KeyError(f"the model produced no encoding for {m!r}; it has {list(encoded)}")
+            valid = encoded[m].valid_mask()
+            tokens = torch.where(valid[..., None], encoded[m].tokens, torch.zeros((), device=valid.device,
+                                                                                  dtype=encoded[m].tokens.dtype))
+            embeddings[m].append(Encoded(tokens, valid).pooled().float().cpu())
+            presence[m].append(valid.any(1).cpu())
+    if not embeddings[names[0]]:
+        raise ValueError("pooled_embeddings got no batches")
+    return {m: torch.cat(v) for m, v in embeddings.items()}, {m: torch.cat(v) for m, v in presence.items()}
+
+
+def encoder_correlations(model: _Encodes, batches: Iterable[Batch], first: str, second: str, k: int = 10,
+                         reg: float = 1e-3, heldout_fraction: float = 0.5, seed: int = 0,
+                         device: torch.device | str | None = None) -> CorrelationReport:
+    """Fit linear CCA between ``first`` and ``second`` embeddings and report fitted and held-out correlations.
+
+    Only samples where both modalities are present are used; they are split at random (``seed``)
+    into a fitting part and a held-out part of ``heldout_fraction``.
+    """
+    if not 0.0 < heldout_fraction < 1.0:
+        raise ValueError(f"heldout_fraction must be in (0, 1), got {heldout_fraction}")
+    embeddings, presence = pooled_embeddings(model, batches, [first, second], device)
+    paired = presence[first] & presence[second]
+    x, y = embeddings[first][paired], embeddings[second][paired]
+    n = x.shape[0]
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    cut = int(round(n * (1.0 - heldout_fraction)))
+    if cut < 2 or n - cut < 2:
+        raise ValueError(f"too few paired samples ({n}) of {first!r} and {second!r} for a held-out CCA")
+    fit_rows, test_rows = order[:cut], order[cut:]
+    cca = LinearCCA(k=k, reg=reg).fit(x[fit_rows], y[fit_rows])
+    return CorrelationReport(fitted=cca.correlations_, heldout=cca.score(x[test_rows], y[test_rows]), samples=n)
