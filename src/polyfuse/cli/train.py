@@ -5,6 +5,8 @@ Examples::
     polyfuse-train                                   # default AV-digits experiment
     polyfuse-train model/fusion=concat data.modalities=[image]
     polyfuse-train experiment=avdigits_audio trainer.max_epochs=5
+    polyfuse-train -m model/fusion=concat,late seed=0,1        # multirun sweep
+    polyfuse-train hydra.run.dir=<run dir> ckpt_path=last      # resume a killed run in place
 """
 
 from __future__ import annotations
@@ -15,44 +17,105 @@ from typing import Any
 
 import hydra
 import lightning as L
-from omegaconf import DictConfig, OmegaConf
+import torch
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from polyfuse.cli.config import config_dir, register_resolvers
 from polyfuse.training.launch import check_multirun_launch, is_launch_rank_zero
+from polyfuse.training import resume
 
 register_resolvers()
 
+# config sections that must match the checkpointed run when resuming (trainer may change, e.g. max_epochs)
+RESUME_MUST_MATCH = ("data", "model", "seed")
 
-def _instantiate_group(group: DictConfig | None) -> list[Any]:
+
+def _instantiate_group(group: DictConfig | None, extra: Any = None) -> list[Any]:
+    """Instantiate each ``_target_`` node of a group; ``extra(target)`` may add constructor arguments."""
     if not group:
         return []
-    return [hydra.utils.instantiate(item) for item in group.values() if item is not None and "_target_" in item]
+    return [hydra.utils.instantiate(item, **(extra(item._target_) if extra else {}))
+            for item in group.values() if item is not None and "_target_" in item]
+
+
+def _differences(saved: Any, current: Any, prefix: str = "") -> list[str]:
+    if isinstance(saved, dict) and isinstance(current, dict):
+        keys = sorted(set(saved) | set(current))
+        return [d for k in keys for d in _differences(saved.get(k), current.get(k), f"{prefix}{k}.")]
+    return [] if saved == current else [f"{prefix.rstrip('.')}: {saved!r} -> {current!r}"]
+
+
+def _check_resume_config(cfg: DictConfig, run_dir: Path) -> None:
+    saved = OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"), resolve=False)
+
+    def plain(value: Any) -> Any:
+        return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+
+    problems = [d for key in RESUME_MUST_MATCH for d in _differences({key: saved.get(key)}, {key: plain(cfg.get(key))})]
+    if problems:
+        hint = run_dir / ".hydra" / "overrides.yaml"
+        raise ValueError(f"ckpt_path: the config differs from the run being resumed ({run_dir / 'config.yaml'}):\n  "
+                         + "\n  ".join(problems[:10])
+                         + f"\nPass the original overrides{f' (listed in {hint})' if hint.is_file() else ''}.")
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
-    """Run one experiment from a composed config; returns the run summary (also in ``summary.json``)."""
+    """Run one experiment from a composed config; returns the run summary (also in ``summary.json``).
+
+    With ``ckpt_path`` set, training resumes from that checkpoint in its own run directory:
+    model, optimiser, scheduler, loop and loader position, RNG states, callbacks and loggers.
+    """
     from polyfuse.attention import set_default_backend
 
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
-    set_default_backend(cfg.get("attention_backend", "auto"))
+    backend = cfg.get("attention_backend", "auto")
+    if cfg.get("deterministic", False) and backend == "auto":
+        backend = "sdpa"  # `auto` picks backends by timing, which may differ between two runs
+    set_default_backend(backend)
     output_dir = Path(cfg.paths.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    if is_launch_rank_zero():  # DDP ranks share rank 0's run directory (training/launch.py)
-        (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    resume_from = resume.resolve_checkpoint(cfg.get("ckpt_path"), output_dir) if cfg.get("train", True) else None
+    if resume_from is not None and (run_dir := resume.run_dir_of(resume_from)) is not None:
+        if run_dir.resolve() != output_dir.resolve():
+            with open_dict(cfg):
+                cfg.paths.output_dir = str(run_dir)
+            output_dir = run_dir
+        _check_resume_config(cfg, run_dir)
+    else:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        if is_launch_rank_zero():  # DDP ranks share rank 0's run directory (training/launch.py)
+            (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    if cfg.get("deterministic", False):
+        torch.use_deterministic_algorithms(True)
 
     datamodule = hydra.utils.instantiate(cfg.data)
     model = hydra.utils.instantiate(cfg.model)
     callbacks = _instantiate_group(cfg.get("callbacks"))
-    loggers = _instantiate_group(cfg.get("logger"))
-    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    step = resume.checkpoint_step(resume_from) if resume_from is not None else 0
+    csv_rows = resume.csv_rows_before(output_dir / "csv" / "metrics.csv", step) if resume_from is not None else []
+    loggers = _instantiate_group(cfg.get("logger"), extra=(lambda target: resume.logger_resume_options(
+        target, output_dir, step)) if resume_from is not None else None)
+    trainer_options: dict[str, Any] = {}
+    if "plugins" not in cfg.trainer:
+        trainer_options["plugins"] = [resume.AtomicCheckpointIO()]
+    if cfg.get("deterministic", False):
+        trainer_options["deterministic"] = True
+    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
+                                                 **trainer_options)
     check_multirun_launch(trainer)
+    for logger in loggers:
+        if type(logger).__name__ == "CSVLogger":
+            resume.continue_csv_log(logger, csv_rows)
 
     if cfg.get("train", True):
-        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        if resume_from is not None:
+            print(f"polyfuse: resuming from {resume_from} (step {step}) in {output_dir}")
+        trainer.fit(model, datamodule=datamodule, ckpt_path=str(resume_from) if resume_from else None,
+                    weights_only=True)
     if cfg.get("test", True):
         has_best = bool(getattr(trainer.checkpoint_callback, "best_model_path", ""))
-        trainer.test(model, datamodule=datamodule, ckpt_path="best" if has_best and cfg.get("train", True) else None)
+        trainer.test(model, datamodule=datamodule, ckpt_path="best" if has_best and cfg.get("train", True) else None,
+                     weights_only=True)
 
     summary_path = output_dir / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
@@ -71,7 +134,14 @@ def _print_summary(summary: dict[str, Any], output_dir: Path) -> None:
     for key, value in sorted(summary.get("test", {}).items()):
         table.add_row(key, f"{value:.4f}")
     table.add_row("fit time", f"{summary.get('fit_seconds', 0):.1f} s")
+    table.add_row("epochs / steps", f"{summary.get('epochs', 0)} / {summary.get('global_step', 0)}")
     table.add_row("run directory", str(output_dir))
+    for label, key in (("best checkpoint", "best_checkpoint"), ("last checkpoint", "last_checkpoint")):
+        if summary.get(key):
+            table.add_row(label, str(summary[key]))
+    for name in ("metrics.csv", "learning_curves.png", "summary.json", "csv", "tensorboard", "wandb"):
+        if (output_dir / name).exists():
+            table.add_row("files", str(output_dir / name))
     Console().print(table)
 
 

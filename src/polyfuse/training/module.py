@@ -7,6 +7,7 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 from lightning.pytorch import LightningModule
 from torch import nn
+from torchmetrics import MeanMetric, Metric
 
 from polyfuse.batch import Batch
 from polyfuse.models.multimodal import FusionFactory, HeadFactory, MultimodalModel
@@ -18,7 +19,11 @@ SchedulerFactory = Callable[..., Any]
 class PolyfuseLitModule(LightningModule):
     """Train/validate/test a multimodal model; the head supplies loss and metrics.
 
-    Logged names: ``train/loss``, ``val/loss``, ``val/<metric>``, ``<test split>/<metric>``.
+    Logged names: ``train/loss_step``, ``train/loss_epoch`` (mean over the epoch), ``train/<metric>``,
+    ``val/loss``, ``val/<metric>``, ``<test split>/<metric>``.
+
+    Epoch accumulators of the training metrics travel in checkpoints (``on_save_checkpoint``), so a
+    run resumed mid-epoch reports the same epoch values as an uninterrupted one.
 
     Args:
         encoders, fusion, head, modalities, fusion_dim, modality_dropout: see :class:`MultimodalModel`.
@@ -41,6 +46,7 @@ class PolyfuseLitModule(LightningModule):
         self.test_names = list(test_names)
         head_module = self.model.head
         self.train_metrics = head_module.make_metrics().clone(prefix="train/")
+        self.train_loss = MeanMetric()
         self.val_metrics = head_module.make_metrics().clone(prefix="val/")
         self.test_metrics = nn.ModuleList(head_module.make_metrics().clone(prefix=f"{n}/") for n in self.test_names)
 
@@ -58,13 +64,40 @@ class PolyfuseLitModule(LightningModule):
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         output, loss = self._step(batch)
+        size = batch.batch_size
         self.model.head.update_metrics(self.train_metrics, output.outputs, batch)
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=batch.batch_size)
+        self.train_loss.update(loss.detach(), weight=size)
+        self.log("train/loss_step", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=size)
+        if self._is_last_train_batch():  # epoch values, logged before validation and the epoch-end hooks
+            self.log("train/loss_epoch", self.train_loss.compute(), on_step=False, on_epoch=True, batch_size=size)
+            self.log_dict(self.train_metrics.compute(), on_step=False, on_epoch=True, batch_size=size)
         return loss
 
+    def _is_last_train_batch(self) -> bool:
+        trainer = self._trainer
+        return trainer is None or bool(trainer.fit_loop.epoch_loop.batch_progress.is_last_batch)
+
     def on_train_epoch_end(self) -> None:
-        self.log_dict(self.train_metrics.compute())
         self.train_metrics.reset()
+        self.train_loss.reset()
+
+    def _epoch_accumulators(self) -> dict[str, Metric]:
+        metrics: dict[str, Metric] = dict(self.train_metrics.items(keep_base=True, copy_state=False))
+        metrics["train_loss"] = self.train_loss
+        return metrics
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["train_epoch_accumulators"] = {
+            name: {"state": dict(metric.metric_state), "updates": int(metric._update_count)}
+            for name, metric in self._epoch_accumulators().items()}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        saved = checkpoint.get("train_epoch_accumulators", {})
+        for name, metric in self._epoch_accumulators().items():
+            if name in saved:
+                for key, value in saved[name]["state"].items():
+                    setattr(metric, key, value)
+                metric._update_count = saved[name]["updates"]
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         output, loss = self._step(batch)
