@@ -146,6 +146,7 @@ def readers(root: Path, cache: Path) -> dict[str, tuple[Callable[[], Dataset], t
                                                columns={"image": "image", "text": "text", "label": "label"},
                                                load_kwargs={"cache_dir": str(cache)}), it),
         "webdataset": (shards, it),
+        "av_folder[image]": (lambda: MediaFolderReader(root / "av"), ("image",)),
         "av_folder": (lambda: MediaFolderReader(root / "av"), ("image", "audio", "text")),
     }
 

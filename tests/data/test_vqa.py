@@ -54,7 +54,7 @@ def test_vqa_reader_samples_carry_the_ten_answers(tmp_path, pipelines):
     assert sample["question"] == "How many cats?" and sample["question_id"] == 1002 and sample["image_id"] == 42
     batch = MultimodalCollate(["image", "text"], targets=reader.targets)(decode_all(reader, pipelines))
     assert batch.extras["answers"] == list(ANSWERS.values()) and batch.ids == ["1001", "1002", "1003"]
-    assert read_answers(annotations) == list(ANSWERS.values())
+    assert read_answers(annotations) == read_answers(tmp_path, split="val2014") == list(ANSWERS.values())
 
 
 def test_test_dev_without_annotations(tmp_path, pipelines):

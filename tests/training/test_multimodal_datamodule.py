@@ -107,3 +107,15 @@ def test_shards_get_the_trainer_rank_and_shuffle_only_for_training(compose_train
     assert isinstance(train, ShardReader) and (train.rank, train.world_size, train.shuffle) == (1, 2, True)
     assert (val.rank, val.shuffle, val.targets) == (1, False, ("label",))
     assert sum(b.batch_size for b in datamodule.val_dataloader()) == 4  # rank 1 of 2 reads half
+
+
+def test_config_mistakes_name_the_key():
+    from polyfuse.data import ImagePipeline
+
+    splits = {"train": list, "val": list, "test": list}
+    with pytest.raises(ValueError, match=r"unknown modalities \['video'\]"):
+        MultimodalDataModule(splits, modalities=["image", "video"], image=ImagePipeline())
+    with pytest.raises(ValueError, match=r"data.splits has no \['test_dev'\]"):
+        MultimodalDataModule(splits, modalities=["image"], image=ImagePipeline(), test_splits=["test_dev"])
+    with pytest.raises(ValueError, match=r"includes \['text'\] but data.text"):
+        MultimodalDataModule(splits, modalities=["image", "text"], image=ImagePipeline())

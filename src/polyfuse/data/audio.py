@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from polyfuse.data.io import DataFileError, MediaSource, open_source, resample, source_name
+from polyfuse.data.io import DataFileError, MediaSource, native_source, resample, source_name
 
 CROPS = ("random", "start", "center")
 
@@ -55,7 +55,7 @@ class AudioPipeline:
         name = source_name(source)
         crop = self.train_crop if train else self.eval_crop
         try:
-            with open_source(source, "audio") as handle, sf.SoundFile(handle) as clip:
+            with sf.SoundFile(native_source(source, "audio")) as clip:
                 rate, frames = clip.samplerate, clip.frames
                 window = frames if self.max_seconds is None else min(frames, math.ceil(self.max_seconds * rate))
                 start = _window_start(frames, window, crop)

@@ -21,10 +21,15 @@ from polyfuse.data.io import DataFileError
 from polyfuse.data.reader import SOURCE_KEY, RecordReader, read_json, require_keys
 
 
-def read_answers(annotations: str | Path) -> list[list[str]]:
-    """The human answers of every question in a VQAv2 annotations file, for
-    ``AnswerVocabulary.from_answers`` (use the training annotations for every split)."""
-    path = Path(annotations).expanduser()
+def read_answers(root: str | Path, split: str = "train2014") -> list[list[str]]:
+    """The human answers of every question of ``split``, for ``AnswerVocabulary.from_answers``
+    (build the vocabulary from the training split for every split).
+
+    ``root`` is the folder holding ``v2_mscoco_<split>_annotations.json``, or that file itself.
+    """
+    path = Path(root).expanduser()
+    if path.is_dir():
+        path = path / f"v2_mscoco_{split}_annotations.json"
     data = read_json(path, "a VQAv2 annotations file")
     require_keys(data, ("annotations",), path, "a VQAv2 annotations file")
     return [[str(a.get("answer", "")) for a in item.get("answers", [])] for item in data["annotations"]]
