@@ -68,9 +68,10 @@ def test_need_weights_returns_the_reference_probabilities(make_qkv, padding_mask
     assert torch.equal(probs[1], torch.zeros_like(probs[1]))
 
 
-@pytest.mark.parametrize("backend", ["reference", "sdpa", "triton"])
+@pytest.mark.parametrize("backend", ["reference", "sdpa"])
 def test_dropout_keeps_the_expectation_and_is_off_at_zero(make_qkv, backend):
-    """Inverted dropout: averaging many draws recovers the no-dropout output."""
+    """Inverted dropout: averaging many draws recovers the no-dropout output. (The Triton kernels'
+    dropout is checked exactly against their own keep mask in kernels/test_function.py.)"""
     q, k, v = make_qkv(1, 1, 16, 16, 16)
     q, k, v = q.detach(), k.detach(), v.detach()
     clean = attention(q, k, v, backend=backend)
