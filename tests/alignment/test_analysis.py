@@ -53,3 +53,12 @@ def test_errors():
         encoder_correlations(Identity(), batches(x, y), "image", "audio", heldout_fraction=1.0)
     with pytest.raises(KeyError, match="'text'"):
         encoder_correlations(Identity(), batches(x, y), "image", "text")
+
+
+def test_fit_on_one_set_and_score_on_another():
+    x, y = correlated_views(n=3000, seed=13)
+    truth = canonical_correlations(x, y, k=2)
+    report = encoder_correlations(Identity(), batches(x[:2000], y[:2000]), "image", "audio", k=2,
+                                  heldout=batches(x[2000:], y[2000:]))
+    assert report.samples == 3000
+    torch.testing.assert_close(report.heldout, truth, atol=0.04, rtol=0)

@@ -68,23 +68,33 @@ def pooled_embeddings(model: _Encodes, batches: Iterable[Batch], modalities: Ite
 
 
 def encoder_correlations(model: _Encodes, batches: Iterable[Batch], first: str, second: str, k: int = 10,
-                         reg: float = 1e-3, heldout_fraction: float = 0.5, seed: int = 0,
-                         device: torch.device | str | None = None) -> CorrelationReport:
+                         reg: float = 1e-3, heldout: Iterable[Batch] | None = None, heldout_fraction: float = 0.5,
+                         seed: int = 0, device: torch.device | str | None = None) -> CorrelationReport:
     """Fit linear CCA between ``first`` and ``second`` embeddings and report fitted and held-out correlations.
 
-    Only samples where both modalities are present are used; they are split at random (``seed``)
-    into a fitting part and a held-out part of ``heldout_fraction``.
+    Only samples where both modalities are present are used. With ``heldout`` batches (e.g. the test
+    split) CCA is fitted on all of ``batches`` (e.g. the training split) and scored on ``heldout``;
+    otherwise the samples of ``batches`` are split at random (``seed``) and ``heldout_fraction`` of
+    them is held out.
     """
     if not 0.0 < heldout_fraction < 1.0:
         raise ValueError(f"heldout_fraction must be in (0, 1), got {heldout_fraction}")
-    embeddings, presence = pooled_embeddings(model, batches, [first, second], device)
-    paired = presence[first] & presence[second]
-    x, y = embeddings[first][paired], embeddings[second][paired]
-    n = x.shape[0]
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    cut = int(round(n * (1.0 - heldout_fraction)))
-    if cut < 2 or n - cut < 2:
-        raise ValueError(f"too few paired samples ({n}) of {first!r} and {second!r} for a held-out CCA")
-    fit_rows, test_rows = order[:cut], order[cut:]
-    cca = LinearCCA(k=k, reg=reg).fit(x[fit_rows], y[fit_rows])
-    return CorrelationReport(fitted=cca.correlations_, heldout=cca.score(x[test_rows], y[test_rows]), samples=n)
+
+    def paired(source: Iterable[Batch]) -> tuple[Tensor, Tensor]:
+        embeddings, presence = pooled_embeddings(model, source, [first, second], device)
+        rows = presence[first] & presence[second]
+        return embeddings[first][rows], embeddings[second][rows]
+
+    x, y = paired(batches)
+    if heldout is not None:
+        (x_fit, y_fit), (x_test, y_test) = (x, y), paired(heldout)
+    else:
+        order = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))
+        cut = int(round(x.shape[0] * (1.0 - heldout_fraction)))
+        x_fit, y_fit, x_test, y_test = x[order[:cut]], y[order[:cut]], x[order[cut:]], y[order[cut:]]
+    if x_fit.shape[0] < 2 or x_test.shape[0] < 2:
+        raise ValueError(f"too few paired samples of {first!r} and {second!r} for a held-out CCA "
+                         f"({x_fit.shape[0]} to fit, {x_test.shape[0]} held out)")
+    cca = LinearCCA(k=k, reg=reg).fit(x_fit, y_fit)
+    return CorrelationReport(fitted=cca.correlations_, heldout=cca.score(x_test, y_test),
+                             samples=x_fit.shape[0] + x_test.shape[0])
