@@ -118,3 +118,13 @@ def test_dcca_objective_raises_the_correlation_in_training():
         optimizer.step()
     last = module.auxiliary_losses(module.model(batch), batch)["dcca/correlation"].item()
     assert last < first - 0.5  # two canonical correlations (at most -2)
+
+
+def test_correlation_is_computed_in_float32_under_bfloat16_autocast():
+    module = objective(modalities=["image", "audio"], method="cca")
+    values = encoded()
+    reference = module(output(values))["correlation"]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = module(output(values))["correlation"]
+    assert mixed.dtype == torch.float32 and torch.isfinite(mixed)
+    torch.testing.assert_close(mixed, reference, atol=0.05, rtol=0)

@@ -108,7 +108,16 @@ class CorrelationObjective(nn.Module):
         return pooled, projected, present
 
     def correlation_loss(self, projected: Mapping[str, Tensor], present: Mapping[str, Tensor]) -> Tensor:
-        """The correlation term on the paired samples (zero when too few)."""
+        """The correlation term on the paired samples (zero when too few).
+
+        Computed in float32 at least, outside autocast: Cholesky and SVD need the precision.
+        """
+        device_type = next(iter(projected.values())).device.type
+        with torch.autocast(device_type=device_type, enabled=False):
+            return self._correlation_loss({m: v.float() if v.dtype in (torch.float16, torch.bfloat16) else v
+                                           for m, v in projected.items()}, present)
+
+    def _correlation_loss(self, projected: Mapping[str, Tensor], present: Mapping[str, Tensor]) -> Tensor:
         zero = next(iter(projected.values())).new_zeros(())
         if self.method == "pairwise":
             total = zero
