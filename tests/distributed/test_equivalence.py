@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from polyfuse.attention import set_default_backend
+from polyfuse.attention import get_default_backend, set_default_backend
 
 from . import contrastive_worker as worker
 
@@ -41,8 +41,16 @@ def ranks(worker_run) -> list[dict]:
     return _load(worker_run, "rank")
 
 
-def _single_process(local_loss: bool, gather_with_grad: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+@pytest.fixture(autouse=True)
+def sdpa_backend():
+    """The workers' backend (``auto`` would time backends, and may pick another one per process)."""
+    previous = get_default_backend()
     set_default_backend("sdpa")
+    yield
+    set_default_backend(previous)
+
+
+def _single_process(local_loss: bool, gather_with_grad: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     model = worker.TwoTower(local_loss, gather_with_grad)
     loss = model.loss(list(worker.synthetic_pairs(worker.WORLD_SIZE * worker.BATCH_PER_RANK, seed=1).tensors))
     loss.backward()
@@ -87,7 +95,6 @@ def test_without_gradient_through_the_gather_towers_get_a_world_size_smaller_gra
                           "concatenated the list state into a tensor (reported to the metrics owner)")
 def test_retrieval_recall_over_uneven_shards_equals_single_process(worker_run):
     ranks = _load(worker_run, "retrieval_rank")
-    set_default_backend("sdpa")
     model = worker.TwoTower().eval()
     images, tokens, mask = worker.synthetic_pairs(worker.EVAL_SIZE, seed=2).tensors
     with torch.no_grad():

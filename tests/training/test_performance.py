@@ -6,7 +6,9 @@ import hydra
 import pytest
 import torch
 
-from polyfuse.encoders import AudioCNNEncoder
+from polyfuse.attention import get_default_backend, set_default_backend
+from polyfuse.attention.auto import clear_auto_cache
+from polyfuse.encoders import AudioCNNEncoder, ViTEncoder
 from polyfuse.training.performance import PerformanceKnobs, enable_grad_checkpointing, select_modules
 
 CHECKPOINTED = ["encoders.image", "encoders.text", "fusion.blocks.*"]
@@ -82,3 +84,18 @@ def test_compile_in_place_keeps_parameter_names_and_outputs(model_and_batch):
     assert list(module.state_dict()) == keys                       # checkpoints stay loadable
     with torch.no_grad():
         torch.testing.assert_close(module(batch).outputs, expected)
+
+
+@pytest.mark.xfail(strict=True, reason="attention `auto` times its candidate backends inside the first forward; "
+                                       "under checkpointing those saved tensors are counted, and the recomputation "
+                                       "(cached choice) saves fewer: CheckpointError (reported to the attention owner)")
+def test_checkpointing_with_a_cold_auto_attention_cache():
+    """Also true of the encoders' own ``grad_checkpointing`` switch, with the default backend."""
+    previous = get_default_backend()
+    set_default_backend("auto")
+    clear_auto_cache()
+    try:
+        encoder = ViTEncoder(image_size=16, patch_size=4, in_chans=1, dim=32, depth=2, heads=2, grad_checkpointing=True)
+        encoder(torch.randn(4, 1, 16, 16)).tokens.sum().backward()
+    finally:
+        set_default_backend(previous)
