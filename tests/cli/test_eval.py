@@ -1,0 +1,56 @@
+"""``polyfuse-eval`` on a tiny trained run: files, consistency with the training's test metrics,
+checkpoint choices, and errors that name the problem."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from polyfuse.cli.eval import run_eval
+from polyfuse.reporting.runs import checkpoint_file, load_weights
+
+from run_factory import compose_config, trained_run  # tests/cli is on sys.path (pytest prepend import mode)
+
+QUICK = ["robustness.rates=[0,0.5,1]", "robustness.severities=[0,1]", "robustness.subsets=single",
+         "batch_size=32", "max_batches=1"]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:
+    return trained_run(tmp_path_factory)
+
+
+def test_eval_writes_curves_and_summaries_consistent_with_training(run: Path):
+    (result,) = run_eval(compose_config("eval", [f"run_dir={run}", *QUICK]))
+    out = run / "robustness"
+    for name in ("clean.json", "robustness.csv", "summary.csv", "curves.png"):
+        assert (out / name).is_file(), name
+    records = pd.read_csv(out / "robustness.csv")
+    assert len(records) == 3 * 3 + 6 * 2  # 3 single-modality drops x 3 rates + 6 corruptions x 2 severities
+    # the first test batch, the best weights: the same accuracy Lightning's test loop logged
+    summary = json.loads((run / "summary.json").read_text())
+    assert result["clean"]["acc"] == pytest.approx(summary["test"]["test/acc"], abs=1e-6)
+    assert (records[records["level"] == 0]["acc"] == result["clean"]["acc"]).all()
+    table = pd.read_csv(out / "summary.csv")
+    assert {"perturbation", "clean", "worst", "relative_robustness"} <= set(table.columns)
+
+
+def test_checkpoint_choices_load_the_same_best_weights(run: Path):
+    safetensors, ckpt = checkpoint_file(run, "best"), run / "checkpoints" / "best.ckpt"
+    assert safetensors.suffix == ".safetensors"
+    a, b = load_weights(safetensors), load_weights(ckpt)
+    assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
+    (result,) = run_eval(compose_config("eval", [f"run_dir={run}", "checkpoint=last", "robustness.enabled=false",
+                                                 "batch_size=32", "max_batches=1"]))
+    assert 0.0 <= result["clean"]["acc"] <= 1.0 and "summary" not in result
+
+
+def test_missing_run_directory_is_named(tmp_path: Path):
+    with pytest.raises(FileNotFoundError, match="no such run"):
+        run_eval(compose_config("eval", [f"run_dir={tmp_path / 'nope'}"]))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no training run"):
+        run_eval(compose_config("eval", [f"run_dir={tmp_path / 'empty'}"]))
