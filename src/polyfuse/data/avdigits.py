@@ -22,6 +22,7 @@ from polyfuse.data.io import DataFileError, load_audio, load_image
 SPLITS = ("train", "val", "test", "test_real")
 MODALITIES = ("image", "audio", "text")
 TEXT_FIELDS = ("hint", "caption")
+TASKS = ("classification", "captioning", "vqa")
 
 
 def read_metadata(root: Path) -> list[dict[str, Any]]:
@@ -43,6 +44,11 @@ def read_metadata(root: Path) -> list[dict[str, Any]]:
                     raise DataFileError(f"{path}, line {number}: record has no {key!r} field")
             records.append(record)
     return records
+
+
+def read_answers(root: str | Path, split: str = "train") -> list[list[str]]:
+    """The human answers of every question of ``split`` (to build a VQA answer vocabulary)."""
+    return [list(qa["answers"]) for r in read_metadata(Path(root)) if r["split"] == split for qa in r.get("qa", [])]
 
 
 def load_tokenizer(path: str | Path):
@@ -70,6 +76,16 @@ def image_transform(train: bool, augment: bool = True) -> v2.Transform:
 class AVDigitsDataset(Dataset):
     """One split of AV-digits as samples ``{"id", "label", "image", "audio", "text", ...}``.
 
+    ``task`` chooses the sample unit and the extra targets:
+
+    * ``"classification"``: one sample per record; ``text`` from ``text_field``.
+    * ``"captioning"``: the same, plus ``caption_ids``: the tokenized caption (``[CLS] ... [SEP]``,
+      right-padded with [PAD] to ``max_text_length`` so batches stack).
+    * ``"vqa"``: one sample per question (5 per record, id ``<id>_q<k>``); ``text`` is the question,
+      the 10 human ``answers``, the ``answer`` and the ``question`` travel as strings, and
+      ``answer_ids`` (the tokenized answer) and ``caption_ids`` as padded targets, so one batch
+      serves VQA, generative VQA, captioning and retrieval over captions (multi-task).
+
     Args:
         root: dataset directory. split: ``train``, ``val``, ``test`` or ``test_real`` (test images
             paired with a real human voice).
@@ -79,11 +95,13 @@ class AVDigitsDataset(Dataset):
         missing: per-modality probability that a sample's modality is absent (returned as
             ``None``), drawn once per sample from ``missing_seed`` so it is the same every epoch.
         augment: random affine jitter on training images.
+        task: ``"classification"``, ``"captioning"`` or ``"vqa"`` (see above).
     """
 
     def __init__(self, root: str | Path, split: str = "train", modalities: Sequence[str] = MODALITIES,
                  text_field: str = "hint", max_audio_seconds: float = 1.5, max_text_length: int = 32,
-                 missing: dict[str, float] | None = None, missing_seed: int = 0, augment: bool = True) -> None:
+                 missing: dict[str, float] | None = None, missing_seed: int = 0, augment: bool = True,
+                 task: str = "classification") -> None:
         self.root = Path(root)
         if split not in SPLITS:
             raise ValueError(f"unknown AV-digits split {split!r}; valid: {', '.join(SPLITS)}")
@@ -92,6 +110,9 @@ class AVDigitsDataset(Dataset):
             raise ValueError(f"unknown AV-digits modalities {unknown}; valid: {', '.join(MODALITIES)}")
         if text_field not in TEXT_FIELDS:
             raise ValueError(f"unknown text_field {text_field!r}; valid: {', '.join(TEXT_FIELDS)}")
+        if task not in TASKS:
+            raise ValueError(f"unknown AV-digits task {task!r}; valid: {', '.join(TASKS)}")
+        self.task = task
         info_path = self.root / "info.json"
         if not info_path.is_file():
             raise DataFileError(f"AV-digits info file not found: {info_path} (is data.root right?)")
@@ -103,6 +124,11 @@ class AVDigitsDataset(Dataset):
         self.records = [r for r in read_metadata(self.root) if r["split"] == split]
         if not self.records:
             raise DataFileError(f"{self.root / 'metadata.jsonl'} has no sample in split {split!r}")
+        # (record index, question index): one sample per record, or per question for VQA
+        self.items = [(i, q) for i, r in enumerate(self.records) for q in range(len(r.get("qa", [])))] \
+            if task == "vqa" else [(i, -1) for i in range(len(self.records))]
+        if not self.items:
+            raise DataFileError(f"{self.root / 'metadata.jsonl'} has no question in split {split!r}")
         self.tokenizer = load_tokenizer(self.root / "tokenizer.json")
         self.pad_id = self.tokenizer.token_to_id("[PAD]")
         self.transform = image_transform(train=split == "train", augment=augment)
@@ -113,6 +139,7 @@ class AVDigitsDataset(Dataset):
         self._images: dict[str, Tensor] = {}
         self._audio: dict[str, Tensor] = {}
         self._text: dict[int, Tensor] = {}
+        self._text_cache: dict[str, Tensor] = {}
         self._preload()
 
     @property
@@ -130,7 +157,7 @@ class AVDigitsDataset(Dataset):
                 self._images[record["image"]] = load_image(self.root / record["image"])
             if "audio" in self.modalities and record["audio"] not in self._audio:
                 self._audio[record["audio"]] = load_audio(self.root / record["audio"], self.sample_rate)
-            if "text" in self.modalities:
+            if "text" in self.modalities and self.task != "vqa":
                 self._text[index] = self.tokenize(record[self.text_field])
 
     def tokenize(self, text: str) -> Tensor:
@@ -139,17 +166,35 @@ class AVDigitsDataset(Dataset):
             ids = ids[: self.max_text_length - 1] + ids[-1:]
         return torch.tensor(ids, dtype=torch.long)
 
-    def __len__(self) -> int:
-        return len(self.records)
+    def _question_ids(self, question: str) -> Tensor:
+        if question not in self._text_cache:
+            self._text_cache[question] = self.tokenize(question)
+        return self._text_cache[question]
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def padded_ids(self, text: str) -> list[int]:
+        """Token ids of ``text`` right-padded with [PAD] to ``max_text_length`` (a stackable target)."""
+        ids = self.tokenize(text).tolist()
+        return ids + [self.pad_id] * (self.max_text_length - len(ids))
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, item: int) -> dict[str, Any]:
+        index, question = self.items[item]
         record = self.records[index]
         sample: dict[str, Any] = {"id": record["id"], "label": int(record["label"]),
                                   "caption": record["caption"], "hint": record["hint"]}
+        if self.task in ("captioning", "vqa"):
+            sample["caption_ids"] = self.padded_ids(record["caption"])
+        if self.task == "vqa":
+            qa = record["qa"][question]
+            sample.update(id=f"{record['id']}_q{question}", image_id=record["id"], question=qa["question"],
+                          answer=qa["answer"], answers=list(qa["answers"]), answer_ids=self.padded_ids(qa["answer"]))
         if "image" in self.modalities:
             sample["image"] = None if index in self.absent["image"] else self.transform(self._images[record["image"]])
         if "audio" in self.modalities:
             sample["audio"] = None if index in self.absent["audio"] else self._audio[record["audio"]][: self.max_audio_samples]
         if "text" in self.modalities:
-            sample["text"] = None if index in self.absent["text"] else self._text[index]
+            text = self._question_ids(sample["question"]) if self.task == "vqa" else self._text.get(index)
+            sample["text"] = None if index in self.absent["text"] else text
         return sample

@@ -2,44 +2,94 @@
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
 
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
 
-from polyfuse.batch import Batch
+from polyfuse.batch import Batch, Encoded, ModalityInput
 from polyfuse.fusion.base import FusionOutput
+
+__all__ = ["TaskHead", "HeadContext", "HeadFactory", "LossOutput"]
+
+#: a loss is a scalar, or a dict with the scalar to optimise under ``"loss"`` plus named terms to log
+LossOutput = Tensor | dict[str, Tensor]
+
+
+@dataclass
+class HeadContext:
+    """What the model lends its head besides the fused output, for objectives that need more.
+
+    Attributes:
+        encoded: this batch's per-modality encoder outputs (dual-stream heads embed them directly).
+        encode: re-encode a (modified) batch with the model's encoders (MLM re-encodes masked text).
+        encode_modality: encode one input with one modality's encoder (``("text", ModalityInput)``),
+            e.g. captions held as targets, for retrieval next to VQA on question text.
+        fuse: the model's fusion, on a dict of :class:`Encoded` (ITM fuses mismatched pairs);
+            ``None`` when the model has no fusion.
+    """
+
+    encoded: dict[str, Encoded]
+    encode: Callable[[Batch], dict[str, Encoded]] | None = None
+    encode_modality: Callable[[str, ModalityInput], Encoded] | None = None
+    fuse: Callable[..., FusionOutput] | None = None
 
 
 class TaskHead(nn.Module):
     """Base class for task heads.
 
-    A head is built from the fused width (``in_dim``) and implements:
+    A head is built as ``head(in_dim=fusion.out_dim, dims={modality: encoder width})`` and implements:
 
-    * :meth:`forward` ``(fused, batch) -> outputs`` (logits, embeddings, ...),
-    * :meth:`loss` ``(outputs, batch) -> scalar``,
-    * :meth:`make_metrics` -> a fresh :class:`torchmetrics.MetricCollection` (one per stage),
+    * :meth:`forward` ``(fused, batch, context) -> outputs`` (logits, embeddings, ...); ``fused`` is
+      ``None`` when the model has no fusion (dual-stream retrieval);
+    * :meth:`loss` ``(outputs, batch) -> scalar`` or ``{"loss": scalar, "<term>": scalar, ...}``
+      (extra terms are logged as ``train/<term>``);
+    * :meth:`make_metrics` ``(stage)`` -> a fresh :class:`torchmetrics.MetricCollection` for ``"train"``,
+      ``"val"`` or ``"test"``. Training metrics are logged as metric objects, so each must compute
+      to a scalar tensor; split-level metrics that return several values (retrieval recall, caption
+      scores) belong to the evaluation stages;
     * :meth:`update_metrics` ``(metrics, outputs, batch)``.
 
     ``monitor`` names the validation metric that selects the best checkpoint, ``monitor_mode``
-    whether higher (``"max"``) or lower is better.
+    whether higher (``"max"``) or lower is better. ``needs_fusion = False`` marks heads that work
+    on the per-modality encodings alone.
+
+    Args:
+        in_dim: fused width (``None`` without a fusion). dims: modality -> encoder output width.
     """
 
     monitor: str = "loss"
     monitor_mode: str = "min"
+    needs_fusion: bool = True
 
-    def __init__(self, in_dim: int) -> None:
+    def __init__(self, in_dim: int | None, dims: Mapping[str, int] | None = None) -> None:
         super().__init__()
+        if in_dim is None and self.needs_fusion:
+            raise ValueError(f"{type(self).__name__} reads the fused representation: configure a fusion "
+                             "(model.fusion), or use a head that works on the encoders alone")
         self.in_dim = in_dim
+        self.dims = dict(dims or {})
 
-    def forward(self, fused: FusionOutput, batch: Batch) -> Any:
+    def forward(self, fused: FusionOutput | None, batch: Batch, context: HeadContext | None = None) -> Any:
         raise NotImplementedError
 
-    def loss(self, outputs: Any, batch: Batch) -> Tensor:
+    def loss(self, outputs: Any, batch: Batch) -> LossOutput:
         raise NotImplementedError
 
-    def make_metrics(self) -> MetricCollection:
+    def make_metrics(self, stage: str = "val") -> MetricCollection:
         return MetricCollection({})
 
     def update_metrics(self, metrics: MetricCollection, outputs: Any, batch: Batch) -> None:
         return None
+
+    def require(self, context: HeadContext | None, *fields: str) -> HeadContext:
+        """``context`` with ``fields`` set, or an error naming what this head needs from the model."""
+        missing = [name for name in fields if context is None or getattr(context, name) is None]
+        if missing:
+            raise ValueError(f"{type(self).__name__} needs the model to pass {missing} in its HeadContext "
+                             "(polyfuse.models.MultimodalModel does)")
+        return context  # type: ignore[return-value]
+
+
+HeadFactory = Callable[..., TaskHead]

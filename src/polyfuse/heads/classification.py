@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Mapping
+
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
@@ -9,7 +11,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from polyfuse.batch import Batch
 from polyfuse.fusion.base import FusionOutput
-from polyfuse.heads.base import TaskHead
+from polyfuse.heads.base import HeadContext, TaskHead
 
 
 class ClassificationHead(TaskHead):
@@ -18,7 +20,8 @@ class ClassificationHead(TaskHead):
     Metrics: accuracy (micro, ``acc``) and macro F1 (``f1_macro``) via torchmetrics.
 
     Args:
-        in_dim: fused width. num_classes: number of classes. hidden: hidden width (0 = linear).
+        in_dim: fused width. dims: encoder widths (unused). num_classes: number of classes.
+        hidden: hidden width (0 = linear).
         dropout: dropout before the classifier. label_smoothing: as in ``F.cross_entropy``.
         target: name of the target in ``batch.targets``.
     """
@@ -27,8 +30,8 @@ class ClassificationHead(TaskHead):
     monitor_mode = "max"
 
     def __init__(self, in_dim: int, num_classes: int, hidden: int = 0, dropout: float = 0.0,
-                 label_smoothing: float = 0.0, target: str = "label") -> None:
-        super().__init__(in_dim)
+                 label_smoothing: float = 0.0, target: str = "label", dims: Mapping[str, int] | None = None) -> None:
+        super().__init__(in_dim, dims)
         self.num_classes, self.label_smoothing, self.target = num_classes, label_smoothing, target
         layers: list[nn.Module] = [nn.Dropout(dropout)]
         if hidden:
@@ -37,7 +40,7 @@ class ClassificationHead(TaskHead):
             layers.append(nn.Linear(in_dim, num_classes))
         self.classifier = nn.Sequential(*layers)
 
-    def forward(self, fused: FusionOutput, batch: Batch) -> Tensor:
+    def forward(self, fused: FusionOutput, batch: Batch, context: HeadContext | None = None) -> Tensor:
         """``(B, num_classes)`` logits."""
         return self.classifier(fused.pooled)
 
@@ -49,7 +52,7 @@ class ClassificationHead(TaskHead):
     def loss(self, outputs: Tensor, batch: Batch) -> Tensor:
         return F.cross_entropy(outputs, self._labels(batch), label_smoothing=self.label_smoothing)
 
-    def make_metrics(self) -> MetricCollection:
+    def make_metrics(self, stage: str = "val") -> MetricCollection:
         return MetricCollection({
             "acc": MulticlassAccuracy(self.num_classes, average="micro"),
             "f1_macro": MulticlassF1Score(self.num_classes, average="macro"),

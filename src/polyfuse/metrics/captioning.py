@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 import torch.distributed as dist
-from torchmetrics import Metric
+
+from polyfuse.metrics.collected import SplitMetric
 
 __all__ = ["caption_scores", "CaptionScores", "CAPTION_METRICS"]
 
@@ -103,7 +104,7 @@ def caption_scores(predictions: Mapping[str, str], references: Mapping[str, Sequ
     return {name: scale * value for name, value in scores.items() if name in keep}
 
 
-class CaptionScores(Metric):
+class CaptionScores(SplitMetric):
     """Collects generated and reference captions over a split and scores them with :func:`caption_scores`.
 
     ``update(ids, predictions, references)``; the strings live in Python lists (not tensor states)
@@ -111,7 +112,6 @@ class CaptionScores(Metric):
     when nothing was collected (e.g. during training, where heads skip generation).
     """
 
-    full_state_update = False
     higher_is_better = True
 
     def __init__(self, metrics: Sequence[str] = CAPTION_METRICS, spice: bool = False, percent: bool = True,

@@ -8,7 +8,8 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torchmetrics import Metric
+
+from polyfuse.metrics.collected import SplitMetric
 
 __all__ = ["retrieval_recall", "RetrievalRecall", "content_key"]
 
@@ -88,7 +89,7 @@ def content_key(values: Tensor, mask: Tensor | None = None) -> Tensor:
     return torch.tensor(keys, dtype=torch.long, device=values.device)
 
 
-class RetrievalRecall(Metric):
+class RetrievalRecall(SplitMetric):
     """Accumulates paired embeddings over an evaluation split and scores retrieval between them.
 
     ``update(embeddings, present, keys)`` with ``embeddings: {modality: (B, D)}``, optional
@@ -106,7 +107,6 @@ class RetrievalRecall(Metric):
             identical inputs are merged into one retrieval item (at most one per pair).
     """
 
-    full_state_update = False
 
     def __init__(self, pairs: Sequence[Sequence[str]], ks: Sequence[int] = (1, 5, 10),
                  dedupe: Sequence[str] = (), **kwargs) -> None:

@@ -1,0 +1,177 @@
+"""A transformer decoder over text that cross-attends to fused tokens, with a KV cache for generation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from polyfuse import attention as attention_api
+from polyfuse.attention import MultiHeadAttention
+
+
+def _split(x: Tensor, heads: int) -> Tensor:  # (B, L, D) -> (B, H, L, D / H)
+    return x.view(x.shape[0], x.shape[1], heads, -1).transpose(1, 2)
+
+
+def _merge(x: Tensor) -> Tensor:  # (B, H, L, Dh) -> (B, L, H * Dh)
+    return x.transpose(1, 2).reshape(x.shape[0], x.shape[2], -1)
+
+
+@dataclass
+class LayerCache:
+    """Keys/values of one decoder layer: the self-attention ones grow by one step per token, the
+    cross-attention ones (over the memory) are computed once. All ``(B, H, L, Dh)``."""
+
+    self_k: Tensor | None = None
+    self_v: Tensor | None = None
+    cross_k: Tensor | None = None
+    cross_v: Tensor | None = None
+
+
+@dataclass
+class DecoderCache:
+    """The incremental state of generation: per-layer caches, the memory mask and the length so far."""
+
+    layers: list[LayerCache]
+    memory_mask: Tensor | None
+    length: int = 0
+
+    def reorder(self, index: Tensor) -> None:
+        """Keep rows ``index: (N,)`` (beam search re-selects which hypotheses continue)."""
+        for layer in self.layers:
+            for name in ("self_k", "self_v", "cross_k", "cross_v"):
+                value = getattr(layer, name)
+                if value is not None:
+                    setattr(layer, name, value.index_select(0, index))
+        if self.memory_mask is not None:
+            self.memory_mask = self.memory_mask.index_select(0, index)
+
+
+class DecoderLayer(nn.Module):
+    """Pre-norm block: causal self-attention, cross-attention to the memory, MLP (Vaswani et al., 2017).
+
+    Both attentions go through :func:`polyfuse.attention.attention` (causal masking aligned to the
+    last key, so one new query attends to the whole cached prefix).
+    """
+
+    def __init__(self, dim: int, memory_dim: int, heads: int, mlp_ratio: float = 4.0, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.heads, self.dropout = heads, dropout
+        self.norm_self, self.norm_cross, self.norm_mlp = nn.LayerNorm(dim), nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.self_attn = MultiHeadAttention(dim, heads, dropout=dropout)
+        self.cross_attn = MultiHeadAttention(dim, heads, kv_dim=memory_dim, dropout=dropout)
+        hidden = int(dim * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, dim))
+        self.drop = nn.Dropout(dropout)
+
+    def _attend(self, module: MultiHeadAttention, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None,
+                causal: bool) -> Tensor:
+        out = attention_api.attention(q, k, v, mask, causal=causal, backend=module.backend,
+                                      dropout_p=self.dropout if self.training else 0.0)
+        return module.out_proj(_merge(out))
+
+    def cross_kv(self, memory: Tensor) -> tuple[Tensor, Tensor]:
+        """Cross-attention keys/values of the memory ``(B, M, memory_dim)``."""
+        return (_split(self.cross_attn.k_proj(memory), self.heads),
+                _split(self.cross_attn.v_proj(memory), self.heads))
+
+    def forward(self, x: Tensor, memory_kv: tuple[Tensor, Tensor], memory_mask: Tensor | None,
+                cache: LayerCache | None = None) -> Tensor:
+        """``x: (B, L, dim)`` new positions; with ``cache``, the cached prefix is attended and extended."""
+        h = self.norm_self(x)
+        q = _split(self.self_attn.q_proj(h), self.heads)
+        k = _split(self.self_attn.k_proj(h), self.heads)
+        v = _split(self.self_attn.v_proj(h), self.heads)
+        if cache is not None:
+            if cache.self_k is not None:
+                k, v = torch.cat([cache.self_k, k], dim=2), torch.cat([cache.self_v, v], dim=2)
+            cache.self_k, cache.self_v = k, v
+        x = x + self.drop(self._attend(self.self_attn, q, k, v, None, causal=True))
+        q = _split(self.cross_attn.q_proj(self.norm_cross(x)), self.heads)
+        x = x + self.drop(self._attend(self.cross_attn, q, *memory_kv, memory_mask, causal=False))
+        return x + self.drop(self.mlp(self.norm_mlp(x)))
+
+
+class CaptionDecoder(nn.Module):
+    """Autoregressive text decoder conditioned on a memory (fused or encoded tokens).
+
+    Token + learned position embeddings, ``depth`` :class:`DecoderLayer` blocks, a final LayerNorm
+    and an output projection tied to the token embedding (Press & Wolf, 2017). Padded memory
+    positions are masked as keys; an all-padded memory row gives a zero cross-attention output.
+
+    Args:
+        vocab_size: output vocabulary. dim: width. memory_dim: width of the memory tokens.
+        depth, heads, mlp_ratio, dropout: block settings. max_positions: longest decoder input.
+        pad_id: padding token (its embedding is not trained). tie_embeddings: share input/output.
+    """
+
+    def __init__(self, vocab_size: int, dim: int = 128, memory_dim: int = 128, depth: int = 2, heads: int = 4,
+                 mlp_ratio: float = 4.0, dropout: float = 0.0, max_positions: int = 32, pad_id: int = 0,
+                 tie_embeddings: bool = True) -> None:
+        super().__init__()
+        self.vocab_size, self.max_positions = vocab_size, max_positions
+        self.token_embedding = nn.Embedding(vocab_size, dim, padding_idx=pad_id)
+        self.position_embedding = nn.Embedding(max_positions, dim)
+        nn.init.normal_(self.token_embedding.weight, std=0.02)
+        nn.init.normal_(self.position_embedding.weight, std=0.02)
+        self.layers = nn.ModuleList(DecoderLayer(dim, memory_dim, heads, mlp_ratio, dropout) for _ in range(depth))
+        self.norm = nn.LayerNorm(dim)
+        # tied: the logits use the token embedding itself (one tensor in the state dict)
+        self.output = None if tie_embeddings else nn.Linear(dim, vocab_size, bias=False)
+
+    def start(self, memory: Tensor, memory_mask: Tensor | None = None) -> DecoderCache:
+        """A fresh cache for generation over ``memory: (B, M, memory_dim)`` (cross keys/values computed once)."""
+        layers = []
+        for layer in self.layers:
+            k, v = layer.cross_kv(memory)
+            layers.append(LayerCache(cross_k=k, cross_v=v))
+        return DecoderCache(layers, memory_mask)
+
+    def forward(self, tokens: Tensor, memory: Tensor | None = None, memory_mask: Tensor | None = None,
+                cache: DecoderCache | None = None) -> Tensor:
+        """``tokens: (B, L)`` -> logits ``(B, L, vocab)``.
+
+        Teacher forcing: pass ``memory (B, M, memory_dim)`` and its mask. Generation: pass the new
+        tokens and the ``cache`` from :meth:`start`; the cache is extended in place.
+        """
+        offset = 0 if cache is None else cache.length
+        length = tokens.shape[1]
+        if offset + length > self.max_positions:
+            raise ValueError(f"decoder input of {offset + length} tokens exceeds max_positions={self.max_positions}")
+        positions = torch.arange(offset, offset + length, device=tokens.device)
+        x = self.token_embedding(tokens) + self.position_embedding(positions)[None]
+        if cache is None:
+            if memory is None:
+                raise ValueError("CaptionDecoder needs a memory (teacher forcing) or a cache (generation)")
+            for layer in self.layers:
+                x = layer(x, layer.cross_kv(memory), memory_mask)
+        else:
+            for layer, layer_cache in zip(self.layers, cache.layers):
+                x = layer(x, (layer_cache.cross_k, layer_cache.cross_v), cache.memory_mask, layer_cache)
+            cache.length += length
+        x = self.norm(x)
+        return F.linear(x, self.token_embedding.weight) if self.output is None else self.output(x)
+
+
+class DecoderStepper:
+    """Adapts a :class:`CaptionDecoder` and its cache to :class:`~polyfuse.heads.generation.StepModel`.
+
+    ``copies`` > 1 repeats every sample's cache (beam search keeps the beams of a sample adjacent).
+    """
+
+    def __init__(self, decoder: CaptionDecoder, memory: Tensor, memory_mask: Tensor | None = None,
+                 copies: int = 1) -> None:
+        self.decoder = decoder
+        self.cache = decoder.start(memory, memory_mask)
+        if copies > 1:
+            self.cache.reorder(torch.arange(memory.shape[0], device=memory.device).repeat_interleave(copies))
+
+    def step(self, tokens: Tensor) -> Tensor:
+        """``tokens: (N, 1)`` -> next-token logits ``(N, vocab)``."""
+        return self.decoder(tokens, cache=self.cache)[:, -1]
+
+    def reorder(self, index: Tensor) -> None:
+        self.cache.reorder(index)
