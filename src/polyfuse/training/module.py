@@ -45,10 +45,11 @@ class PolyfuseLitModule(LightningModule):
         self.warmup_steps = warmup_steps
         self.test_names = list(test_names)
         head_module = self.model.head
-        self.train_metrics = head_module.make_metrics().clone(prefix="train/")
+        self.train_metrics = head_module.make_metrics("train").clone(prefix="train/")
         self.train_loss = MeanMetric()
-        self.val_metrics = head_module.make_metrics().clone(prefix="val/")
-        self.test_metrics = nn.ModuleList(head_module.make_metrics().clone(prefix=f"{n}/") for n in self.test_names)
+        self.val_metrics = head_module.make_metrics("val").clone(prefix="val/")
+        self.test_metrics = nn.ModuleList(head_module.make_metrics("test").clone(prefix=f"{n}/")
+                                          for n in self.test_names)
 
     @property
     def monitor(self) -> str:
@@ -57,13 +58,18 @@ class PolyfuseLitModule(LightningModule):
     def forward(self, batch: Batch, return_attention: bool = False):
         return self.model(batch, return_attention=return_attention)
 
-    def _step(self, batch: Batch):
+    def _step(self, batch: Batch, stage: str | None = None):
         output = self.model(batch)
         loss = self.model.head.loss(output.outputs, batch)
+        if isinstance(loss, dict):  # a head may report named terms (per-task losses) besides the loss it optimises
+            terms, loss = {k: v for k, v in loss.items() if k != "loss"}, loss["loss"]
+            if stage is not None and terms:
+                self.log_dict({f"{stage}/{k}": v.detach() for k, v in terms.items()},
+                              on_step=False, on_epoch=True, batch_size=batch.batch_size)
         return output, loss
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
-        output, loss = self._step(batch)
+        output, loss = self._step(batch, "train")
         size = batch.batch_size
         self.model.head.update_metrics(self.train_metrics, output.outputs, batch)
         self.train_loss.update(loss.detach(), weight=size)
@@ -100,7 +106,7 @@ class PolyfuseLitModule(LightningModule):
                 metric._update_count = saved[name]["updates"]
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        output, loss = self._step(batch)
+        output, loss = self._step(batch, "val")
         self.model.head.update_metrics(self.val_metrics, output.outputs, batch)
         self.log("val/loss", loss, on_epoch=True, prog_bar=True, batch_size=batch.batch_size)
 
@@ -115,8 +121,12 @@ class PolyfuseLitModule(LightningModule):
         metrics = self.test_metrics[dataloader_idx]
         self.model.head.update_metrics(metrics, output.outputs, batch)
         self.log(f"{name}/loss", loss, on_epoch=True, batch_size=batch.batch_size, add_dataloader_idx=False)
-        # logging the metric objects lets Lightning compute/reset them per dataloader at epoch end
-        self.log_dict(metrics, on_step=False, on_epoch=True, batch_size=batch.batch_size, add_dataloader_idx=False)
+
+    def on_test_epoch_end(self) -> None:
+        # computed here, not logged as metric objects: one metric may return several values (retrieval R@K)
+        for metrics in self.test_metrics:
+            self.log_dict(metrics.compute())
+            metrics.reset()
 
     def configure_optimizers(self) -> Any:
         params = [p for p in self.parameters() if p.requires_grad]
