@@ -21,6 +21,7 @@ from .test_folder import _av_folder
 from .test_vqa import _vqa
 
 AV = ("image", "audio", "text")
+pytest.importorskip("webdataset")
 
 
 def _numbered_shards(root: Path, shards: int = 8, per_shard: int = 5) -> list[str]:
@@ -189,3 +190,24 @@ def test_write_shards_script_from_a_data_config(tmp_path, tokenizer_file, pipeli
     original = {s["id"]: s for s in decode_all(reader, pipelines)}
     assert sorted(streamed) == sorted(original) and len(list((tmp_path / "out" / "train").glob("*.tar"))) == 2
     _compare([original[k] for k in sorted(original)], [streamed[k] for k in sorted(original)])
+
+
+def test_round_trip_csv_and_hugging_face_bytes(tmp_path, pipelines):
+    import datasets
+
+    from polyfuse.data import CsvCaptionsReader, HFDatasetReader
+
+    for index in range(3):
+        write_image(tmp_path / "img" / f"{index}.png", seed=index)
+    (tmp_path / "pairs.tsv").write_text("filepath\ttitle\n" + "".join(f"img/{i}.png\ta dog {i}\n" for i in range(3)))
+    csv_reader = CsvCaptionsReader(tmp_path / "pairs.tsv")
+    _compare(*_round_trip(csv_reader, tmp_path, pipelines, ("image", "text"), "csv"))
+    rows = {"image": [{"bytes": (tmp_path / "img" / f"{i}.png").read_bytes(), "path": None} for i in range(3)],
+            "text": ["a cat", None, "the dog"], "label": [0, 1, 2]}
+    datasets.Dataset.from_dict(rows, features=datasets.Features({
+        "image": datasets.Image(), "text": datasets.Value("string"), "label": datasets.Value("int64")}),
+    ).save_to_disk(str(tmp_path / "hf"))
+    hf_reader = HFDatasetReader(tmp_path / "hf", columns={"image": "image", "text": "text", "label": "label"})
+    original, streamed = _round_trip(hf_reader, tmp_path, pipelines, ("image", "text"), "hf")
+    _compare(original, streamed)
+    assert streamed[1]["text"] is None and [s["label"] for s in streamed] == [0, 1, 2]

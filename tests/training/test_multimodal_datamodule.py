@@ -94,6 +94,7 @@ def test_too_many_bad_files_stop_the_epoch(compose_train, tmp_path):
 
 
 def test_shards_get_the_trainer_rank_and_shuffle_only_for_training(compose_train, tmp_path):
+    pytest.importorskip("webdataset")
     root = tmp_path / "shards"
     for split in ("train", "val", "test"):
         samples = ({"id": f"{split}{i}", "text": "a dog", "label": i % 2} for i in range(8))

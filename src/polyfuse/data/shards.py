@@ -23,7 +23,6 @@ import json
 import logging
 import os
 import random
-import tarfile
 from itertools import islice
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -36,15 +35,25 @@ from polyfuse.data.errors import BadSample
 from polyfuse.data.folder import AUDIO_EXTENSIONS, IMAGE_EXTENSIONS
 from polyfuse.data.io import DataFileError, EncodedMedia
 from polyfuse.data.reader import MODALITIES, SOURCE_KEY
+from polyfuse.data.tar import TarFormatError, iter_tar
 
 log = logging.getLogger(__name__)
 INDEX_FILE = "index.json"
 
 
+def import_webdataset() -> Any:
+    """The ``webdataset`` package, or an error saying how to install it."""
+    try:
+        import webdataset
+    except ImportError as error:
+        raise ImportError("WebDataset shards need the `webdataset` package: pip install webdataset") from error
+    return webdataset
+
+
 def expand_shard_urls(urls: str | Path | Sequence[str]) -> list[str]:
     """Brace-expand (``train-{000000..000099}.tar``) and ``::``-split shard URLs; a directory
     stands for its ``*.tar`` files."""
-    import webdataset as wds
+    wds = import_webdataset()
 
     items = [urls] if isinstance(urls, (str, Path)) else list(urls)
     expanded: list[str] = []
@@ -139,29 +148,26 @@ class ShardReader(IterableDataset):
         yield from stream
 
     def _read_shard(self, url: str) -> Iterator[dict[str, Any] | BadSample]:
-        import webdataset as wds
-
         key, members = None, {}
         try:
-            stream = wds.gopen(url) if "://" in url or url.startswith("pipe:") else open(url, "rb")
-            with stream, tarfile.open(fileobj=stream, mode="r|*") as tar:
-                for info in tar:
-                    if not info.isfile():
-                        continue
-                    prefix, suffix = wds.tariterators.base_plus_ext(info.name)
-                    if prefix is None or Path(prefix).name.startswith("__"):
-                        continue
+            stream = import_webdataset().gopen(url) if "://" in url or url.startswith("pipe:") else open(url, "rb")
+            with stream:
+                for name, data in iter_tar(stream):
+                    slash = name.rfind("/")
+                    dot = name.find(".", slash + 1)
+                    if dot <= slash + 1 or name[slash + 1:].startswith("__"):
+                        continue  # no extension, a hidden file, or WebDataset metadata
+                    prefix = name[:dot]
                     if prefix != key and members:
                         yield self._raw(url, key, members)
                         members = {}
                     key = prefix
-                    handle = tar.extractfile(info)
-                    members[suffix.lower()] = handle.read() if handle is not None else b""
+                    members[name[dot + 1:].lower()] = data
             if members:
                 yield self._raw(url, key, members)
         except FileNotFoundError:
             yield BadSample("?", url, "shard file not found")
-        except (tarfile.TarError, OSError, EOFError) as error:
+        except (TarFormatError, OSError, EOFError) as error:
             yield BadSample(str(key or "?"), url, f"corrupt or truncated shard after sample {key!r}: {error}; "
                                                    "the rest of this shard is skipped")
 
