@@ -49,6 +49,16 @@ def test_measures_once_per_bucket_and_reuses_the_choice(make_qkv, padding_mask, 
     assert len(measured) == 2  # inference is its own bucket
 
 
+def test_a_win_over_sdpa_must_be_confirmed(make_qkv, monkeypatch):
+    q, k, v = (t.detach() for t in make_qkv(1, 2, 8, 8, 16))
+    rounds = iter([{"sdpa": 1.0, "sdpa-math": 0.5, "reference": 2.0}, {"sdpa": 1.0, "sdpa-math": 1.1}])
+    calls = []
+    monkeypatch.setattr(auto, "measure", lambda q, k, v, names, run, needs_grad: calls.append(names) or next(rounds))
+    attention(q, k, v, backend="auto")
+    assert calls[1] == ["sdpa", "sdpa-math"]  # the head-to-head re-measurement
+    assert list(auto.auto_choices().values()) == ["sdpa"]
+
+
 def test_dispatches_to_the_measured_winner(make_qkv, monkeypatch):
     q, k, v = (t.detach() for t in make_qkv(1, 2, 8, 8, 16))
     monkeypatch.setattr(auto, "measure", lambda q, k, v, names, run, needs_grad: {"sdpa": 1.0, "reference": 0.1})

@@ -6,7 +6,8 @@ calls in the bucket dispatch straight to it. A bucket is (device, dtype, grad or
 causal, dropout or not, head dim, and power-of-two buckets of B*H, Lq and Lk).
 
 SDPA is the baseline: another backend is chosen only when it beats SDPA by ``MARGIN`` in the
-measurement, so ``auto`` is never meaningfully slower than calling SDPA with the same mask.
+measurement and again in a head-to-head re-measurement, so ``auto`` is never meaningfully slower
+than calling SDPA with the same mask, even when a busy machine disturbs one measurement.
 
 Eligible backends:
 - CUDA: ``triton`` (if Triton imports and the head dim fits), ``flex`` (no dropout), ``sdpa``.
@@ -29,6 +30,8 @@ from torch import Tensor
 
 MARGIN = 0.05
 REPEATS = 3
+MAX_REPEATS = 25
+MIN_SECONDS_PER_BACKEND = 0.05
 REFERENCE_MAX_BYTES = 1 << 29
 
 _choices: dict[tuple, str] = {}
@@ -91,10 +94,11 @@ def _timed_call(name: str, run: RunBackend, inputs: list[Tensor], grad_out: Tens
 
 
 def measure(q: Tensor, k: Tensor, v: Tensor, names: list[str], run: RunBackend, needs_grad: bool) -> dict[str, float]:
-    """Best-of-``REPEATS`` seconds per call of each backend in ``names``; a backend that fails gets ``inf``.
+    """Best seconds per call of each backend in ``names``; a backend that fails gets ``inf``.
 
-    Each backend runs once to warm up (compilation, autotuning, caches), then the backends take turns,
-    so a change in machine load during the measurement affects all of them alike.
+    Each backend runs once to warm up (compilation, autotuning, caches), then the backends take turns
+    (so a change in machine load hits all of them alike) for ``REPEATS`` rounds, or more for fast
+    calls: until each backend had ``MIN_SECONDS_PER_BACKEND`` or ``MAX_REPEATS`` rounds.
     """
     inputs = [t.detach().requires_grad_(needs_grad) for t in (q, k, v)]
     grad_out = q.new_ones(q.shape[:-1] + v.shape[-1:]) if needs_grad else None
@@ -108,9 +112,13 @@ def measure(q: Tensor, k: Tensor, v: Tensor, names: list[str], run: RunBackend, 
                 working.append(name)
             except (RuntimeError, ValueError, NotImplementedError, torch.OutOfMemoryError):
                 pass
-        for _ in range(REPEATS):
+        rounds, spent = 0, 0.0
+        while rounds < REPEATS or (spent < MIN_SECONDS_PER_BACKEND * len(working) and rounds < MAX_REPEATS):
             for name in working:
-                timings[name] = min(timings[name], _timed_call(name, run, inputs, grad_out))
+                seconds = _timed_call(name, run, inputs, grad_out)
+                timings[name] = min(timings[name], seconds)
+                spent += seconds
+            rounds += 1
     return timings
 
 
@@ -135,8 +143,11 @@ def choose_backend(q: Tensor, k: Tensor, v: Tensor, *, has_mask: bool, causal: b
     names = candidates(q, k, v, dropout_p)
     if torch.compiler.is_compiling() or len(names) == 1:
         return "triton" if "triton" in names else "sdpa"
-    _choices[key] = pick(measure(q, k, v, names, run, needs_grad))
-    return _choices[key]
+    winner = pick(measure(q, k, v, names, run, needs_grad))
+    if winner != "sdpa":  # confirm head-to-head: one lucky measurement on a busy machine must not stick
+        winner = pick(measure(q, k, v, ["sdpa", winner], run, needs_grad))
+    _choices[key] = winner
+    return winner
 
 
 def auto_choices() -> dict[tuple, str]:
