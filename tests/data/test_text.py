@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -28,3 +29,13 @@ def test_missing_tokenizer_is_named_only_when_used(tmp_path):
     pipeline = TextPipeline(tmp_path / "nope")  # instantiating a config needs no file
     with pytest.raises(DataFileError, match="no tokenizer at .*nope.*data.text.tokenizer"):
         pipeline("a dog")
+
+
+def test_package_paths_resolve_inside_installed_packages():
+    import tokenizers
+
+    from polyfuse.data.text import local_path
+
+    assert local_path("pkg://tokenizers/__init__.py") == Path(tokenizers.__file__)
+    with pytest.raises(DataFileError, match="package 'not_a_package_xyz' is not installed"):
+        TextPipeline("pkg://not_a_package_xyz/model")("a dog")

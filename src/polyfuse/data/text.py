@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Any
 
@@ -13,12 +14,26 @@ from polyfuse.data.io import DataFileError
 PAD_CANDIDATES = ("[PAD]", "<pad>", "<|endoftext|>")
 
 
+def local_path(path: str | Path) -> Path:
+    """A local path; ``pkg://name/rel/path`` points inside installed package ``name`` (not imported),
+    as for encoder checkpoints (``polyfuse.encoders.loading.resolve_path``)."""
+    text = str(path)
+    if not text.startswith("pkg://"):
+        return Path(text).expanduser()
+    package, _, relative = text[len("pkg://"):].partition("/")
+    spec = importlib.util.find_spec(package) if package and "." not in package else None
+    if spec is None or not spec.submodule_search_locations:
+        raise DataFileError(f"{text}: package {package!r} is not installed")
+    return Path(list(spec.submodule_search_locations)[0]) / relative
+
+
 def load_hf_tokenizer(path: str | Path) -> Any:
     """A ``tokenizers.Tokenizer`` from a ``tokenizer.json`` file, or a directory holding one or a
-    ``vocab.txt`` (converted by ``transformers.AutoTokenizer`` with ``local_files_only=True``)."""
+    ``vocab.txt`` (converted by ``transformers.AutoTokenizer`` with ``local_files_only=True``);
+    ``pkg://`` paths as in :func:`local_path`."""
     from tokenizers import Tokenizer
 
-    path = Path(path).expanduser()
+    path = local_path(path)
     file = path / "tokenizer.json" if path.is_dir() else path
     if file.is_file():
         try:
@@ -41,14 +56,15 @@ class TextPipeline:
     which uses :attr:`pad_id` and builds the mask.
 
     Args:
-        tokenizer: ``tokenizer.json`` or a local checkpoint directory (use the text encoder's own).
+        tokenizer: ``tokenizer.json`` or a local checkpoint directory (use the text encoder's own;
+            ``pkg://<package>/<dir>`` for checkpoints shipped as packages).
         max_length: truncation length in tokens. pad_token: overrides the guess among
             ``[PAD]``, ``<pad>``, ``<|endoftext|>``. lowercase: lower-case before tokenising.
     """
 
     def __init__(self, tokenizer: str | Path, max_length: int = 64, pad_token: str | None = None,
                  lowercase: bool = False) -> None:
-        self.path, self.max_length, self.pad_token, self.lowercase = Path(tokenizer), int(max_length), pad_token, lowercase
+        self.path, self.max_length, self.pad_token, self.lowercase = str(tokenizer), int(max_length), pad_token, lowercase
         self._tokenizer: Any = None
 
     @property
