@@ -33,8 +33,9 @@ class LateFusion(Fusion):
     Each modality has its own head ``f_m`` that sees only that modality; the outputs are averaged
     uniformly (``weighting="mean"``) or with learned global weights ``w = softmax(a)``
     (``weighting="learned"``). Snoek, Worring & Smeulders, "Early versus Late Fusion in Semantic
-    Video Analysis", ACM Multimedia 2005. Since the classification head after a fusion is linear,
-    averaging the heads' outputs is averaging per-modality predictions. Any number of modalities.
+    Video Analysis", ACM Multimedia 2005. With a linear task head after the fusion (the default
+    classification head), averaging the heads' outputs is averaging per-modality predictions. Any
+    number of modalities.
 
     Padding: ``pool`` is the masked mean over real tokens.
 
