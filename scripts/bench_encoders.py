@@ -1,7 +1,9 @@
 """Forward + backward time of each polyfuse encoder vs its reference implementation, same size, same weights.
 
 Each pair is built from one checkpoint (the reference is randomly initialised, saved, and loaded into
-polyfuse), so both compute the same function; timings interleave the two models and report medians.
+polyfuse), so both compute the same function; timings interleave the two models (alternating which
+goes first) and report medians. torchvision MobileNetV2 is the same module on both sides: its ratio
+shows the noise of the machine.
 
     .venv/bin/python scripts/bench_encoders.py                # CPU, small sizes
     .venv/bin/python scripts/bench_encoders.py --size base --device cuda
@@ -47,9 +49,13 @@ def time_pair(reference: Step, ours: Step, repeats: int, warmup: int, device: st
     for _ in range(warmup):
         run(reference), run(ours)
     ref_times, our_times = [], []
-    for _ in range(repeats):
-        ref_times.append(run(reference))
-        our_times.append(run(ours))
+    for index in range(repeats):  # alternate who goes first, so neither always runs on warm caches
+        if index % 2:
+            our_times.append(run(ours))
+            ref_times.append(run(reference))
+        else:
+            ref_times.append(run(reference))
+            our_times.append(run(ours))
     return statistics.median(ref_times), statistics.median(our_times)
 
 
