@@ -11,7 +11,9 @@ import torch
 
 from polyfuse.attention import attention, available_backends, get_default_backend, set_default_backend
 
-TRAINABLE = ["reference", "sdpa", "triton", "auto"]  # flex has no CPU backward (tested in test_flex.py)
+from .params import TRITON
+
+TRAINABLE = ["reference", "sdpa", TRITON, "auto"]  # flex has no CPU backward (tested in test_flex.py)
 CASES = {
     "self-nomask": ((2, 2, 16, 16, 32), False, False, ()),
     "self-padded": ((2, 2, 23, 23, 32), True, False, ()),
@@ -36,7 +38,7 @@ def test_backend_matches_reference(make_qkv, padding_mask, check_against_referen
         assert torch.equal(grads[0][row], torch.zeros_like(grads[0][row]))
 
 
-@pytest.mark.parametrize("backend", ["sdpa", "triton"])
+@pytest.mark.parametrize("backend", ["sdpa", TRITON])
 def test_half_precision_matches_reference(make_qkv, padding_mask, check_against_reference, backend):
     q, k, v = make_qkv(2, 2, 21, 13, 32, dtype=torch.float16)
     mask = padding_mask(2, 13, empty_rows=(1,))
@@ -55,7 +57,7 @@ def test_key_lengths_equal_the_prefix_mask(make_qkv, backend):
                                attention(q, k, v, mask, backend="reference"), atol=2e-5, rtol=2e-5)
 
 
-@pytest.mark.parametrize("backend", ["reference", "sdpa", "flex", "triton"])
+@pytest.mark.parametrize("backend", ["reference", "sdpa", "flex", TRITON])
 def test_need_weights_returns_the_reference_probabilities(make_qkv, padding_mask, backend):
     q, k, v = make_qkv(2, 2, 14, 17, 32)
     q, k, v = q.detach(), k.detach(), v.detach()

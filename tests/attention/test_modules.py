@@ -8,6 +8,8 @@ from torch import nn
 
 from polyfuse.attention import MultiHeadAttention
 
+from .params import TRITON
+
 
 def _load_from_torch(ours: MultiHeadAttention, theirs: nn.MultiheadAttention) -> None:
     dim = ours.dim
@@ -19,7 +21,7 @@ def _load_from_torch(ours: MultiHeadAttention, theirs: nn.MultiheadAttention) ->
         ours.out_proj.bias.copy_(theirs.out_proj.bias)
 
 
-@pytest.mark.parametrize("backend", ["reference", "sdpa", "triton", "auto"])
+@pytest.mark.parametrize("backend", ["reference", "sdpa", TRITON, "auto"])
 def test_cross_attention_matches_torch_multihead_attention(backend):
     torch.manual_seed(0)
     theirs = nn.MultiheadAttention(64, 4, batch_first=True)
@@ -34,7 +36,7 @@ def test_cross_attention_matches_torch_multihead_attention(backend):
     torch.testing.assert_close(probs, ref_probs, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("backend", ["sdpa", "triton"])
+@pytest.mark.parametrize("backend", ["sdpa", TRITON])
 def test_every_parameter_gets_a_gradient(backend):
     torch.manual_seed(0)
     layer = MultiHeadAttention(32, 2, kv_dim=48, backend=backend)
