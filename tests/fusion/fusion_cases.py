@@ -30,6 +30,7 @@ SMALL: dict[str, dict] = {
     "mult": {"heads": 2, "width": 8, "depth": 1},
     "mbt": {"heads": 2, "depth": 2, "bottlenecks": 2},
     "perceiver": {"heads": 2, "latents": 4, "depth": 2},
+    "translation": {"hidden": 16, "translator_options": {"hidden": 8}},
 }
 
 # Every sample pattern of (image, audio, text) presence that keeps at least one modality; each

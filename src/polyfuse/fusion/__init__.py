@@ -27,10 +27,11 @@ from polyfuse.fusion.mult import MultimodalTransformer
 from polyfuse.fusion.perceiver import PerceiverFusion
 from polyfuse.fusion.sum import MeanFusion, SumFusion
 from polyfuse.fusion.tensor import TensorFusion
+from polyfuse.fusion.translation import TranslationFusion
 
 __all__ = [
     "Fusion", "FusionOutput", "available", "build", "get_class", "register", "ModalityDropout",
     "BilinearFusion", "BottleneckFusion", "CoAttentionFusion", "ConcatFusion", "CrossAttentionFusion", "EarlyFusion",
     "FiLMFusion", "GatedMultimodalUnit", "HybridFusion", "LateFusion", "LowRankTensorFusion", "MeanFusion",
-    "MultimodalTransformer", "PerceiverFusion", "SumFusion", "TensorFusion",
+    "MultimodalTransformer", "PerceiverFusion", "SumFusion", "TensorFusion", "TranslationFusion",
 ]
