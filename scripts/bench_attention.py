@@ -247,11 +247,15 @@ def run_grid(cases: list[Case], dtype: torch.dtype, device: str, repeats: int, b
     return summaries
 
 
+def _ratio(other_ms: float, ours_ms: float) -> str:
+    return "-" if other_ms == float("inf") else f"{other_ms / ours_ms:.2f}"
+
+
 def print_gpu_summary(summaries: list[dict]) -> None:
     """Speedups = other's time / polyfuse-triton's time (>1 means polyfuse is faster).
 
     Goals: ``x fwd+bwd`` >= 1.2 on the padded multimodal rows; ``x FA2`` >= 0.7 on the ``fa2`` rows
-    (equal FLOPs, so the time ratio is the TFLOP/s ratio; 0.00 where flash refuses the mask).
+    (equal FLOPs, so the time ratio is the TFLOP/s ratio; ``-`` where flash refuses the mask).
     """
     print("\n## Summary (speedup of polyfuse-triton; >1 = faster)\n")
     print("| case | SDPA ran | best SDPA fwd | x fwd | best SDPA fwd+bwd | x fwd+bwd | x flex fwd | x flex fwd+bwd "
@@ -266,7 +270,7 @@ def print_gpu_summary(summaries: list[dict]) -> None:
         flex = res["flex"]
         print(f"| {summary['case'].name} | {summary['sdpa_ran']} | {best_fwd} | {sdpa[best_fwd]['fwd'] / ours['fwd']:.2f} | "
               f"{best_bwd} | {sdpa[best_bwd]['fwdbwd'] / ours['fwdbwd']:.2f} | {flex['fwd'] / ours['fwd']:.2f} | "
-              f"{flex['fwdbwd'] / ours['fwdbwd']:.2f} | {res['sdpa-flash']['fwdbwd'] / ours['fwdbwd']:.2f} |")
+              f"{flex['fwdbwd'] / ours['fwdbwd']:.2f} | {_ratio(res['sdpa-flash']['fwdbwd'], ours['fwdbwd'])} |")
 
 
 def print_cpu_summary(summaries: list[dict]) -> None:
