@@ -72,3 +72,15 @@ def test_missing_java_is_a_clear_error(monkeypatch) -> None:
 def test_mismatched_ids_are_reported() -> None:
     with pytest.raises(ValueError, match="same ids"):
         caption_scores({"1": "a"}, {"2": ["b"]})
+
+
+@needs_java
+def test_spice_without_stanford_models_is_a_clear_error() -> None:
+    from pathlib import Path
+
+    from pycocoevalcap.spice import spice as spice_module
+
+    if (Path(spice_module.__file__).parent / "lib" / "stanford-corenlp-3.6.0.jar").is_file():
+        pytest.skip("the Stanford CoreNLP models are installed here")
+    with pytest.raises(RuntimeError, match="Stanford CoreNLP"):
+        caption_scores(PREDICTIONS, REFERENCES, spice=True)

@@ -32,7 +32,8 @@ def test_one_to_many_coco_style_by_hand() -> None:
     out = retrieval_recall(sim, ks=(1, 2, 3), query_to_target=owner)
     assert out["a_to_b/R@1"] == 50.0 and out["a_to_b/R@2"] == 50.0 and out["a_to_b/R@3"] == 100.0
     assert out["a_to_b/mean_rank"] == pytest.approx(2.0)
-    # captions -> images: c0: img1 0.7 > img0 0.2 (miss@1); c1: img0 (hit); c2: img0 0.8 > 0.5 (miss); c3: img0 0.1 < 0.4 (hit)
+    # captions -> images: c0: img1 0.7 > img0 0.2 (miss@1); c1: img0 (hit);
+    # c2: img0 0.8 > 0.5 (miss); c3: img0 0.1 < 0.4 (hit)
     assert out["b_to_a/R@1"] == 50.0 and out["b_to_a/R@2"] == 100.0
     assert out["b_to_a/median_rank"] == 1.0  # floor(median([1, 0, 1, 0])) + 1
     assert out["b_to_a/mean_rank"] == pytest.approx(1.5)

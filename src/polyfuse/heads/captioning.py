@@ -136,7 +136,11 @@ class CaptioningHead(TaskHead):
     def generate(self, memory: Tensor, memory_mask: Tensor | None = None, num_beams: int | None = None,
                  max_length: int | None = None, length_penalty: float | None = None,
                  early_stopping: bool | None = None) -> tuple[Tensor, Tensor]:
-        """``(sequences (B, T), scores (B,))`` for ``memory (B, M, memory_dim)``; see :mod:`~polyfuse.heads.generation`."""
+        """``(sequences (B, T), scores (B,))`` for ``memory (B, M, memory_dim)``.
+
+        Greedy for one beam, else beam search (:mod:`polyfuse.heads.generation`); arguments left
+        ``None`` take the head's settings.
+        """
         num_beams = self.num_beams if num_beams is None else num_beams
         max_length = self.max_length if max_length is None else max_length
         options = dict(batch_size=memory.shape[0], bos_id=self.bos_id, eos_id=self.eos_id, pad_id=self.pad_id,

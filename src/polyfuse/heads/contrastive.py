@@ -66,7 +66,8 @@ class ContrastiveHead(TaskHead):
         modalities = list(self.dims) if modalities is None else list(modalities)
         unknown = [m for m in modalities if m not in self.dims]
         if unknown:
-            raise KeyError(f"ContrastiveHead: no encoder width for modalities {unknown}; the model has {list(self.dims)}")
+            raise KeyError(f"ContrastiveHead: no encoder width for modalities {unknown}; "
+                           f"the model has {list(self.dims)}")
         self.pairs = [tuple(p) for p in pairs] if pairs is not None else list(itertools.combinations(modalities, 2))
         if not self.pairs:
             raise ValueError(f"ContrastiveHead needs at least two modalities to contrast, got {modalities}")
@@ -101,7 +102,8 @@ class ContrastiveHead(TaskHead):
 
     def _encoded(self, modality: str, batch: Batch, context: HeadContext) -> Encoded:
         if modality in self.sources:
-            return self.require(context, "encode_modality").encode_modality(modality, self._source_input(modality, batch))
+            encode = self.require(context, "encode_modality").encode_modality
+            return encode(modality, self._source_input(modality, batch))
         if modality not in context.encoded:
             raise KeyError(f"ContrastiveHead needs modality {modality!r}; encoded: {list(context.encoded)}")
         return context.encoded[modality]

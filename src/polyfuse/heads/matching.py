@@ -63,7 +63,8 @@ class ITMHead(TaskHead):
         self.classifier = nn.Linear(in_dim, 1)
         if hard_negatives:
             if self.anchor is None or self.anchor not in self.dims:
-                raise ValueError(f"ITMHead hard negatives need an anchor modality besides {swap!r}; dims: {list(self.dims)}")
+                raise ValueError(f"ITMHead hard negatives need an anchor modality besides {swap!r}; "
+                                 f"dims: {list(self.dims)}")
             self.itc_projections = nn.ModuleDict({m: nn.Linear(self.dims[m], embed_dim, bias=False)
                                                   for m in (self.anchor, swap)})
             self.itc_loss = ContrastiveLoss()

@@ -93,7 +93,8 @@ class MLMHead(TaskHead):
             raise KeyError(f"MLMHead: modality {self.modality!r} is not among the fused {list(encoded)}")
         if offset != fused.tokens.shape[1]:
             raise ValueError(f"MLMHead cannot locate {self.modality!r} in the fused sequence: expected "
-                             f"{offset} tokens (prefix_tokens={self.prefix_tokens}, suffix_tokens={self.suffix_tokens}, "
+                             f"{offset} tokens (prefix_tokens={self.prefix_tokens}, "
+                             f"suffix_tokens={self.suffix_tokens}, "
                              f"lengths {[e.tokens.shape[1] for e in encoded.values()]}), got {fused.tokens.shape[1]}")
         return fused.tokens[:, start:start + encoded[self.modality].tokens.shape[1]]
 

@@ -93,7 +93,8 @@ class MultiTaskHead(TaskHead):
     def make_metrics(self, stage: str = "val") -> MetricCollection:
         if stage == "train":  # training logs the per-task losses; task metrics are evaluated on val / test
             return MetricCollection({})
-        return MetricCollection({name: TaskMetrics(head.make_metrics(stage), name) for name, head in self.heads.items()})
+        return MetricCollection({name: TaskMetrics(head.make_metrics(stage), name)
+                                 for name, head in self.heads.items()})
 
     def update_metrics(self, metrics: MetricCollection, outputs: dict[str, Any], batch: Batch) -> None:
         present = metrics.keys(keep_base=True)
