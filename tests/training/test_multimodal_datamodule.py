@@ -74,6 +74,7 @@ def test_av_folder_config_gives_batches_with_presence_and_counts_bad_files(compo
     assert datamodule.bad_sample_report()["train"] == [{"epoch": 0, "good": 7, "bad": 1, "index_errors": 0}]
 
 
+@pytest.mark.slow
 def test_default_model_trains_on_the_av_folder(compose_train, tmp_path):
     from polyfuse.cli.train import train
 

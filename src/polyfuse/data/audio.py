@@ -68,7 +68,7 @@ class AudioPipeline:
             raise DataFileError(f"cannot decode audio file {name}: {error}") from error
         if audio.shape[0] == 0:
             raise DataFileError(f"audio file {name} is empty")
-        mono = audio.mean(axis=1)
+        mono = audio[:, 0] if audio.shape[1] == 1 else audio.mean(axis=1)
         if rate != self.sample_rate:
             mono = resample(mono, rate, self.sample_rate)
         if self.max_samples is not None:
