@@ -241,9 +241,9 @@ def run_grid(cases: list[Case], dtype: torch.dtype, device: str, repeats: int, b
             note = f" ({res['error']})" if "error" in res else ""
             print(f"| {name}{note} | {fmt(res['fwd'])} | {rate(fwd_flops, res['fwd'], device)} | {fmt(res['fwdbwd'])} | "
                   f"{rate(3.5 * fwd_flops, res['fwdbwd'], device)} | {res['peak_mib']:.0f} |", flush=True)
-        auto_key = auto.bucket_key(q, k, mask is not None, case.causal, 0.0, needs_grad=backward)
-        summaries.append({"case": case, "sdpa_ran": ran, "results": results,
-                          "auto_pick": auto.auto_choices().get(auto_key, "?")})
+        picks = [auto.auto_choices().get(auto.bucket_key(q, k, mask is not None, case.causal, 0.0, grad), "?")
+                 for grad in (False, True)]
+        summaries.append({"case": case, "sdpa_ran": ran, "results": results, "auto_pick": " / ".join(picks)})
     return summaries
 
 
@@ -276,7 +276,7 @@ def print_gpu_summary(summaries: list[dict]) -> None:
 def print_cpu_summary(summaries: list[dict]) -> None:
     print("\n## CPU ratios (time / SDPA time; <1 = faster than SDPA)\n")
     names = ("reference", "sdpa-math", "polyfuse-auto")
-    print("| case | " + " | ".join(f"{n} fwd | {n} fwd+bwd" for n in names) + " | auto picked (train) |")
+    print("| case | " + " | ".join(f"{n} fwd | {n} fwd+bwd" for n in names) + " | auto picked (inference / training) |")
     print("|---" * (2 * len(names) + 2) + "|")
     for summary in summaries:
         res, case = summary["results"], summary["case"]
