@@ -3,7 +3,8 @@ processes (gloo); run by test_equivalence.py, which compares it with one process
 
 Usage: ``python contrastive_worker.py OUT_DIR``. Lightning starts rank 1 by re-running the command.
 For each loss setting every rank fits one step (per-rank batch ``BATCH_PER_RANK``) and records its
-loss and the gradients *after* DDP's all-reduce; then it evaluates retrieval recall on an
+loss and the gradients *after* DDP's all-reduce; it fits three steps with a NaN batch on rank 1
+only (NonFiniteGuard must skip that step on both ranks); then it evaluates retrieval recall on an
 evaluation set of odd size (uneven shards). Results: ``OUT_DIR/rank{R}.pt`` (losses, gradients)
 and ``OUT_DIR/retrieval_rank{R}.pt`` (recall).
 """
@@ -26,6 +27,7 @@ from polyfuse.batch import ModalityInput
 from polyfuse.encoders import TextTransformerEncoder, ViTEncoder
 from polyfuse.losses import ContrastiveLoss
 from polyfuse.metrics import RetrievalRecall
+from polyfuse.training.nan_guard import NonFiniteGuard
 from polyfuse.training.samplers import evaluation_sampler
 
 WORLD_SIZE, BATCH_PER_RANK, EVAL_SIZE, VOCAB, LENGTH = 2, 6, 37, 50, 10
@@ -65,6 +67,9 @@ class TwoTower(L.LightningModule):
         text = self.text(ModalityInput(tokens, mask=mask)).pooled()
         return (F.normalize(self.project["image"](image), dim=-1), F.normalize(self.project["text"](text), dim=-1))
 
+    def forward(self, batch: list[Tensor]) -> tuple[Tensor, Tensor]:
+        return self.embed(*batch)
+
     def loss(self, batch: list[Tensor]) -> Tensor:
         image, text = self.embed(*batch)
         return self.loss_fn(image, text, self.log_scale.exp())
@@ -75,7 +80,7 @@ class TwoTower(L.LightningModule):
         return loss
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        self.grads = {name: p.grad.detach().clone() for name, p in self.named_parameters()}
+        self.grads = {name: p.grad.detach().clone() for name, p in self.named_parameters() if p.grad is not None}
 
     def validation_step(self, batch: list[Tensor], batch_idx: int) -> None:
         image, text = self.embed(*batch)
@@ -96,6 +101,29 @@ class TwoTower(L.LightningModule):
         return DataLoader(dataset, batch_size=8, sampler=evaluation_sampler(dataset))
 
 
+class PoisonRank(L.Callback):
+    """NaN images in rank ``rank``'s batch at global step ``step`` only."""
+
+    def __init__(self, rank: int, step: int) -> None:
+        self.rank, self.step = rank, step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+        if trainer.global_rank == self.rank and trainer.global_step == self.step:
+            batch[0].fill_(float("nan"))
+
+
+def fit_with_a_nan_on_one_rank() -> dict[str, object]:
+    """Three steps, rank 1's batch of step 1 is NaN: what NonFiniteGuard did on this rank."""
+    model, guard = TwoTower(), NonFiniteGuard(max_consecutive=2)
+    trainer = L.Trainer(accelerator="cpu", devices=WORLD_SIZE, strategy=DDPStrategy(process_group_backend="gloo"),
+                        max_steps=3, limit_val_batches=0, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False,
+                        callbacks=[guard, PoisonRank(rank=1, step=1)])
+    trainer.fit(model)
+    return {"skipped": guard.skipped_steps, "report": guard.last_report, "steps": trainer.global_step,
+            "params": {name: p.detach().clone() for name, p in model.named_parameters()}}
+
+
 def main() -> None:
     out = Path(sys.argv[1])
     set_default_backend("sdpa")
@@ -108,6 +136,7 @@ def main() -> None:
                             enable_progress_bar=False, enable_model_summary=False)
         trainer.fit(model)
         results[f"local{int(local_loss)}-grad{int(gather_with_grad)}"] = (model.losses[0], model.grads)
+    results["nan_guard"] = fit_with_a_nan_on_one_rank()
     torch.save(results, out / f"rank{trainer.global_rank}.pt")
     model = TwoTower()
     trainer = L.Trainer(accelerator="cpu", devices=WORLD_SIZE, strategy=DDPStrategy(process_group_backend="gloo"),

@@ -3,11 +3,6 @@ the global batch 2b: contrastive loss, gradients of every parameter, retrieval r
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
@@ -16,29 +11,6 @@ from polyfuse.attention import get_default_backend, set_default_backend
 from . import contrastive_worker as worker
 
 TOLERANCE = dict(rtol=1e-4, atol=1e-6)  # fp32; reductions run in a different order
-
-
-@pytest.fixture(scope="module")
-def worker_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    out = tmp_path_factory.mktemp("ddp_contrastive")
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    for key in ("LOCAL_RANK", "RANK", "WORLD_SIZE", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(key, None)
-    proc = subprocess.run([sys.executable, worker.__file__, str(out)], env=env, capture_output=True, text=True,
-                          timeout=400)
-    return out, (proc.stdout + proc.stderr)[-4000:]
-
-
-def _load(worker_run: tuple[Path, str], prefix: str) -> list[dict]:
-    out, log = worker_run
-    paths = [out / f"{prefix}{rank}.pt" for rank in range(worker.WORLD_SIZE)]
-    assert all(path.is_file() for path in paths), f"the DDP worker did not finish this part:\n{log}"
-    return [torch.load(path, weights_only=False) for path in paths]
-
-
-@pytest.fixture(scope="module")
-def ranks(worker_run) -> list[dict]:
-    return _load(worker_run, "rank")
 
 
 @pytest.fixture(autouse=True)
@@ -93,8 +65,8 @@ def test_without_gradient_through_the_gather_towers_get_a_world_size_smaller_gra
 @pytest.mark.xfail(strict=True, raises=AssertionError,
                    reason="RetrievalRecall.compute() tests `not <state>`, which raises once DDP sync has "
                           "concatenated the list state into a tensor (reported to the metrics owner)")
-def test_retrieval_recall_over_uneven_shards_equals_single_process(worker_run):
-    ranks = _load(worker_run, "retrieval_rank")
+def test_retrieval_recall_over_uneven_shards_equals_single_process(load_results):
+    ranks = load_results("retrieval_rank")
     model = worker.TwoTower().eval()
     images, tokens, mask = worker.synthetic_pairs(worker.EVAL_SIZE, seed=2).tensors
     with torch.no_grad():

@@ -138,19 +138,20 @@ class NonFiniteGuard(Callback):
                 "(trainer.gradient_clip_val), or use precision=bf16-mixed instead of 16-mixed.")
 
     def _diagnose(self, trainer: Trainer, pl_module: LightningModule, bad_loss: bool, bad_grad: bool) -> str:
+        """Where this rank's non-finite value came from. Every rank re-runs its forward (the step is
+        bad everywhere), so collectives inside the model (SyncBatchNorm) stay matched across ranks."""
         rank = f"rank {trainer.global_rank}: " if trainer.world_size > 1 else ""
+        found = None
+        if self.locate and "fsdp" not in type(trainer.strategy).__name__.lower() and self._window_batches:
+            batch = self._bad_loss_batch if bad_loss else self._window_batches[-1]
+            with getattr(trainer.precision_plugin, "forward_context", nullcontext)():
+                found = locate_non_finite(pl_module, batch)
         if not bad_loss and not bad_grad:
             return f"{rank}finite here, non-finite on another rank"
+        if found is not None:
+            return rank + found
         grads = [name for name, p in pl_module.named_parameters()
                  if p.grad is not None and not bool(torch.isfinite(p.grad).all())]
-        if self.locate and "fsdp" not in type(trainer.strategy).__name__.lower():
-            batch = self._bad_loss_batch if bad_loss else (self._window_batches[-1] if self._window_batches else None)
-            if batch is not None:
-                context = getattr(trainer.precision_plugin, "forward_context", nullcontext)()
-                with context:
-                    found = locate_non_finite(pl_module, batch)
-                if found is not None:
-                    return rank + found
         if grads:
             shown = ", ".join(grads[:5]) + (f" and {len(grads) - 5} more" if len(grads) > 5 else "")
             return f"{rank}forward pass finite; non-finite gradients in {shown}"
