@@ -120,3 +120,14 @@ def test_csv_rows_before_keeps_rows_of_the_checkpointed_steps(tmp_path: Path):
                                         {"epoch": 0, "step": 7, "train/loss_step": 0.4},
                                         {"epoch": 0, "step": 7, "val/acc": 0.25}]
     assert csv_rows_before(tmp_path / "missing.csv", 8) == []
+
+
+def test_logger_resume_options(tmp_path: Path):
+    from polyfuse.training.resume import logger_resume_options
+
+    assert logger_resume_options("lightning.pytorch.loggers.TensorBoardLogger", tmp_path, 8) == {"purge_step": 8}
+    assert logger_resume_options("lightning.pytorch.loggers.WandbLogger", tmp_path, 8) == {}
+    (tmp_path / "wandb" / "offline-run-20250101_000000-ab12cd34").mkdir(parents=True)
+    assert logger_resume_options("lightning.pytorch.loggers.WandbLogger", tmp_path, 8) == {"id": "ab12cd34",
+                                                                                          "resume": "allow"}
+    assert logger_resume_options("lightning.pytorch.loggers.CSVLogger", tmp_path, 8) == {}
