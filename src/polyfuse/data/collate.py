@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 import torch
 from torch import Tensor
+from torch.utils.data import get_worker_info
 
 from polyfuse.batch import Batch, ModalityInput
 from polyfuse.data.errors import BAD_SAMPLES_KEY, BadSample
@@ -90,7 +92,8 @@ class MultimodalCollate:
         else:
             # absent from the whole batch: a length-1 padded sequence keeps shapes valid
             return self._pad_sequences(name, values, present)
-        stacked = torch.stack([v if v is not None else torch.zeros(shape, dtype=dtype) for v in values])
+        rows = [v if v is not None else torch.zeros(shape, dtype=dtype) for v in values]
+        stacked = torch.stack(rows, out=_new_batch_tensor((len(rows), *shape), dtype))
         return ModalityInput(values=stacked, mask=None, present=present)
 
     def _pad_sequences(self, name: str, values: list[Tensor | None], present: Tensor) -> ModalityInput:
@@ -99,10 +102,19 @@ class MultimodalCollate:
         dtype = real[0].dtype if real else torch.float32
         longest = max(max(lengths), 1, self.pad_to.get(name, 0))
         pad = self.pad_values.get(name, 0)
-        padded = torch.full((len(values), longest), pad, dtype=dtype)
+        padded = _new_batch_tensor((len(values), longest), dtype).fill_(pad)
         mask = torch.zeros(len(values), longest, dtype=torch.bool)
         for row, (value, length) in enumerate(zip(values, lengths)):
             if value is not None and length:
                 padded[row, :length] = value
                 mask[row, :length] = True
         return ModalityInput(values=padded, mask=mask, present=present)
+
+
+def _new_batch_tensor(shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
+    """An uninitialised tensor; inside a DataLoader worker its storage is shared memory, so handing
+    the batch to the main process needs no extra copy (what ``torch``'s ``default_collate`` does)."""
+    if get_worker_info() is None:
+        return torch.empty(shape, dtype=dtype)
+    storage = torch.empty(0, dtype=dtype)._typed_storage()._new_shared(math.prod(shape))
+    return torch.empty(0, dtype=dtype).new(storage).resize_(shape)
