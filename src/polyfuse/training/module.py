@@ -32,15 +32,25 @@ class PolyfuseLitModule(LightningModule):
             linear warmup + cosine decay over ``trainer.estimated_stepping_batches``.
         warmup_steps: warmup length for ``"cosine"``.
         test_names: names of the test dataloaders, in order (e.g. ``["test", "test_real"]``).
+        objectives: auxiliary training objectives by name (DCCA, co-learning, ...): modules called as
+            ``objective(output: ModelOutput, batch) -> {key: weighted scalar loss}``, or factories
+            called with ``dims`` (modality -> encoder width). With the fusion's own
+            ``FusionOutput.aux_losses`` they form the auxiliary losses (:meth:`auxiliary_losses`),
+            added to the head's loss and logged as ``train/aux/<name>``, ``val/aux/<name>``.
     """
 
     def __init__(self, encoders: Mapping[str, nn.Module], fusion: FusionFactory, head: HeadFactory,
                  optimizer: OptimizerFactory, modalities: Sequence[str] | None = None, fusion_dim: int = 128,
                  scheduler: SchedulerFactory | str | None = "cosine", warmup_steps: int = 50,
-                 modality_dropout: nn.Module | None = None, test_names: Sequence[str] = ("test",)) -> None:
+                 modality_dropout: nn.Module | None = None, test_names: Sequence[str] = ("test",),
+                 objectives: Mapping[str, nn.Module | Callable[..., nn.Module]] | None = None) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["encoders", "fusion", "head", "optimizer", "scheduler", "modality_dropout"])
+        self.save_hyperparameters(ignore=["encoders", "fusion", "head", "optimizer", "scheduler", "modality_dropout",
+                                          "objectives"])
         self.model = MultimodalModel(encoders, fusion, head, modalities, fusion_dim, modality_dropout)
+        dims = {m: int(self.model.encoders[m].out_dim) for m in self.model.modalities}
+        self.objectives = nn.ModuleDict({name: obj if isinstance(obj, nn.Module) else obj(dims=dims)
+                                         for name, obj in (objectives or {}).items() if obj is not None})
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.warmup_steps = warmup_steps
         self.test_names = list(test_names)
@@ -58,6 +68,14 @@ class PolyfuseLitModule(LightningModule):
     def forward(self, batch: Batch, return_attention: bool = False):
         return self.model(batch, return_attention=return_attention)
 
+    def auxiliary_losses(self, output: Any, batch: Batch) -> dict[str, torch.Tensor]:
+        """The fusion's ``aux_losses`` and every objective's losses (as ``<objective>/<key>``), by name."""
+        losses = dict(getattr(output.fused, "aux_losses", None) or {})
+        for name, objective in self.objectives.items():
+            for key, value in objective(output, batch).items():
+                losses[f"{name}/{key}"] = value
+        return losses
+
     def _step(self, batch: Batch, stage: str | None = None):
         output = self.model(batch)
         loss = self.model.head.loss(output.outputs, batch)
@@ -65,6 +83,12 @@ class PolyfuseLitModule(LightningModule):
             terms, loss = {k: v for k, v in loss.items() if k != "loss"}, loss["loss"]
             if stage is not None and terms:
                 self.log_dict({f"{stage}/{k}": v.detach() for k, v in terms.items()},
+                              on_step=False, on_epoch=True, batch_size=batch.batch_size)
+        aux = self.auxiliary_losses(output, batch)
+        if aux:
+            loss = loss + torch.stack([value.to(loss.dtype) for value in aux.values()]).sum()
+            if stage is not None:
+                self.log_dict({f"{stage}/aux/{name}": value.detach() for name, value in aux.items()},
                               on_step=False, on_epoch=True, batch_size=batch.batch_size)
         return output, loss
 
