@@ -54,3 +54,14 @@ def test_bad_images_and_bad_config_raise_clear_errors(tmp_path):
         ImagePipeline(size=8)(tmp_path / "none.png")
     with pytest.raises(ValueError, match="mean/std need 3 values"):
         ImagePipeline(mean=[0.5], std=[0.5])
+
+
+def test_fused_scale_normalize_matches_todtype_then_normalize():
+    from torchvision.transforms import v2
+
+    from polyfuse.data.image import ScaleNormalize
+
+    image = torch.randint(0, 256, (3, 9, 7), dtype=torch.uint8).permute(0, 2, 1)  # non-contiguous
+    mean, std = [0.48, 0.45, 0.41], [0.27, 0.26, 0.28]
+    reference = v2.Normalize(mean, std)(v2.ToDtype(torch.float32, scale=True)(image))
+    torch.testing.assert_close(ScaleNormalize(mean, std)(image), reference, rtol=1e-6, atol=1e-6)

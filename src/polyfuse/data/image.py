@@ -13,6 +13,20 @@ from polyfuse.data.io import MediaSource, open_image
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
+class ScaleNormalize:
+    """``uint8 (C, H, W)`` -> ``float32 (x / 255 - mean) / std`` in one pass: the result of
+    ``v2.ToDtype(float32, scale=True)`` then ``v2.Normalize(mean, std)``, at less than half the cost."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        std_t = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
+        self.scale = 1.0 / (255.0 * std_t)
+        self.shift = -torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1) / std_t
+
+    def __call__(self, image: Tensor) -> Tensor:
+        pixels = image.as_subclass(Tensor).contiguous().to(torch.float32)
+        return torch.addcmul(self.shift, pixels, self.scale)
+
+
 class ImagePipeline:
     """Decode an image file and turn it into a normalised ``float32 (C, size, size)`` tensor.
 
@@ -58,7 +72,7 @@ class ImagePipeline:
             eval_resize: list[v2.Transform] = [v2.Resize((self.size, self.size), interpolation=method, antialias=True)]
         else:
             eval_resize = [v2.Resize(self.size, interpolation=method, antialias=True), v2.CenterCrop(self.size)]
-        finish = [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]
+        finish = [ScaleNormalize(mean, std)]
         train_resize = eval_resize if train_crop_scale is None else [
             v2.RandomResizedCrop(self.size, scale=tuple(train_crop_scale), interpolation=method, antialias=True)]
         self.eval_transform = v2.Compose([*eval_resize, v2.ToImage(), *finish])
