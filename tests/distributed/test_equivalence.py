@@ -62,9 +62,6 @@ def test_without_gradient_through_the_gather_towers_get_a_world_size_smaller_gra
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="RetrievalRecall.compute() tests `not <state>`, which raises once DDP sync has "
-                          "concatenated the list state into a tensor (reported to the metrics owner)")
 def test_retrieval_recall_over_uneven_shards_equals_single_process(load_results):
     ranks = load_results("retrieval_rank")
     model = worker.TwoTower().eval()

@@ -145,7 +145,8 @@ class RetrievalRecall(SplitMetric):
         return torch.cat(value) if isinstance(value, list) else value
 
     def compute(self) -> dict[str, float]:
-        if not getattr(self, f"embeddings_{self.modalities[0]}"):
+        state = getattr(self, f"embeddings_{self.modalities[0]}")
+        if len(state) == 0:  # a list before DDP sync, a concatenated tensor after it
             return {}
         out: dict[str, float] = {}
         total = 0.0
