@@ -132,7 +132,7 @@ class PolyfuseLitModule(LightningModule):
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         output, loss = self._step(batch, "val")
         self.model.head.update_metrics(self.val_metrics, output.outputs, batch)
-        self.log("val/loss", loss, on_epoch=True, prog_bar=True, batch_size=batch.batch_size)
+        self.log("val/loss", loss, on_epoch=True, prog_bar=True, batch_size=batch.batch_size, sync_dist=True)
 
     def on_validation_epoch_end(self) -> None:
         values = self.val_metrics.compute()
@@ -144,7 +144,8 @@ class PolyfuseLitModule(LightningModule):
         name = self.test_names[dataloader_idx] if dataloader_idx < len(self.test_names) else f"test{dataloader_idx}"
         metrics = self.test_metrics[dataloader_idx]
         self.model.head.update_metrics(metrics, output.outputs, batch)
-        self.log(f"{name}/loss", loss, on_epoch=True, batch_size=batch.batch_size, add_dataloader_idx=False)
+        self.log(f"{name}/loss", loss, on_epoch=True, batch_size=batch.batch_size, add_dataloader_idx=False,
+                 sync_dist=True)
 
     def on_test_epoch_end(self) -> None:
         # computed here, not logged as metric objects: one metric may return several values (retrieval R@K)
