@@ -28,7 +28,8 @@ LEVELS = [0.0, 0.5, 1.0]
 
 def _write_run(path: Path, overrides: tuple[str, ...], seed: int, acc: float, slope: float) -> None:
     (path / ".hydra").mkdir(parents=True)
-    (path / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([*overrides, f"seed={seed}", "trainer.max_epochs=3"]))
+    overrides_file = path / ".hydra" / "overrides.yaml"
+    overrides_file.write_text(yaml.safe_dump([*overrides, f"seed={seed}", "trainer.max_epochs=3"]))
     fusion = overrides[0].split("=")[1]
     (path / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump(
         {"hydra": {"runtime": {"choices": {"model/fusion": fusion, "data": "avdigits", "hydra/launcher": "basic"}}}}))
@@ -40,7 +41,8 @@ def _write_run(path: Path, overrides: tuple[str, ...], seed: int, acc: float, sl
     pd.DataFrame({"epoch": [0, 1, 2], "val/acc": [acc / 3, acc / 2, acc - 0.05], "train/loss": [2.0, 1.0, 0.5]}
                  ).to_csv(path / "metrics.csv", index=False)
     rows = [{"split": "test", "kind": "missing", "perturbation": f"missing:{m}", "modalities": m, "level": level,
-             "acc": acc * (1 - (slope if m == "audio" else 0.2) * level)} for m in ("audio", "image") for level in LEVELS]
+             "acc": acc * (1 - (slope if m == "audio" else 0.2) * level)}
+            for m in ("audio", "image") for level in LEVELS]
     (path / "robustness").mkdir()
     pd.DataFrame(rows).to_csv(path / "robustness" / "robustness.csv", index=False)
 

@@ -60,7 +60,8 @@ def test_killed_and_resumed_run_matches_uninterrupted_run(tmp_path: Path, determ
     assert again.returncode == 0, again.stderr[-3000:]
     assert "resuming from" in again.stdout
 
-    expected, actual = json.loads((reference / "summary.json").read_text()), json.loads((resumed / "summary.json").read_text())
+    expected = json.loads((reference / "summary.json").read_text())
+    actual = json.loads((resumed / "summary.json").read_text())
     assert actual["test"] == expected["test"]
     assert actual["best_score"] == expected["best_score"]
     assert actual["global_step"] == expected["global_step"] == 12

@@ -41,8 +41,8 @@ def test_optuna_search_config_composes_with_its_sweeper():
 
 @pytest.mark.slow
 def test_optuna_search_runs_trials_and_reports_the_best(tmp_path: Path):
-    done = _train("hparams_search=avdigits_optuna", "hydra.sweeper.n_trials=2", "hydra.sweeper.sampler.n_startup_trials=2",
-                  f"hydra.sweep.dir={tmp_path}", *TINY, "test=false")
+    done = _train("hparams_search=avdigits_optuna", "hydra.sweeper.n_trials=2",
+                  "hydra.sweeper.sampler.n_startup_trials=2", f"hydra.sweep.dir={tmp_path}", *TINY, "test=false")
     assert done.returncode == 0, done.stderr[-3000:]
     results = yaml.safe_load((tmp_path / "optimization_results.yaml").read_text())
     assert set(results["best_params"]) == {"model.optimizer.lr", "model.optimizer.weight_decay", "model.fusion_dim",

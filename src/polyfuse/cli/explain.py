@@ -27,7 +27,8 @@ from torch import Tensor
 from polyfuse.batch import Batch
 from polyfuse.cli.config import config_dir, register_resolvers
 from polyfuse.cli.eval import evaluation_loader
-from polyfuse.reporting.attention import AttentionMaps, attention_rollout, collect_attention, parse_map_name, query_average
+from polyfuse.reporting.attention import (AttentionMaps, attention_rollout, collect_attention, parse_map_name,
+                                          query_average)
 from polyfuse.reporting.explain_plots import (Panel, contribution_panel, draw_panels, frames_panel, image_panel,
                                               normalised, plot_contributions, token_panel)
 from polyfuse.reporting.runs import load_model
@@ -40,6 +41,10 @@ def _patch_layout(encoder: Any) -> tuple[int, int] | None:
     """``(grid, prefix tokens)`` of a ViT-style encoder, else None."""
     grid = getattr(getattr(encoder, "patch_embed", None), "grid", None)
     return None if grid is None else (int(grid), int(getattr(encoder, "num_prefix_tokens", 0)))
+
+
+def _is_token_ids(values: Tensor) -> bool:
+    return values.dim() == 2 and not values.is_floating_point()
 
 
 def _tokens(dataset: Any, ids: Tensor, mask: Tensor | None) -> list[str]:
@@ -63,7 +68,7 @@ def sample_panels(model: Any, batch: Batch, index: int, maps: AttentionMaps, dat
             weights = flow[0, prefix:] if prefix else flow.mean(0)
             panels.append(image_panel(inputs[modality].values[index], weights[-grid * grid:], grid,
                                       f"{modality} encoder: attention rollout"))
-        elif modality in inputs and inputs[modality].values.dim() == 2 and not inputs[modality].values.is_floating_point():
+        elif modality in inputs and _is_token_ids(inputs[modality].values):
             mask = inputs[modality].mask[index] if inputs[modality].mask is not None else None
             weights = flow[0] if mask is None else flow[0][mask]
             panels.append(token_panel(_tokens(dataset, inputs[modality].values[index], mask), normalised(weights),
@@ -80,7 +85,7 @@ def sample_panels(model: Any, batch: Batch, index: int, maps: AttentionMaps, dat
         if layout is not None and key in inputs and weights.numel() >= layout[0] ** 2:
             grid = layout[0]
             panels.append(image_panel(inputs[key].values[index], weights[-grid * grid:], grid, title))
-        elif key in inputs and not inputs[key].values.is_floating_point() and inputs[key].values.dim() == 2:
+        elif key in inputs and _is_token_ids(inputs[key].values):
             mask = inputs[key].mask[index] if inputs[key].mask is not None else None
             tokens = _tokens(dataset, inputs[key].values[index], mask)
             panels.append(token_panel(tokens, normalised(weights[: len(tokens)]), title))

@@ -47,8 +47,8 @@ def plot_learning_curves(runs: Sequence[Run], labels: Sequence[str], path: str |
             if curve.empty:
                 continue
             ax.plot(curve["epoch"], curve["mean"], color=colours[variant], linewidth=1.4, label=variant)
-            ax.fill_between(curve["epoch"], curve["mean"] - curve["std"].fillna(0), curve["mean"] + curve["std"].fillna(0),
-                            color=colours[variant], alpha=0.15)
+            std = curve["std"].fillna(0)
+            ax.fill_between(curve["epoch"], curve["mean"] - std, curve["mean"] + std, color=colours[variant], alpha=0.15)
         ax.set_title(metric, fontsize=10)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)

@@ -146,8 +146,8 @@ def build_report(root: str | Path, out_dir: str | Path | None = None, metric: st
     report.files.update({path.name: path for _, path in figures})
 
     title = title or f"polyfuse report: {root.name}"
-    common = sorted({o for r in runs for o in r.overrides} - {o for r in runs for o in r.overrides
-                                                              if o.partition("=")[0].lstrip("+~") in varying_overrides(runs)})
+    varying = set(varying_overrides(runs))
+    common = sorted({o for r in runs for o in r.overrides if o.partition("=")[0].lstrip("+~") not in varying})
     meta = (f"{len(runs)} runs, {len(variants)} variants, from {root}. Primary metric: {metric}. "
             f"Varying: {', '.join(varying_overrides(runs)) or '-'}; seeds: "
             f"{', '.join(sorted({str(r.seed) for r in runs}))}.")

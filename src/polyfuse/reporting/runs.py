@@ -106,11 +106,12 @@ def checkpoint_file(run_dir: str | Path, checkpoint: str = "best") -> Path:
     """``best`` / ``last`` -> the run's checkpoint (``best.safetensors`` preferred for ``best``), or a path."""
     run_dir = Path(run_dir)
     if checkpoint in ("best", "last"):
-        options = [run_dir / "checkpoints" / f"{checkpoint}.safetensors", run_dir / "checkpoints" / f"{checkpoint}.ckpt"]
+        options = [run_dir / "checkpoints" / f"{checkpoint}.{suffix}" for suffix in ("safetensors", "ckpt")]
         for path in options:
             if path.is_file():
                 return path
-        raise FileNotFoundError(f"{run_dir}: no {checkpoint} checkpoint (looked for {', '.join(p.name for p in options)})")
+        looked = ", ".join(p.name for p in options)
+        raise FileNotFoundError(f"{run_dir}: no {checkpoint} checkpoint (looked for {looked} in checkpoints/)")
     path = Path(checkpoint)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")

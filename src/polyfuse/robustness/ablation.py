@@ -14,7 +14,7 @@ from torch import Tensor
 
 from polyfuse.batch import Batch
 from polyfuse.models.multimodal import MultimodalModel
-from polyfuse.robustness.evaluate import _encodings, _scalars
+from polyfuse.robustness.evaluate import scalar_metrics, with_encodings
 from polyfuse.robustness.missing import drop_modalities
 
 __all__ = ["ablation_settings", "modality_contributions", "sample_contributions"]
@@ -32,7 +32,7 @@ def ablation_settings(modalities: list[str]) -> dict[str, list[str]]:
 def _outputs(model: MultimodalModel, batch: Batch, removed: list[str], clean: dict) -> object:
     drop = torch.ones(batch.batch_size, dtype=torch.bool)
     encoded = drop_modalities(clean, removed, drop) if removed else clean
-    with _encodings(model, encoded):
+    with with_encodings(model, encoded):
         return model(batch).outputs
 
 
@@ -51,7 +51,7 @@ def modality_contributions(model: MultimodalModel, batches: Iterable[Batch]) -> 
                 model.head.update_metrics(metrics[name], _outputs(model, batch, removed, clean), batch)
     finally:
         model.train(was_training)
-    rows = [{"setting": name, **{k.split("/")[-1]: v for k, v in _scalars(metrics[name].compute()).items()}}
+    rows = [{"setting": name, **{k.split("/")[-1]: v for k, v in scalar_metrics(metrics[name].compute()).items()}}
             for name in settings]
     frame = pd.DataFrame(rows)
     for column in [c for c in frame.columns if c != "setting"]:

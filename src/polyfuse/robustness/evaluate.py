@@ -23,7 +23,8 @@ from polyfuse.robustness.corruptions import CORRUPTIONS, corrupt, corruptions_fo
 from polyfuse.robustness.missing import drop_modalities, modality_subsets, subset_name
 from polyfuse.training.resume import mix_seed
 
-__all__ = ["RobustnessConfig", "evaluate_robustness", "evaluate_clean", "DEFAULT_LEVELS"]
+__all__ = ["RobustnessConfig", "evaluate_robustness", "evaluate_clean", "with_encodings", "scalar_metrics",
+           "DEFAULT_LEVELS"]
 
 DEFAULT_LEVELS = tuple(round(0.1 * i, 1) for i in range(11))  # MultiBench's 0, 0.1, ..., 1
 
@@ -72,8 +73,9 @@ class RobustnessConfig:
 
 
 @contextmanager
-def _encodings(model: MultimodalModel, encoded: dict[str, Encoded]) -> Iterator[None]:
-    """Run ``model(batch)`` on given encodings: shadows ``model.encode`` for the duration."""
+def with_encodings(model: MultimodalModel, encoded: dict[str, Encoded]) -> Iterator[None]:
+    """Make ``model(batch)`` use ``encoded`` instead of encoding the batch (shadows ``model.encode``
+    for the duration), so perturbations of encodings run through the model's own forward."""
     model.encode = lambda batch: encoded  # type: ignore[method-assign]
     try:
         yield
@@ -85,7 +87,8 @@ def _generator(*values: int) -> torch.Generator:
     return torch.Generator().manual_seed(mix_seed(*values))
 
 
-def _scalars(values: Mapping[str, Any]) -> dict[str, float]:
+def scalar_metrics(values: Mapping[str, Any]) -> dict[str, float]:
+    """The one-element tensors and numbers of a metric ``compute()`` result, as floats."""
     out = {}
     for key, value in values.items():
         if isinstance(value, Tensor) and value.numel() == 1:
@@ -126,7 +129,7 @@ def evaluate_robustness(model: MultimodalModel, batches: Iterable[Batch], config
                 draws = torch.rand(size, generator=_generator(config.seed, index, number))
                 for rate in config.rates:
                     encoded = drop_modalities(clean, subset, draws < rate) if rate > 0 else clean
-                    with _encodings(model, encoded):
+                    with with_encodings(model, encoded):
                         outputs = model(batch).outputs
                     head.update_metrics(metrics[(f"missing:{subset_name(subset)}", float(rate))], outputs, batch)
             for number, (modality, name) in enumerate(corruption_pairs):
@@ -139,7 +142,7 @@ def evaluate_robustness(model: MultimodalModel, batches: Iterable[Batch], config
                         generator = _generator(config.seed, index, 1000 + number)
                         corrupted = corrupt(name, batch.inputs[modality], severity, generator, **options)
                         encoded[modality] = model.encoders[modality](corrupted)
-                    with _encodings(model, encoded):
+                    with with_encodings(model, encoded):
                         outputs = model(batch).outputs
                     head.update_metrics(metrics[(f"{modality}:{name}", float(severity))], outputs, batch)
     finally:
@@ -147,7 +150,7 @@ def evaluate_robustness(model: MultimodalModel, batches: Iterable[Batch], config
     records = []
     for kind, perturbation, modalities, levels in plans:
         for level in levels:
-            values = _scalars(metrics[(perturbation, float(level))].compute())
+            values = scalar_metrics(metrics[(perturbation, float(level))].compute())
             records.append({"kind": kind, "perturbation": perturbation, "modalities": modalities,
                             "level": float(level), **{key.split("/")[-1]: v for key, v in values.items()}})
     return records
@@ -166,4 +169,4 @@ def evaluate_clean(model: MultimodalModel, batches: Iterable[Batch], device: tor
             model.head.update_metrics(metrics, model(batch).outputs, batch)
     finally:
         model.train(was_training)
-    return {key.split("/")[-1]: value for key, value in _scalars(metrics.compute()).items()}
+    return {key.split("/")[-1]: value for key, value in scalar_metrics(metrics.compute()).items()}

@@ -21,7 +21,8 @@ __all__ = ["relative_robustness", "effective_robustness", "minmax_normalise"]
 
 def _check(levels: Sequence[float], values: Sequence[float]) -> None:
     if len(levels) != len(values) or len(levels) < 2:
-        raise ValueError(f"need >= 2 (level, value) pairs of equal length, got {len(levels)} levels, {len(values)} values")
+        raise ValueError(f"need >= 2 (level, value) pairs of equal length, got {len(levels)} levels and "
+                         f"{len(values)} values")
     if any(b <= a for a, b in zip(levels, levels[1:])):
         raise ValueError(f"levels must increase strictly, got {list(levels)}")
 
@@ -35,7 +36,8 @@ def relative_robustness(levels: Sequence[float], values: Sequence[float]) -> flo
 def effective_robustness(values: Sequence[float], reference: Sequence[float]) -> float:
     """``sum_i values_i - (reference_i + values_0 - reference_0)`` (MultiBench's effective robustness)."""
     if len(values) != len(reference) or not values:
-        raise ValueError(f"values and reference must be equally long and non-empty, got {len(values)}, {len(reference)}")
+        raise ValueError(f"values and reference must be equally long and non-empty, got {len(values)} and "
+                         f"{len(reference)}")
     shift = values[0] - reference[0]
     return float(sum(v - (r + shift) for v, r in zip(values, reference)))
 

@@ -213,7 +213,8 @@ def set_rng_states(states: dict[str, Any]) -> None:
 class ExactResume(Callback):
     """Make ``trainer.fit(ckpt_path=...)`` continue bit-for-bit (on CPU) where the checkpoint left off.
 
-    * ``setup``: wraps the datamodule's ``train_dataloader`` with :func:`make_resumable`.
+    * ``setup``: wraps the datamodule's ``train_dataloader`` with :func:`make_resumable` (single
+      process only: under DDP, Lightning's distributed sampler is kept and RNG states still resume).
     * ``state_dict``: global RNG states and the training loader's position at save time (a
       checkpoint taken in ``on_train_batch_end`` or ``on_train_epoch_end``).
     * ``on_train_start``: restores both, after the sanity check (which consumes RNG) and before
@@ -239,6 +240,10 @@ class ExactResume(Callback):
             return
         if datamodule is None:
             rank_zero_warn("ExactResume needs trainer.fit(datamodule=...); training loaders are left as they are")
+            return
+        if trainer.world_size > 1:  # Lightning shards with a DistributedSampler, which this loader would replace
+            rank_zero_warn("ExactResume: mid-epoch loader resume is single-process only; with "
+                           f"{trainer.world_size} processes the training loader is left to Lightning")
             return
         original = getattr(datamodule, "_exact_resume_original", datamodule.train_dataloader)
 
