@@ -110,9 +110,11 @@ def test_loss_weight_and_detaching():
     single = build(loss_weight=1.0)(inputs).aux_losses
     for key in single:
         torch.testing.assert_close(doubled[key], 2 * single[key])
-    loss = sum(build(detach_inputs=True)(inputs).aux_losses.values())
-    assert not loss.requires_grad or all(g is None for g in torch.autograd.grad(
-        loss, [enc.tokens for enc in inputs.values()], allow_unused=True))
+    tokens = [enc.tokens for enc in inputs.values()]
+    loss = sum(build()(inputs).aux_losses.values())  # detach_inputs=True by default
+    assert not loss.requires_grad or all(g is None for g in torch.autograd.grad(loss, tokens, allow_unused=True))
+    loss = sum(build(detach_inputs=False)(inputs).aux_losses.values())
+    assert all(g is not None and g.abs().sum() > 0 for g in torch.autograd.grad(loss, tokens))
 
 
 def test_translator_learns_a_cross_modal_map():

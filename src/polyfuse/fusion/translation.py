@@ -47,14 +47,15 @@ class TranslationFusion(Fusion):
             ``hidden``, ``latent_dim``, ``beta``). loss_weight: weight of the translator's loss
             (``0`` = no auxiliary loss). detach_targets: the translation targets carry no gradient
             (so encoders cannot make translation easy by collapsing). detach_inputs: the
-            translator's inputs carry no gradient (translation does not shape the encoders).
+            translator's inputs carry no gradient, so translation does not shape the encoders (on
+            AV-digits letting it do so cost clean accuracy: see docs/alignment.md).
     """
 
     min_modalities = 2
 
     def __init__(self, dims: Mapping[str, int], out_dim: int, hidden: int = 256, dropout: float = 0.1,
                  translator: str | Translator = "regression", translator_options: Mapping[str, Any] | None = None,
-                 loss_weight: float = 1.0, detach_targets: bool = True, detach_inputs: bool = False) -> None:
+                 loss_weight: float = 1.0, detach_targets: bool = True, detach_inputs: bool = True) -> None:
         super().__init__(dims, out_dim)
         self.norms = nn.ModuleDict({m: nn.LayerNorm(d) for m, d in self.dims.items()})
         self.translator = translator if isinstance(translator, Translator) else \
