@@ -131,3 +131,16 @@ def test_logger_resume_options(tmp_path: Path):
     assert logger_resume_options("lightning.pytorch.loggers.WandbLogger", tmp_path, 8) == {"id": "ab12cd34",
                                                                                           "resume": "allow"}
     assert logger_resume_options("lightning.pytorch.loggers.CSVLogger", tmp_path, 8) == {}
+
+
+def test_make_resumable_leaves_loaders_it_does_not_know_alone():
+    class Tracking(DataLoader):
+        pass
+
+    custom = Tracking(NoisyRange(), batch_size=4, shuffle=True)
+    with pytest.warns(UserWarning, match="left as it is"):
+        assert make_resumable(custom, seed=1) is custom
+    weighted = DataLoader(NoisyRange(), batch_size=4,
+                          sampler=torch.utils.data.WeightedRandomSampler([1.0] * 50, num_samples=50))
+    with pytest.warns(UserWarning, match="WeightedRandomSampler"):
+        assert make_resumable(weighted, seed=1) is weighted

@@ -30,7 +30,7 @@ import torch
 from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_warn
-from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, Sampler, SequentialSampler
 
 __all__ = ["EpochPermutationSampler", "SampleSeededDataset", "ResumableDataLoader", "ExactResume",
            "AtomicCheckpointIO", "make_resumable"]
@@ -166,22 +166,30 @@ class ResumableDataLoader(DataLoader):
 def make_resumable(loader: DataLoader, seed: int) -> DataLoader:
     """Rebuild ``loader`` as a :class:`ResumableDataLoader` (same dataset, batch size, collate, workers).
 
-    Shuffling is kept if ``loader`` used a :class:`RandomSampler`; a custom sampler or an iterable
-    dataset is returned unchanged, with a warning (exact resume then depends on that sampler).
+    Only a plain :class:`DataLoader` over a map-style dataset with the default samplers (random or
+    sequential) is rebuilt, keeping shuffling as it was; a DataLoader subclass, a custom sampler or
+    batch sampler, or an iterable dataset is returned unchanged, with a warning (mid-epoch resume
+    then depends on that loader; RNG states are restored either way).
     """
     if isinstance(loader, ResumableDataLoader):
         return loader
     sampler = loader.sampler
-    shuffle = isinstance(sampler, RandomSampler)
-    sequential = type(sampler).__name__ == "SequentialSampler"
-    if (not shuffle and not sequential) or not hasattr(loader.dataset, "__getitem__"):
-        rank_zero_warn(f"exact resume: cannot rebuild a loader with {type(sampler).__name__}; "
-                       "a run resumed mid-epoch may see a different sample order")
+    default_sampler = type(sampler) in (RandomSampler, SequentialSampler)
+    default_batches = type(loader.batch_sampler) is BatchSampler
+    if type(loader) is not DataLoader or not default_sampler or not default_batches \
+            or not hasattr(loader.dataset, "__getitem__"):
+        rank_zero_warn(f"exact resume: {type(loader).__name__} with {type(sampler).__name__} / "
+                       f"{type(loader.batch_sampler).__name__} is left as it is; a run resumed mid-epoch may see "
+                       "a different sample order")
         return loader
-    return ResumableDataLoader(loader.dataset, seed, batch_size=loader.batch_size or 1, shuffle=shuffle,
-                               collate_fn=loader.collate_fn, num_workers=loader.num_workers,
-                               drop_last=loader.drop_last, pin_memory=loader.pin_memory,
-                               persistent_workers=loader.persistent_workers)
+    extra = {"timeout": loader.timeout, "worker_init_fn": loader.worker_init_fn,
+             "multiprocessing_context": loader.multiprocessing_context}
+    if loader.num_workers > 0:
+        extra["prefetch_factor"] = loader.prefetch_factor
+    return ResumableDataLoader(loader.dataset, seed, batch_size=loader.batch_size or 1,
+                               shuffle=isinstance(sampler, RandomSampler), collate_fn=loader.collate_fn,
+                               num_workers=loader.num_workers, drop_last=loader.drop_last,
+                               pin_memory=loader.pin_memory, persistent_workers=loader.persistent_workers, **extra)
 
 
 def rng_states() -> dict[str, Any]:
