@@ -25,9 +25,14 @@ def ranks(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
     env = dict(os.environ, OMP_NUM_THREADS="1")
     procs = [subprocess.Popen([sys.executable, str(worker), str(rank), str(WORLD_SIZE), str(out / "init"), str(out)],
                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for rank in range(WORLD_SIZE)]
-    for proc in procs:
-        output, _ = proc.communicate(timeout=120)
-        assert proc.returncode == 0, output.decode()[-3000:]
+    try:
+        for proc in procs:  # generous: starting two interpreters on a loaded CI machine takes time
+            output, _ = proc.communicate(timeout=600)
+            assert proc.returncode == 0, output.decode()[-3000:]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
     return [torch.load(out / f"rank{rank}.pt") for rank in range(WORLD_SIZE)]
 
 
