@@ -155,7 +155,7 @@ def build_report(root: str | Path, out_dir: str | Path | None = None, metric: st
     for heading, frame in robustness_tables:
         markdown += [f"## {heading}\n", to_markdown(frame)]
     markdown += ["## Figures\n"] + [f"![{caption}]({path.name})\n" for caption, path in figures]
-    markdown += ["## Runs\n", to_markdown(table)]
+    markdown += ["## Runs\n", to_markdown(table.drop(columns=["overrides"])), "Overrides of each run: `runs.csv`.\n"]
     report.files["summary.md"] = out / "summary.md"
     report.files["summary.md"].write_text("\n".join(markdown))
 

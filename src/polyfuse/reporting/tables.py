@@ -54,8 +54,8 @@ def variant_label(run: Run, keys: Sequence[str]) -> str:
 
 
 def runs_table(runs: Sequence[Run], root: Any = None) -> pd.DataFrame:
-    """One row per run: variant, seed, test metrics, best validation score, timings, size, and the
-    clean metrics of ``polyfuse-eval`` when present."""
+    """One row per run: variant, seed, best validation score, test metrics, epochs, fit time, size and
+    the run's command-line overrides."""
     keys = varying_overrides(runs)
     rows = []
     for run in runs:
@@ -66,7 +66,7 @@ def runs_table(runs: Sequence[Run], root: Any = None) -> pd.DataFrame:
             row[f"best {summary['monitor']}"] = summary.get("best_score")
         row.update({key: value for key, value in sorted((summary.get("test") or {}).items())})
         row.update(epochs=summary.get("epochs"), fit_seconds=summary.get("fit_seconds"),
-                   parameters=summary.get("num_parameters"))
+                   parameters=summary.get("num_parameters"), overrides=" ".join(run.overrides))
         rows.append(row)
     return pd.DataFrame(rows)
 
