@@ -211,3 +211,15 @@ def test_round_trip_csv_and_hugging_face_bytes(tmp_path, pipelines):
     original, streamed = _round_trip(hf_reader, tmp_path, pipelines, ("image", "text"), "hf")
     _compare(original, streamed)
     assert streamed[1]["text"] is None and [s["label"] for s in streamed] == [0, 1, 2]
+
+
+def test_interrupted_writing_leaves_no_truncated_tar(tmp_path):
+    def samples():
+        for index in range(5):
+            yield {"id": f"s{index}", "text": "a dog"}
+        raise KeyboardInterrupt  # the writer is killed half way through the second shard
+
+    with pytest.raises(KeyboardInterrupt):
+        write_shards(samples(), tmp_path / "shard-%06d.tar", maxcount=3)
+    assert sorted(p.name for p in tmp_path.glob("*.tar")) == ["shard-000000.tar"]
+    assert not (tmp_path / "index.json").exists()

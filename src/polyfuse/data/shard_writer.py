@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -24,6 +25,7 @@ from polyfuse.data.reader import MODALITIES, SOURCE_KEY
 from polyfuse.data.shards import INDEX_FILE, import_webdataset
 
 log = logging.getLogger(__name__)
+PARTIAL = ".partial"  # suffix of a shard being written; renamed when it is complete
 
 
 def _media_extension(source: MediaSource, kind: str) -> str:
@@ -88,6 +90,9 @@ def write_shards(samples: Iterable[Mapping[str, Any] | BadSample], pattern: str 
                  targets: Iterable[str] = ()) -> dict[str, Any]:
     """Write raw samples to ``pattern`` (e.g. ``out/train-%06d.tar``) and ``index.json`` beside them.
 
+    Each shard is written as ``<name>.partial`` and renamed when complete, so an interrupted run
+    never leaves a truncated ``.tar`` for a reader to find (``index.json`` comes last).
+
     A sample whose file is missing or unreadable is skipped and counted (``strict``: raises).
     Returns the index: ``{"shards": [{"url", "samples"}], "total", "skipped", "modalities", "targets"}``.
     """
@@ -98,8 +103,14 @@ def write_shards(samples: Iterable[Mapping[str, Any] | BadSample], pattern: str 
     counts: dict[str, int] = {}
     skipped: list[BadSample] = []
     written = 0
+
+    def publish(partial: str) -> None:  # a shard appears under its name only once complete
+        os.replace(partial, partial[: -len(PARTIAL)])
+
     # integer mtimes keep tarfile from adding a PAX header per member (2x slower to read back)
-    with wds.ShardWriter(str(pattern), maxcount=maxcount, maxsize=maxsize, encoder=False, verbose=0, mtime=0) as writer:
+    writer = wds.ShardWriter(str(pattern) + PARTIAL, maxcount=maxcount, maxsize=maxsize, encoder=False, verbose=0,
+                             mtime=0, post=publish)
+    try:
         for raw in samples:
             if isinstance(raw, BadSample):
                 skipped.append(raw)
@@ -113,9 +124,17 @@ def write_shards(samples: Iterable[Mapping[str, Any] | BadSample], pattern: str 
                 log.warning("write_shards: skipped %s: %s", raw.get("id"), error)
                 continue
             writer.write(members)
-            counts[writer.fname] = counts.get(writer.fname, 0) + 1
+            name = Path(writer.fname[: -len(PARTIAL)]).name
+            counts[name] = counts.get(name, 0) + 1
             written += 1
-    index = {"shards": [{"url": Path(url).name, "samples": n} for url, n in counts.items()], "total": written,
+    except BaseException:
+        writer.post = None  # the shard being written is incomplete: close it and remove it
+        writer.close()
+        if writer.fname:
+            Path(writer.fname).unlink(missing_ok=True)
+        raise
+    writer.close()
+    index = {"shards": [{"url": name, "samples": n} for name, n in counts.items()], "total": written,
              "skipped": len(skipped), "modalities": list(modalities), "targets": list(targets)}
     (pattern.parent / INDEX_FILE).write_text(json.dumps(index, indent=1))
     return index
