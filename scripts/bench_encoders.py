@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from polyfuse.batch import ModalityInput
 from polyfuse.encoders.pretrained import (clip_text_from_open_clip, encoder_from_hf, mobilenet_v2_from_torchvision,
