@@ -2,6 +2,17 @@
 
 from __future__ import annotations
 
+import glob
+import os
+
+# Triton decides when a function is decorated whether it is compiled or interpreted, and that
+# includes its own standard library (tl.zeros, ...), decorated when triton.language is first
+# imported -- which lightning does. So TRITON_INTERPRET must be set before anything imports torch
+# or lightning: here, at the top of the root conftest. Without an NVIDIA device the kernels run in
+# Triton's CPU interpreter; other tests never select backend="triton" on CPU.
+if not glob.glob("/dev/nvidia[0-9]*"):
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 from pathlib import Path
 from typing import Callable
 

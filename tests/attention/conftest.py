@@ -1,10 +1,11 @@
 """Attention tests run the Triton kernels in Triton's CPU interpreter.
 
-``TRITON_INTERPRET=1`` must be in the environment before ``polyfuse.attention.kernels`` is imported
-(Triton decides at decoration time whether a kernel is compiled or interpreted); this conftest is
-imported at collection, before any attention test module, and sets it unless the caller chose
-otherwise. It only changes how *polyfuse's* kernels run on CPU tensors: other tests never select
-``backend="triton"`` on CPU, and ``auto`` never picks it there.
+``TRITON_INTERPRET=1`` must be in the environment before ``triton.language`` is first imported
+(Triton decides at decoration time whether a function is compiled or interpreted, its own
+``tl.zeros`` & co. included), and lightning imports it: the root ``tests/conftest.py`` sets it before
+any import. It is repeated here for ``pytest tests/attention`` run with another rootdir. It only
+changes how *polyfuse's* kernels run on CPU tensors: other tests never select ``backend="triton"``
+on CPU, and ``auto`` never picks it there.
 """
 
 from __future__ import annotations
