@@ -15,14 +15,14 @@ Prints one row per encoder: reference ms, polyfuse ms and the ratio polyfuse / r
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
-import time
 from pathlib import Path
 from typing import Callable
 
 import torch
 from torch import Tensor
+
+from benchtools import interleaved_medians
 
 from polyfuse.batch import ModalityInput
 from polyfuse.encoders.pretrained import (clip_text_from_open_clip, encoder_from_hf, mobilenet_v2_from_torchvision,
@@ -37,26 +37,9 @@ Step = Callable[[], Tensor]
 
 def time_pair(reference: Step, ours: Step, repeats: int, warmup: int, device: str) -> tuple[float, float]:
     """Median seconds of forward + backward for ``reference`` and ``ours``, interleaved."""
-    def run(step: Step) -> float:
-        if device == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        step().float().square().mean().backward()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        return time.perf_counter() - start
-
-    for _ in range(warmup):
-        run(reference), run(ours)
-    ref_times, our_times = [], []
-    for index in range(repeats):  # alternate who goes first, so neither always runs on warm caches
-        if index % 2:
-            our_times.append(run(ours))
-            ref_times.append(run(reference))
-        else:
-            ref_times.append(run(reference))
-            our_times.append(run(ours))
-    return statistics.median(ref_times), statistics.median(our_times)
+    medians = interleaved_medians({"reference": lambda: reference().float().square().mean().backward(),
+                                   "ours": lambda: ours().float().square().mean().backward()}, repeats, warmup, device)
+    return medians["reference"], medians["ours"]
 
 
 def vit_pair(size: dict, device: str, tmp: Path) -> tuple[Step, Step]:
