@@ -93,6 +93,11 @@ def _timed_call(name: str, run: RunBackend, inputs: list[Tensor], grad_out: Tens
     return time.perf_counter() - start
 
 
+def _keep(tensor: Tensor) -> Tensor:
+    """Identity pack / unpack hook (see :func:`measure`)."""
+    return tensor
+
+
 def measure(q: Tensor, k: Tensor, v: Tensor, names: list[str], run: RunBackend, needs_grad: bool) -> dict[str, float]:
     """Best seconds per call of each backend in ``names``; a backend that fails gets ``inf``.
 
@@ -104,7 +109,12 @@ def measure(q: Tensor, k: Tensor, v: Tensor, names: list[str], run: RunBackend, 
     grad_out = q.new_ones(q.shape[:-1] + v.shape[-1:]) if needs_grad else None
     devices = [q.device] if q.device.type == "cuda" else []
     timings = {name: float("inf") for name in names}
-    with torch.random.fork_rng(devices=devices):  # measuring must not shift the caller's RNG stream
+    # Measuring must not shift the caller's RNG stream, nor feed the caller's saved-tensor hooks:
+    # under activation checkpointing (torch.utils.checkpoint, non-reentrant) the first forward
+    # packs every saved tensor through the checkpoint's hooks and the recomputation (which finds the
+    # cached choice and measures nothing) must save the same ones. Innermost hooks win, so identity
+    # hooks keep the trial calls' tensors to themselves.
+    with torch.random.fork_rng(devices=devices), torch.autograd.graph.saved_tensors_hooks(_keep, _keep):
         working = []
         for name in names:
             try:
