@@ -27,11 +27,13 @@ class ModalityProjection(nn.Module):
     The type embedding (as the token-type / modality-type embeddings of VL-BERT and ViLT) tells a
     shared transformer which modality a token came from. Input tokens must be sanitised (zeros at
     invalid positions); invalid positions of the output hold ``bias + type`` and must stay masked.
+    ``project=False`` keeps the tokens as they are (every ``D_m == width``) and only adds the type.
     """
 
-    def __init__(self, dims: Mapping[str, int], width: int, type_embedding: bool = True) -> None:
+    def __init__(self, dims: Mapping[str, int], width: int, type_embedding: bool = True,
+                 project: bool = True) -> None:
         super().__init__()
-        self.proj = nn.ModuleDict({m: nn.Linear(d, width) for m, d in dims.items()})
+        self.proj = nn.ModuleDict({m: nn.Linear(d, width) if project else nn.Identity() for m, d in dims.items()})
         self.type_embedding = nn.ParameterDict(
             {m: nn.Parameter(torch.randn(width) * 0.02) for m in dims}) if type_embedding else None
 

@@ -35,33 +35,65 @@ class EarlyFusion(Fusion):
 
     Attention maps: ``"joint/layer{i}"``, ``(B, H, L, L)`` over the sequence above.
 
+    The exact ViLT layout (:class:`polyfuse.models.ViLT`) is ``project=False, class_token=False,
+    missing_tokens=False, token_projection=False``: the sequence is ``[x_1 + t_1; ...; x_M + t_M]``,
+    the first modality's first token (the text [CLS]) is pooled and the tokens are the final
+    LayerNorm's output.
+
     Args:
         dims, out_dim: see :class:`Fusion`. width: transformer width (default ``out_dim``).
         depth: number of blocks. heads: attention heads. mlp_ratio, dropout: block options.
+        project: per-modality ``Linear(D_m, width)``; ``False`` needs every ``D_m == width``.
+        class_token: prepend the fusion's own learned [CLS] (else the first token is pooled).
+        missing_tokens: add the learned [MISS_m] tokens (else an absent modality is only masked).
+        token_projection: ``Linear(width, out_dim)`` on the output tokens; ``False`` needs
+            ``out_dim == width``.
+        eps: LayerNorm epsilon of blocks and final norm (default: 1e-6 in blocks, 1e-5 final).
+        mlp_hidden: feed-forward width (overrides ``mlp_ratio``). activation: feed-forward
+            activation. attn_dropout: attention-probability dropout. attention_backend: see
+            :mod:`polyfuse.attention`.
     """
 
     def __init__(self, dims: Mapping[str, int], out_dim: int, width: int | None = None, depth: int = 2,
-                 heads: int = 4, mlp_ratio: float = 2.0, dropout: float = 0.1) -> None:
+                 heads: int = 4, mlp_ratio: float = 2.0, dropout: float = 0.1, *, project: bool = True,
+                 class_token: bool = True, missing_tokens: bool = True, token_projection: bool = True,
+                 eps: float | None = None, mlp_hidden: int | None = None, activation: str = "gelu",
+                 attn_dropout: float = 0.0, attention_backend: str | None = None) -> None:
         super().__init__(dims, out_dim)
         width = width or out_dim
-        self.project = ModalityProjection(self.dims, width)
-        self.cls = nn.Parameter(torch.randn(width) * 0.02)
-        self.missing = nn.ParameterDict({m: nn.Parameter(torch.randn(width) * 0.02) for m in self.dims})
-        self.blocks = nn.ModuleList([TransformerBlock(width, heads, mlp_ratio, dropout, norm="pre")
+        if not project and any(d != width for d in self.dims.values()):
+            raise ValueError(f"EarlyFusion(project=False) needs every modality width == width {width}, "
+                             f"got {self.dims}")
+        if not token_projection and out_dim != width:
+            raise ValueError(f"EarlyFusion(token_projection=False) needs out_dim == width, got {out_dim} vs {width}")
+        self.project = ModalityProjection(self.dims, width, project=project)
+        self.cls = nn.Parameter(torch.randn(width) * 0.02) if class_token else None
+        self.missing = nn.ParameterDict(
+            {m: nn.Parameter(torch.randn(width) * 0.02) for m in self.dims}) if missing_tokens else None
+        block_eps = 1e-6 if eps is None else eps
+        self.blocks = nn.ModuleList([TransformerBlock(width, heads, mlp_ratio, dropout, attn_dropout, norm="pre",
+                                                      eps=block_eps, activation=activation,
+                                                      backend=attention_backend, mlp_hidden=mlp_hidden)
                                      for _ in range(depth)])
-        self.norm = nn.LayerNorm(width)
+        self.norm = nn.LayerNorm(width, eps=1e-5 if eps is None else eps)
         self.pooler = nn.Sequential(nn.Linear(width, out_dim), nn.Tanh())
-        self.out = nn.Linear(width, out_dim)
+        self.out = nn.Linear(width, out_dim) if token_projection else nn.Identity()
 
     def sequence(self, inputs: dict[str, Encoded]) -> tuple[Tensor, Tensor]:
-        """The joint input sequence ``(B, 1 + sum_m (L_m + 1), width)`` and its mask."""
+        """The joint input sequence ``(B, [1 +] sum_m (L_m [+ 1]), width)`` and its mask ``(B, L)``."""
         projected = self.project(inputs)
-        batch = next(iter(projected.values())).shape[0]
-        parts = [self.cls.expand(batch, 1, -1)]
-        masks = [torch.ones(batch, 1, dtype=torch.bool, device=self.cls.device)]
+        first = next(iter(projected.values()))
+        batch = first.shape[0]
+        parts, masks = [], []
+        if self.cls is not None:
+            parts.append(self.cls.expand(batch, 1, -1))
+            masks.append(torch.ones(batch, 1, dtype=torch.bool, device=first.device))
         for name, encoded in inputs.items():
-            parts += [projected[name], self.missing[name].expand(batch, 1, -1)]
-            masks += [encoded.mask, ~encoded.present_or_full()[:, None]]
+            parts.append(projected[name])
+            masks.append(encoded.mask)
+            if self.missing is not None:
+                parts.append(self.missing[name].expand(batch, 1, -1))
+                masks.append(~encoded.present_or_full()[:, None])
         return torch.cat(parts, dim=1), torch.cat(masks, dim=1)
 
     def fuse(self, inputs: dict[str, Encoded], return_attention: bool = False) -> FusionOutput:
