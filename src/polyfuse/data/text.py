@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from typing import Any
 
@@ -10,42 +9,21 @@ import torch
 from torch import Tensor
 
 from polyfuse.data.io import DataFileError
+from polyfuse.resources import load_tokenizer, resolve_path
 
 PAD_CANDIDATES = ("[PAD]", "<pad>", "<|endoftext|>")
 
 
 def local_path(path: str | Path) -> Path:
     """A local path; ``pkg://name/rel/path`` points inside installed package ``name`` (not imported),
-    as for encoder checkpoints (``polyfuse.encoders.loading.resolve_path``)."""
-    text = str(path)
-    if not text.startswith("pkg://"):
-        return Path(text).expanduser()
-    package, _, relative = text[len("pkg://"):].partition("/")
-    spec = importlib.util.find_spec(package) if package and "." not in package else None
-    if spec is None or not spec.submodule_search_locations:
-        raise DataFileError(f"{text}: package {package!r} is not installed")
-    return Path(list(spec.submodule_search_locations)[0]) / relative
+    as for encoder checkpoints (:func:`polyfuse.resources.resolve_path`)."""
+    return resolve_path(path, error=DataFileError)
 
 
 def load_hf_tokenizer(path: str | Path) -> Any:
     """A ``tokenizers.Tokenizer`` from a ``tokenizer.json`` file, or a directory holding one or a
-    ``vocab.txt`` (converted by ``transformers.AutoTokenizer`` with ``local_files_only=True``);
-    ``pkg://`` paths as in :func:`local_path`."""
-    from tokenizers import Tokenizer
-
-    path = local_path(path)
-    file = path / "tokenizer.json" if path.is_dir() else path
-    if file.is_file():
-        try:
-            return Tokenizer.from_file(str(file))
-        except Exception as error:  # tokenizers raises plain Exception subclasses
-            raise DataFileError(f"cannot read tokenizer file {file}: {error}") from error
-    if path.is_dir() and (path / "vocab.txt").is_file():
-        from transformers import AutoTokenizer
-
-        return AutoTokenizer.from_pretrained(str(path), local_files_only=True).backend_tokenizer
-    raise DataFileError(f"no tokenizer at {path} (expected a tokenizer.json file, or a directory with "
-                        "tokenizer.json or vocab.txt; set data.text.tokenizer)")
+    ``vocab.txt`` (:func:`polyfuse.resources.load_tokenizer`); ``pkg://`` paths as in :func:`local_path`."""
+    return load_tokenizer(path, error=DataFileError, hint="set data.text.tokenizer")
 
 
 class TextPipeline:

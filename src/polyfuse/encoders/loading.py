@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import math
@@ -23,6 +22,8 @@ from typing import Iterable, Mapping
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from polyfuse import resources
 
 log = logging.getLogger(__name__)
 
@@ -49,14 +50,7 @@ class LoadReport:
 
 def resolve_path(path: str | Path) -> Path:
     """A local path; ``pkg://name/rel/path`` resolves inside installed package ``name`` (not imported)."""
-    text = str(path)
-    if not text.startswith("pkg://"):
-        return Path(text).expanduser()
-    package, _, relative = text[len("pkg://"):].partition("/")
-    spec = importlib.util.find_spec(package) if package and "." not in package else None
-    if spec is None or not spec.submodule_search_locations:
-        raise CheckpointError(f"{text}: package {package!r} is not installed (install its extra, see docs/encoders.md)")
-    return Path(list(spec.submodule_search_locations)[0]) / relative
+    return resources.resolve_path(path, error=CheckpointError, hint="install its extra, see docs/encoders.md")
 
 
 def checkpoint_file(path: str | Path) -> Path:

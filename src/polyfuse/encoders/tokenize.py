@@ -17,37 +17,14 @@ from torch import Tensor, nn
 
 from polyfuse.batch import ModalityInput
 from polyfuse.encoders.loading import CheckpointError, resolve_path
+from polyfuse.resources import load_tokenizer
 
 PAD_CANDIDATES = ("[PAD]", "<pad>", "<|endoftext|>")
 
 
 def load_backend_tokenizer(path: str | Path):
-    """A ``tokenizers.Tokenizer`` from a ``tokenizer.json`` file or a directory holding one.
-
-    A directory with only ``vocab.txt`` (older BERT checkpoints) gets BERT's WordPiece pipeline
-    (lower-casing per ``tokenizer_config.json``'s ``do_lower_case``).
-    """
-    from tokenizers import Tokenizer
-
-    resolved = resolve_path(path)
-    file = resolved / "tokenizer.json" if resolved.is_dir() else resolved
-    if file.is_file():
-        try:
-            tokenizer = Tokenizer.from_file(str(file))
-        except Exception as error:  # tokenizers raises plain Exception subclasses
-            raise CheckpointError(f"{file}: not a readable tokenizer.json ({error})") from error
-        tokenizer.no_padding()  # saved padding/truncation settings are the caller's choice
-        tokenizer.no_truncation()
-        return tokenizer
-    if resolved.is_dir() and (resolved / "vocab.txt").is_file():
-        from tokenizers.implementations import BertWordPieceTokenizer
-
-        config_file = resolved / "tokenizer_config.json"
-        config = json.loads(config_file.read_text()) if config_file.is_file() else {}
-        lowercase = bool(config.get("do_lower_case", True))
-        return BertWordPieceTokenizer(str(resolved / "vocab.txt"), lowercase=lowercase,
-                                      strip_accents=config.get("strip_accents"))._tokenizer
-    raise CheckpointError(f"no tokenizer at {resolved} (expected tokenizer.json or vocab.txt)")
+    """A ``tokenizers.Tokenizer`` for a checkpoint (:func:`polyfuse.resources.load_tokenizer`)."""
+    return load_tokenizer(path, error=CheckpointError)
 
 
 def _pad_token(path: Path, tokenizer) -> str:
