@@ -1,5 +1,6 @@
 """Models composed from encoders, fusion and heads."""
 
 from polyfuse.models.multimodal import ModelOutput, MultimodalModel
+from polyfuse.models.vilt import ViLT
 
-__all__ = ["MultimodalModel", "ModelOutput"]
+__all__ = ["MultimodalModel", "ModelOutput", "ViLT"]
