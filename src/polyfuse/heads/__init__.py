@@ -1,6 +1,7 @@
 """Task heads: each owns its loss and metrics (see :class:`TaskHead`).
 
-* classification: :class:`ClassificationHead`, :class:`MultiLabelClassificationHead`
+* classification: :class:`ClassificationHead`, :class:`MultiLabelClassificationHead`,
+  :class:`ZeroShotHead` (CLIP prompts, no training)
 * retrieval: :class:`ContrastiveHead` (dual-stream, CLIP / SigLIP), :class:`ITMHead` (single-stream)
 * VQA: :class:`VQAHead` (answer vocabulary, soft scores), :class:`GenerativeVQAHead`
 * captioning: :class:`CaptioningHead` (transformer decoder, greedy / beam search, KV cache)
@@ -18,7 +19,8 @@ from polyfuse.heads.mlm import MLMHead
 from polyfuse.heads.multilabel import MultiLabelClassificationHead
 from polyfuse.heads.multitask import MultiTaskHead
 from polyfuse.heads.vqa import AnswerVocabulary, VQAHead
+from polyfuse.heads.zero_shot import ZeroShotHead
 
 __all__ = ["TaskHead", "HeadContext", "ClassificationHead", "MultiLabelClassificationHead", "ContrastiveHead",
            "ITMHead", "MLMHead", "VQAHead", "AnswerVocabulary", "GenerativeVQAHead", "CaptioningHead",
-           "MultiTaskHead"]
+           "MultiTaskHead", "ZeroShotHead"]

@@ -1,6 +1,7 @@
 """Models composed from encoders, fusion and heads."""
 
+from polyfuse.models.clip import CLIP
 from polyfuse.models.multimodal import ModelOutput, MultimodalModel
 from polyfuse.models.vilt import ViLT
 
-__all__ = ["MultimodalModel", "ModelOutput", "ViLT"]
+__all__ = ["MultimodalModel", "ModelOutput", "CLIP", "ViLT"]

@@ -10,6 +10,7 @@ heads; text: ``width // 64`` heads; GELU — OpenAI weights need ``activation="q
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 import re
@@ -26,17 +27,41 @@ BLOCK_RENAMES = (("ln_1.", "norm1."), ("ln_2.", "norm2."), ("mlp.c_fc.", "mlp.fc
                  ("ls_1.", "ls1."), ("ls_2.", "ls2."), ("attn.out_proj.", "attn.out_proj."))
 
 
+def open_clip_model_config(name: str) -> dict[str, Any]:
+    """open_clip's own model config for ``name`` (``open_clip/model_configs/<name>.json``), not a copy."""
+    try:
+        import open_clip
+    except ImportError as error:
+        raise CheckpointError(f"open_clip model config {name!r}: open_clip is not installed "
+                              "(pip install open_clip_torch)") from error
+    config = open_clip.get_model_config(name)
+    if config is None:
+        close = difflib.get_close_matches(name, open_clip.list_models(), n=5, cutoff=0.5)
+        folder = Path(open_clip.__file__).parent / "model_configs"
+        raise CheckpointError(f"unknown open_clip model {name!r}: no {folder / (name + '.json')}; "
+                              f"close names: {close or open_clip.list_models()[:10]}")
+    return dict(config)
+
+
 def read_open_clip_config(config: Mapping[str, Any] | str | Path | None) -> dict[str, Any]:
-    """An open_clip model config (``{"embed_dim", "quick_gelu", "vision_cfg", "text_cfg"}``) as a dict."""
+    """An open_clip model config (``{"embed_dim", "quick_gelu", "vision_cfg", "text_cfg"}``) as a dict.
+
+    ``config`` is a dict, a JSON file (a model config, or an ``open_clip_config.json`` holding one
+    under ``model_cfg``), or the name of one of open_clip's models (``"ViT-B-32"``).
+    """
     if config is None:
         return {}
     if isinstance(config, Mapping):
-        return dict(config)
+        return dict(config.get("model_cfg", config))
+    text = str(config)
+    if not text.endswith(".json") and "/" not in text and not resolve_path(text).exists():
+        return open_clip_model_config(text)
     path = resolve_path(config)
     try:
-        return json.loads(path.read_text())
+        loaded = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as error:
         raise CheckpointError(f"cannot read open_clip model config {path}: {error}") from error
+    return dict(loaded.get("model_cfg", loaded))
 
 
 def _convert_blocks(state: StateDict, prefix: str) -> StateDict:
