@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from polyfuse.data import (BadSample, CocoCaptionsReader, DecodedIterableDataset, KarpathyCaptionsReader,
+from polyfuse.data import (BadSample, DataFileError, CocoCaptionsReader, DecodedIterableDataset, KarpathyCaptionsReader,
                            MediaFolderReader, SampleDecoder,
                            ShardReader, VQAv2Reader, write_shards)
 
@@ -53,6 +53,41 @@ def test_two_ranks_times_two_workers_read_every_sample_exactly_once(tmp_path):
         if epoch == 0:
             first_epoch = orders
     assert orders != first_epoch  # a new shard and sample order every epoch
+
+
+def test_unequal_shards_are_balanced_so_ranks_step_in_lockstep(tmp_path):
+    """DDP training needs the same number of batches on every rank: with shards of 7,7,7,7,7,5
+    samples, 2 ranks x 2 workers, every worker yields the smallest share and no sample twice."""
+    samples = ({"id": f"s{i}", "text": f"a dog {i}", "number": i} for i in range(40))
+    write_shards(samples, tmp_path / "train-%06d.tar", maxcount=7)
+    urls = sorted(str(p) for p in tmp_path.glob("*.tar"))
+    for epoch in (0, 1, 2):
+        counts, seen, quotas = [], Counter(), set()
+        unbalanced = []
+        for rank in range(2):
+            reader = ShardReader(urls, shuffle=True, shuffle_buffer=4, seed=3, rank=rank, world_size=2)
+            reader.set_epoch(epoch)
+            assert reader.balance
+            numbers = _numbers(reader, workers=2)
+            counts.append(len(numbers))
+            seen.update(numbers)
+            quotas.add(reader.samples_per_worker(2))
+            plain = ShardReader(urls, shuffle=True, shuffle_buffer=4, seed=3, rank=rank, world_size=2, balance=False)
+            plain.set_epoch(epoch)
+            unbalanced.append(len(_numbers(plain, workers=2)))
+        (quota,) = quotas
+        assert counts == [2 * quota, 2 * quota], f"epoch {epoch}"
+        assert set(seen.values()) == {1}
+        assert sum(unbalanced) == 40 and unbalanced[0] != unbalanced[1]  # what balancing prevents
+
+
+def test_balancing_without_an_index_names_the_shard(tmp_path):
+    urls = _numbered_shards(tmp_path, shards=4, per_shard=2)
+    for index in Path(urls[0]).parent.glob("index.json"):
+        index.unlink()
+    with pytest.raises(DataFileError, match=r"train-000000\.tar: balancing DDP ranks"):
+        ShardReader(urls, shuffle=True, rank=0, world_size=2)
+    assert not ShardReader(urls, shuffle=False, rank=0, world_size=2).balance  # evaluation: exactly once
 
 
 def test_rank_comes_from_the_environment(tmp_path, monkeypatch):

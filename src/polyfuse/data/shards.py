@@ -12,6 +12,15 @@ then rank ``r`` of ``R`` takes shards ``r, r + R, ...`` (``webdataset.split_by_n
 worker ``w`` of ``W`` every ``W``-th of those (``webdataset.split_by_worker``): each sample is
 read exactly once per epoch. Use at least ``R x W`` shards of equal size
 (``write_shards(maxcount=...)``) so that every worker has work and ranks stay in step.
+
+Under DDP every rank must run the same number of training steps, or the ranks that run out first
+leave the others waiting in a gradient all-reduce forever. With ``balance`` (the default when
+``world_size > 1``) every worker of every rank stops after the same number of samples: the
+smallest share of any (rank, worker) this epoch, computed from the per-shard counts in
+``index.json``. A few samples of the larger shares are skipped that epoch (a different few each
+epoch, as the shard order is reshuffled); with equal shards nothing is. Evaluation splits, which
+must see every sample exactly once, keep ``balance=False`` (uneven evaluation batches are safe:
+metrics are reduced at the end).
 A corrupt member or malformed JSON is one bad sample; a truncated or unreadable shard is one bad
 record naming the shard (the rest of that shard is lost, which the summary shows).
 """
@@ -97,11 +106,14 @@ class ShardReader(IterableDataset):
         rank, world_size: this process's DDP rank (default: ``torch.distributed``, else the
             ``RANK``/``WORLD_SIZE`` environment variables, else a single process).
         targets: target keys every sample's JSON has (default: from ``index.json``).
+        balance: every worker of every rank yields the same number of samples (see the module
+            docstring); ``None`` = when ``world_size > 1`` and ``shuffle`` (training). Needs the
+            per-shard counts of ``index.json``.
     """
 
     def __init__(self, urls: str | Path | Sequence[str], shuffle: bool = False, shuffle_buffer: int = 1000, seed: int = 0,
                  rank: int | None = None, world_size: int | None = None,
-                 targets: Sequence[str] | None = None) -> None:
+                 targets: Sequence[str] | None = None, balance: bool | None = None) -> None:
         super().__init__()
         self.urls = expand_shard_urls(urls)
         self.index = read_shard_index(self.urls)
@@ -113,6 +125,8 @@ class ShardReader(IterableDataset):
         self.shuffle, self.shuffle_buffer, self.seed = shuffle, shuffle_buffer, seed
         self.targets = tuple(self.index.get("targets", ())) if targets is None else tuple(targets)
         self.modalities = tuple(self.index.get("modalities", MODALITIES))
+        self.balance = (self.world_size > 1 and shuffle) if balance is None else balance
+        self._shard_sizes = self._read_shard_sizes() if self.balance else {}
         self.bad_records: list[BadSample] = []
         self._epoch = torch.zeros((), dtype=torch.long).share_memory_()  # seen by persistent workers
 
@@ -125,14 +139,30 @@ class ShardReader(IterableDataset):
         """Reshuffle for ``epoch`` (call on every rank, before iterating)."""
         self._epoch.fill_(epoch)
 
-    def shards_for(self, worker: int, num_workers: int) -> list[str]:
-        """The shards this rank's ``worker`` (of ``num_workers``) reads this epoch: the slicing of
-        ``webdataset.split_by_node`` then ``split_by_worker``, with the rank given explicitly."""
+    def shards_for(self, worker: int, num_workers: int, rank: int | None = None) -> list[str]:
+        """The shards ``rank``'s (default: this rank's) ``worker`` (of ``num_workers``) reads this
+        epoch: the slicing of ``webdataset.split_by_node`` then ``split_by_worker``."""
         urls = list(self.urls)
         if self.shuffle:
             random.Random(self.seed + int(self._epoch)).shuffle(urls)
-        mine = islice(urls, self.rank, None, self.world_size)
+        mine = islice(urls, self.rank if rank is None else rank, None, self.world_size)
         return list(islice(mine, worker, None, num_workers))
+
+    def samples_per_worker(self, num_workers: int) -> int:
+        """With ``balance``: the samples each worker of each rank yields this epoch (the smallest
+        share of any rank's worker; every rank computes the same number)."""
+        return min(sum(self._shard_sizes[Path(url).name] for url in self.shards_for(worker, num_workers, rank))
+                   for rank in range(self.world_size) for worker in range(num_workers))
+
+    def _read_shard_sizes(self) -> dict[str, int]:
+        """``url -> samples`` from ``index.json`` (matched by file name)."""
+        counts = {Path(entry["url"]).name: int(entry["samples"]) for entry in self.index.get("shards", [])}
+        missing = [url for url in self.urls if Path(url).name not in counts]
+        if missing:
+            raise DataFileError(f"{missing[0]}: balancing DDP ranks (balance=true, the default with world_size > 1) "
+                                f"needs its sample count in {INDEX_FILE} beside the shards ({len(missing)} shards "
+                                "not listed); write shards with scripts/write_shards.py or set balance: false")
+        return counts
 
     def __iter__(self) -> Iterator[dict[str, Any] | BadSample]:
         info = get_worker_info()
@@ -145,6 +175,8 @@ class ShardReader(IterableDataset):
         if self.shuffle and self.shuffle_buffer > 1:
             rng = random.Random(f"{self.seed}/{int(self._epoch)}/{self.rank}/{worker}")
             stream = _buffer_shuffle(stream, self.shuffle_buffer, rng)
+        if self.balance:
+            stream = islice(stream, self.samples_per_worker(num_workers))
         yield from stream
 
     def _read_shard(self, url: str) -> Iterator[dict[str, Any] | BadSample]:
