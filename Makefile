@@ -1,13 +1,14 @@
 # polyfuse: two commands from a fresh clone.
 #   make train  -> create .venv, install polyfuse[dev], train the default AV-digits experiment
 #   make test   -> create .venv, install polyfuse[dev], run the CPU test suite
+#   make docs   -> the same bootstrap, then the documentation site into site/ (open site/index.html)
 PYTHON ?= python3.11
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 ARGS   ?=
 
-.PHONY: setup train test test-fast data pretrained clean
+.PHONY: setup train test test-fast docs data pretrained clean
 
 setup: $(STAMP)
 
@@ -35,9 +36,13 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow" $(ARGS)
 
+# The documentation site (mkdocs.yml): strict, so a broken link or API reference fails the build.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict -d site $(ARGS)
+
 # Rebuild the embedded AV-digits dataset (needs espeak-ng and asterisk-core-sounds-en-wav).
 data: $(STAMP)
 	$(PY) scripts/build_avdigits.py --out data/avdigits
 
 clean:
-	rm -rf $(VENV) outputs multirun .pytest_cache
+	rm -rf $(VENV) outputs multirun site .pytest_cache
