@@ -203,11 +203,18 @@ def test_trained_multimodal_model_exports_to_open_clip(tmp_path):
     clip = CLIP.from_multimodal(multimodal).eval()
     reference_model = open_clip.create_model("ViT-B-16", **{**config, "embed_dim": 24})
     reference_model.load_state_dict(clip.to_open_clip())
+    reference_model.eval()
     with torch.no_grad():
         embeddings = multimodal(batch).outputs["embeddings"]
         assert (clip.encode_image(images, normalize=True) - embeddings["image"]).abs().max() <= TOL
         assert (clip.encode_text(ids, normalize=True) - embeddings["text"]).abs().max() <= TOL
         assert (reference_model.encode_text(ids, normalize=True) - embeddings["text"]).abs().max() <= TOL
+    directory = clip.save_open_clip(tmp_path / "export")  # open_clip's local-dir layout, read by both
+    from_directory = open_clip.create_model(f"local-dir:{directory}").eval()
+    again = CLIP.from_open_clip(directory).eval()
+    with torch.no_grad():
+        assert (from_directory.encode_image(images) - clip.encode_image(images)).abs().max() <= TOL
+        assert torch.equal(again.encode_image(images), clip.encode_image(images))
 
 
 def test_zero_shot_head_classifies_with_the_model_encoders():

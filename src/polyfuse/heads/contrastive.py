@@ -43,6 +43,9 @@ class ContrastiveHead(TaskHead):
         modalities: the modalities to embed (default: all of ``dims``). pairs: the pairs to contrast
             (default: every pair of ``modalities``). embed_dim: shared embedding width.
         pool: ``"mean"`` or ``"first"``. loss: ``"clip"`` or ``"siglip"``.
+        projection: ``False`` uses the encodings as they are (no head projection; every modality's
+            encoder must already embed to one width, ``embed_dim`` is then ignored): CLIP towers that
+            carry their own projections (:class:`~polyfuse.models.CLIP`, open_clip checkpoints).
         init_temperature, learn_temperature, max_logit_scale: CLIP temperature settings.
         local_loss, gather_with_grad: distributed options of :class:`~polyfuse.losses.ContrastiveLoss`.
         ks: recall cut-offs. dedupe: modalities whose identical inputs are merged for the metrics.
@@ -57,7 +60,8 @@ class ContrastiveHead(TaskHead):
 
     def __init__(self, in_dim: int | None = None, dims: Mapping[str, int] | None = None, *,
                  modalities: Sequence[str] | None = None, pairs: Sequence[Sequence[str]] | None = None,
-                 embed_dim: int = 64, pool: Pooling = "mean", loss: Literal["clip", "siglip"] = "clip",
+                 embed_dim: int = 64, pool: Pooling = "mean", projection: bool = True,
+                 loss: Literal["clip", "siglip"] = "clip",
                  init_temperature: float = 0.07, learn_temperature: bool = True, max_logit_scale: float = 100.0,
                  local_loss: bool = False, gather_with_grad: bool = True, ks: Sequence[int] = (1, 5, 10),
                  dedupe: Sequence[str] = (), sources: Mapping[str, str] | None = None,
@@ -81,7 +85,11 @@ class ContrastiveHead(TaskHead):
         self.modalities, self.pool, self.loss_kind = modalities, pool, loss
         self.ks, self.dedupe = tuple(ks), tuple(dedupe)
         self.sources, self.source_pad_id = dict(sources or {}), source_pad_id
-        self.projections = nn.ModuleDict({m: nn.Linear(self.dims[m], embed_dim, bias=False) for m in modalities})
+        if not projection and len({self.dims[m] for m in modalities}) > 1:
+            raise ValueError(f"ContrastiveHead(projection=False) needs encoders of one output width, got "
+                             f"{ {m: self.dims[m] for m in modalities} }")
+        self.projections = nn.ModuleDict({m: nn.Linear(self.dims[m], embed_dim, bias=False) if projection
+                                          else nn.Identity() for m in modalities})
         if loss == "clip":
             self.loss_fn: nn.Module = ContrastiveLoss(local_loss=local_loss, gather_with_grad=gather_with_grad)
             init_scale, init_bias = math.log(1.0 / init_temperature), None

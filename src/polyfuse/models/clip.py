@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import math
 from pathlib import Path
 from typing import Any, Mapping
@@ -17,10 +18,12 @@ from polyfuse.encoders.loading import CheckpointError, StateDict, load_checked, 
 from polyfuse.encoders.pretrained.open_clip_architecture import (export_open_clip_text, export_open_clip_visual,
                                                                  text_tower_kwargs, vision_tower_kwargs)
 from polyfuse.encoders.pretrained.open_clip_towers import (convert_open_clip_text, convert_open_clip_visual,
-                                                           open_clip_model_config, read_open_clip_config)
+                                                           read_open_clip_config)
 from polyfuse.encoders.vision import ViTEncoder
 from polyfuse.heads.zero_shot import class_embeddings, zero_shot_logits
 from polyfuse.metrics import retrieval_recall
+
+OPEN_CLIP_CONFIG, OPEN_CLIP_WEIGHTS = "open_clip_config.json", "open_clip_model.safetensors"
 
 
 class CLIP(nn.Module):
@@ -78,16 +81,26 @@ class CLIP(nn.Module):
                    init_logit_bias=cfg.get("init_logit_bias"), config=cfg)
 
     @classmethod
-    def from_open_clip(cls, model_name: str, checkpoint_path: str | Path, **overrides: Any) -> "CLIP":
+    def from_open_clip(cls, model_name: str | Path, checkpoint_path: str | Path | None = None,
+                       **overrides: Any) -> "CLIP":
         """Load an open_clip checkpoint of architecture ``model_name`` (``"ViT-B-32"``, ``"ViT-L-14"``, ...).
 
-        The architecture is open_clip's own config for that name; ``overrides`` replace its top-level
-        entries as ``open_clip.create_model(model_name, **overrides)`` does (e.g. ``vision_cfg=...``).
-        The checkpoint (a ``.safetensors`` / ``.bin`` / ``.pt`` file, an open_clip training
-        checkpoint, or a directory holding ``open_clip_model.safetensors``) must fit it exactly:
-        otherwise a :class:`CheckpointError` lists the first missing, unexpected or mis-shaped keys.
+        The architecture is open_clip's own config for that name (or a JSON config file, or a
+        directory saved by :meth:`save_open_clip` / open_clip's ``local-dir:`` layout, which also
+        holds the weights); ``overrides`` replace its top-level entries as
+        ``open_clip.create_model(model_name, **overrides)`` does (e.g. ``vision_cfg=...``). The
+        checkpoint (a ``.safetensors`` / ``.bin`` / ``.pt`` file, an open_clip training checkpoint,
+        or a directory holding ``open_clip_model.safetensors``) must fit it exactly: otherwise a
+        :class:`CheckpointError` lists the first missing, unexpected or mis-shaped keys.
         """
-        config = open_clip_model_config(model_name)
+        directory = Path(str(model_name))
+        if directory.is_dir():
+            config = read_open_clip_config(directory / OPEN_CLIP_CONFIG)
+            checkpoint_path = directory if checkpoint_path is None else checkpoint_path
+        else:
+            config = read_open_clip_config(str(model_name))
+        if checkpoint_path is None:
+            raise CheckpointError(f"{model_name}: no checkpoint_path given")
         config.update(overrides)
         model = cls.from_config(config)
         model.load_open_clip_state(read_state_dict(checkpoint_path), f"{checkpoint_path} ({model_name})")
@@ -151,6 +164,8 @@ class CLIP(nn.Module):
                   "head_width": v.width // v.blocks[0].attn.heads, "mlp_ratio": v.blocks[0].mlp.fc1.out_features / v.width,
                   "pool_type": {"cls": "tok", "mean": "avg"}[v.pool],
                   "final_ln_after_pool": isinstance(v.fc_norm, nn.LayerNorm)}
+        if v.in_chans != 3:
+            vision["in_chans"] = v.in_chans  # polyfuse only: open_clip builds RGB towers
         text = {"context_length": t.context_length, "vocab_size": t.token_embedding.num_embeddings, "width": t.width,
                 "heads": t.blocks[0].attn.heads, "layers": len(t.blocks),
                 "mlp_ratio": t.blocks[0].mlp.fc1.out_features / t.width, "pool_type": t.pool,
@@ -167,6 +182,18 @@ class CLIP(nn.Module):
         if self.logit_bias is not None:
             state["logit_bias"] = self.logit_bias.detach().clone()
         return state
+
+    def save_open_clip(self, directory: str | Path) -> Path:
+        """Write ``open_clip_config.json`` + ``open_clip_model.safetensors`` (open_clip's ``local-dir:``
+        layout, read back by :meth:`from_open_clip` and ``open_clip.create_model("local-dir:<dir>")``;
+        open_clip itself builds RGB towers only)."""
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / OPEN_CLIP_CONFIG).write_text(json.dumps({"model_cfg": self.open_clip_config()}, indent=2))
+        save_file({k: v.contiguous() for k, v in self.to_open_clip().items()}, str(directory / OPEN_CLIP_WEIGHTS))
+        return directory
 
     # -- computing --------------------------------------------------------------------------------
 

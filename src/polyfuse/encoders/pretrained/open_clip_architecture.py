@@ -57,7 +57,9 @@ def vision_tower_kwargs(config: Mapping[str, Any], source: str = "open_clip conf
             value = value[0]
         vision[name] = int(value)
     width = int(vision.get("width", 768))
-    return dict(image_size=vision["image_size"], patch_size=vision["patch_size"], in_chans=3, dim=width,
+    # in_chans: not an open_clip option (its towers are RGB); polyfuse writes it for other inputs (grey digits)
+    return dict(image_size=vision["image_size"], patch_size=vision["patch_size"],
+                in_chans=int(vision.get("in_chans", 3)), dim=width,
                 depth=int(vision.get("layers", 12)), heads=width // int(vision.get("head_width", 64)),
                 mlp_ratio=float(vision.get("mlp_ratio", 4.0)),
                 activation="quick_gelu" if config.get("quick_gelu") else "gelu", eps=1e-5, class_token=True,
