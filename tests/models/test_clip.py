@@ -239,3 +239,30 @@ def test_zero_shot_head_classifies_with_the_model_encoders():
     metrics = head.make_metrics("test")
     head.update_metrics(metrics, logits, batch)
     assert set(metrics.compute()) == {"top1"}  # top-5 of 3 classes is dropped
+
+
+def test_open_clip_towers_train_through_the_contrastive_head(tmp_path):
+    """The fine-tuning path: open_clip towers in a MultimodalModel, ContrastiveHead(projection=False)
+    embeds exactly as open_clip does; the trained model exports back without change."""
+    from polyfuse.encoders.pretrained import clip_text_from_open_clip, vit_from_open_clip
+
+    model = reference("ViT-B-16")
+    path = tmp_path / "open_clip_model.safetensors"
+    save(model, path)
+    config = {**open_clip.get_model_config("ViT-B-16"), **overrides("ViT-B-16")}
+    towers = {"image": vit_from_open_clip(path, config=config, output="pooled"),
+              "text": clip_text_from_open_clip(path, config=config)}
+    head = ContrastiveHead(dims={"image": 32, "text": 32}, projection=False, pool="first", init_temperature=0.01)
+    multimodal = MultimodalModel(towers, None, head).eval()
+    images, (ids, mask) = images_for("ViT-B-16", 3), token_ids([16, 5, 2])
+    batch = Batch({"image": ModalityInput(images), "text": ModalityInput(ids, mask)})
+    with torch.no_grad():
+        embeddings = multimodal(batch).outputs["embeddings"]
+        assert (embeddings["image"] - model.encode_image(images, normalize=True)).abs().max() <= TOL
+        assert (embeddings["text"] - model.encode_text(ids, normalize=True)).abs().max() <= TOL
+    exported = CLIP.from_multimodal(multimodal).to_open_clip()
+    expected = model.state_dict()
+    assert all(torch.equal(exported[k], expected[k]) for k in expected if k != "logit_scale")
+    assert exported["logit_scale"].item() == pytest.approx(math.log(100.0))
+    with pytest.raises(ValueError, match="one output width"):
+        ContrastiveHead(dims={"image": 32, "text": 16}, projection=False)
