@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Callable, Mapping, Sequence
 
 import torch
@@ -11,6 +12,8 @@ from torchmetrics import MeanMetric, Metric
 
 from polyfuse.batch import Batch
 from polyfuse.models.multimodal import FusionFactory, HeadFactory, MultimodalModel
+
+log = logging.getLogger(__name__)
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., Any]
@@ -29,8 +32,12 @@ class PolyfuseLitModule(LightningModule):
         encoders, fusion, head, modalities, fusion_dim, modality_dropout: see :class:`MultimodalModel`.
         optimizer: partial optimizer (``_partial_: true`` in configs), called with the parameters.
         scheduler: optional partial LR scheduler called with the optimizer; ``"cosine"`` builds
-            linear warmup + cosine decay over ``trainer.estimated_stepping_batches``.
-        warmup_steps: warmup length for ``"cosine"``.
+            linear warmup + cosine decay over ``trainer.estimated_stepping_batches``, ``"linear"``
+            linear warmup + linear decay to 0 (BERT, ViLT).
+        warmup_steps: warmup length for ``"cosine"`` / ``"linear"``.
+        warmup_ratio: warmup as a fraction of all steps (ViLT: 0.1); overrides ``warmup_steps``.
+        model: a ready model (e.g. :meth:`polyfuse.models.ViLT.from_hf`) instead of ``encoders``,
+            ``fusion`` and ``head`` (leave those ``None``).
         test_names: names of the test dataloaders, in order (e.g. ``["test", "test_real"]``).
         objectives: auxiliary training objectives by name (DCCA, co-learning, ...): modules called as
             ``objective(output: ModelOutput, batch) -> {key: weighted scalar loss}``, or factories
@@ -39,20 +46,35 @@ class PolyfuseLitModule(LightningModule):
             added to the head's loss and logged as ``train/aux/<name>``, ``val/aux/<name>``.
     """
 
-    def __init__(self, encoders: Mapping[str, nn.Module], fusion: FusionFactory, head: HeadFactory,
-                 optimizer: OptimizerFactory, modalities: Sequence[str] | None = None, fusion_dim: int = 128,
+    def __init__(self, encoders: Mapping[str, nn.Module] | None = None, fusion: FusionFactory | None = None,
+                 head: HeadFactory | None = None, optimizer: OptimizerFactory | None = None,
+                 modalities: Sequence[str] | None = None, fusion_dim: int = 128,
                  scheduler: SchedulerFactory | str | None = "cosine", warmup_steps: int = 50,
                  modality_dropout: nn.Module | None = None, test_names: Sequence[str] = ("test",),
-                 objectives: Mapping[str, nn.Module | Callable[..., nn.Module]] | None = None) -> None:
+                 objectives: Mapping[str, nn.Module | Callable[..., nn.Module]] | None = None,
+                 warmup_ratio: float | None = None, model: MultimodalModel | None = None) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["encoders", "fusion", "head", "optimizer", "scheduler", "modality_dropout",
-                                          "objectives"])
-        self.model = MultimodalModel(encoders, fusion, head, modalities, fusion_dim, modality_dropout)
+                                          "objectives", "model"])
+        if optimizer is None:
+            raise ValueError("PolyfuseLitModule needs an optimizer factory (model.optimizer in configs)")
+        if model is not None:
+            unused = [name for name, value in (("encoders", encoders), ("fusion", fusion), ("head", head)) if value]
+            if unused:
+                log.warning("PolyfuseLitModule: a ready model (%s) was given; the configured %s are not used "
+                            "(set them to null to silence this)", type(model).__name__, ", ".join(unused))
+            if modality_dropout is not None:
+                model.modality_dropout = modality_dropout
+            self.model = model
+        else:
+            if not encoders or head is None:
+                raise ValueError("PolyfuseLitModule needs `encoders` and `head` (or a ready `model`)")
+            self.model = MultimodalModel(encoders, fusion, head, modalities, fusion_dim, modality_dropout)
         dims = {m: int(self.model.encoders[m].out_dim) for m in self.model.modalities}
         self.objectives = nn.ModuleDict({name: obj if isinstance(obj, nn.Module) else obj(dims=dims)
                                          for name, obj in (objectives or {}).items() if obj is not None})
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
-        self.warmup_steps = warmup_steps
+        self.warmup_steps, self.warmup_ratio = warmup_steps, warmup_ratio
         self.test_names = list(test_names)
         head_module = self.model.head
         self.train_metrics = head_module.make_metrics("train").clone(prefix="train/")
@@ -158,17 +180,28 @@ class PolyfuseLitModule(LightningModule):
         optimizer = self.optimizer_factory(params=params)
         if self.scheduler_factory is None:
             return optimizer
-        if self.scheduler_factory == "cosine":
+        if self.scheduler_factory in ("cosine", "linear"):
             total = max(int(self.trainer.estimated_stepping_batches), 1)
-            warmup = min(self.warmup_steps, total // 2)
-
-            def lr_lambda(step: int) -> float:
-                if step < warmup:
-                    return (step + 1) / max(warmup, 1)
-                progress = (step - warmup) / max(total - warmup, 1)
-                return 0.5 * (1.0 + torch.cos(torch.tensor(torch.pi * min(progress, 1.0))).item())
-
-            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda)
+            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_decay(
+                str(self.scheduler_factory), total, self.warmup_steps, self.warmup_ratio))
         else:
             scheduler = self.scheduler_factory(optimizer=optimizer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def warmup_decay(shape: str, total: int, warmup_steps: int, warmup_ratio: float | None = None) -> Callable[[int], float]:
+    """LR multiplier per step: linear warmup over ``warmup_ratio * total`` (or ``warmup_steps``, at
+    most half the run), then ``"cosine"`` decay or ``"linear"`` decay to 0 at ``total``."""
+    if shape not in ("cosine", "linear"):
+        raise ValueError(f"unknown schedule {shape!r}; valid: cosine, linear")
+    warmup = int(round(warmup_ratio * total)) if warmup_ratio is not None else min(warmup_steps, total // 2)
+
+    def lr_lambda(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / max(warmup, 1)
+        progress = min((step - warmup) / max(total - warmup, 1), 1.0)
+        if shape == "linear":
+            return 1.0 - progress
+        return 0.5 * (1.0 + torch.cos(torch.tensor(torch.pi * progress)).item())
+
+    return lr_lambda
