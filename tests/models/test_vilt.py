@@ -205,3 +205,28 @@ def test_max_image_length_samples_patches(saved):
     with torch.no_grad():
         output = ours(**batch)
     assert output.last_hidden_state.shape[1] == TEXT + 1 + 5
+
+
+def test_itm_scores_rank_every_pair(saved):
+    path, hf_model = saved["retrieval"]
+    ours = ViLT.from_hf(path).eval()
+    batch = inputs("retrieval")
+    scores = ours.itm_scores(batch["input_ids"], batch["attention_mask"], batch["pixel_values"][:2],
+                             batch["pixel_mask"][:2], chunk=2)
+    assert scores.shape == (2, BATCH)
+    with torch.no_grad():
+        expected = hf_model(input_ids=batch["input_ids"][1:2], attention_mask=batch["attention_mask"][1:2],
+                            pixel_values=batch["pixel_values"][:1], pixel_mask=batch["pixel_mask"][:1]).logits
+    torch.testing.assert_close(scores[0, 1], expected[0, 0], atol=1e-4, rtol=0)
+
+
+def test_hf_model_config_trains_through_the_lit_module(saved, compose_train):
+    import hydra
+
+    path, hf_model = saved["vqa"]
+    cfg = compose_train(["model=vilt_hf", f"model.model.path={path}", "model.encoders=null", "model.fusion=null",
+                         "model.head=null"])
+    module = hydra.utils.instantiate(cfg.model)
+    assert isinstance(module.model, ViLT) and module.monitor == "val/vqa_acc"
+    exported = module.model.to_hf()
+    assert all(torch.equal(exported[k], v) for k, v in hf_model.state_dict().items())

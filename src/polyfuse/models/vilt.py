@@ -207,6 +207,27 @@ class ViLT(MultimodalModel):
             output.loss = F.cross_entropy(output.logits, labels.view(-1))
         return output
 
+    @torch.no_grad()
+    def itm_scores(self, input_ids: Tensor, attention_mask: Tensor | None, pixel_values: Tensor,
+                   pixel_mask: Tensor | None = None, chunk: int = 64) -> Tensor:
+        """``(N_images, N_texts)`` ITM scores of every image with every text (``task="retrieval"``), the
+        paper's retrieval ranking; rank with :func:`polyfuse.metrics.retrieval_recall`. Texts ``(N_texts, L)``,
+        images ``(N_images, C, H, W)``; each image is fused with ``chunk`` texts at a time."""
+        if self.task != "retrieval":
+            raise ValueError(f"itm_scores needs a retrieval ViLT (task='retrieval'), this one is {self.task!r}")
+        rows = []
+        for index in range(pixel_values.shape[0]):
+            scores = []
+            for start in range(0, input_ids.shape[0], chunk):
+                ids = input_ids[start:start + chunk]
+                mask = None if attention_mask is None else attention_mask[start:start + chunk]
+                image = pixel_values[index:index + 1].expand(ids.shape[0], -1, -1, -1)
+                image_mask = None if pixel_mask is None else pixel_mask[index:index + 1].expand(ids.shape[0], -1, -1)
+                scores.append(self(input_ids=ids, attention_mask=mask, pixel_values=image, pixel_mask=image_mask)
+                              .logits.squeeze(-1))
+            rows.append(torch.cat(scores))
+        return torch.stack(rows)
+
     @classmethod
     def from_hf(cls, path: str | Path, task: str | None = None, labels: Sequence[str] | AnswerVocabulary | None = None,
                 **options: Any) -> "ViLT":
