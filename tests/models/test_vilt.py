@@ -220,6 +220,7 @@ def test_itm_scores_rank_every_pair(saved):
     torch.testing.assert_close(scores[0, 1], expected[0, 0], atol=1e-4, rtol=0)
 
 
+@pytest.mark.slow
 def test_hf_model_config_trains_through_the_lit_module(saved, compose_train):
     import hydra
 
