@@ -146,6 +146,8 @@ def test_unknown_and_non_vit_models_are_refused(tmp_path):
         CLIP.from_open_clip("RN50", tmp_path / "missing.pt")
     with pytest.raises(CheckpointError, match="timm"):
         CLIP.from_open_clip("ViT-B-16-SigLIP", tmp_path / "missing.pt")
+    with pytest.raises(CheckpointError, match="no_causal_mask"):
+        CLIP.from_open_clip("ViT-L-14-CLIPA", tmp_path / "missing.pt")
 
 
 def test_mismatched_checkpoints_are_refused(tmp_path):

@@ -75,6 +75,9 @@ def text_tower_kwargs(config: Mapping[str, Any], source: str = "open_clip config
         raise CheckpointError(f"{source}: text_cfg.hf_model_name={text['hf_model_name']!r}: Hugging Face text "
                               "towers are not supported by polyfuse.models.CLIP (use encoder_from_hf)")
     _refuse(text, ("embed_cls", "final_ln_after_pool", "act_kwargs", "norm_kwargs") + CUSTOM_BLOCK_KEYS, "text", source)
+    if text.get("no_causal_mask"):  # CLIPA: pads masked as keys, yet pooled at the last *position*
+        raise CheckpointError(f"{source}: bidirectional text towers (text_cfg.no_causal_mask, CLIPA) are not "
+                              "supported by polyfuse.models.CLIP")
     pool = text.get("pool_type", "argmax")
     if pool not in ("argmax", "last"):
         raise CheckpointError(f"{source}: text pool_type {pool!r} is not supported (argmax, last)")
