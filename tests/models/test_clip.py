@@ -268,3 +268,16 @@ def test_open_clip_towers_train_through_the_contrastive_head(tmp_path):
     assert exported["logit_scale"].item() == pytest.approx(math.log(100.0))
     with pytest.raises(ValueError, match="one output width"):
         ContrastiveHead(dims={"image": 32, "text": 16}, projection=False)
+
+
+def test_last_token_pooling_ignores_padding_without_a_mask():
+    """AV-digits-style towers pool the last real token: padded ids must not change the embedding."""
+    config = overrides("ViT-B-16")
+    config["text_cfg"] = {**config["text_cfg"], "pool_type": "last"}
+    torch.manual_seed(0)
+    model = CLIP.from_config(config).eval()
+    ids, mask = token_ids([6, 3])
+    with torch.no_grad():
+        padded = model.encode_text(ids)
+        assert torch.equal(padded, model.encode_text(ids, mask=mask))
+        assert torch.allclose(padded[1], model.encode_text(ids[1:, :3])[0], atol=TOL)

@@ -203,7 +203,12 @@ class CLIP(nn.Module):
         return F.normalize(features, dim=-1) if normalize else features
 
     def encode_text(self, token_ids: Tensor, normalize: bool = False, mask: Tensor | None = None) -> Tensor:
-        """``token_ids: (B, L)`` int64 (0-padded, ``L <= context_length``), optional ``mask (B, L)`` -> ``(B, embed_dim)``."""
+        """``token_ids: (B, L)`` int64 (0-padded, ``L <= context_length``), optional ``mask (B, L)`` -> ``(B, embed_dim)``.
+
+        Without a mask, a tower pooling its last real token (``pool="last"``) takes the non-zero ids as real.
+        """
+        if mask is None and self.text.pool == "last":
+            mask = token_ids != 0
         features = self.text(ModalityInput(token_ids, mask)).tokens[:, 0]
         return F.normalize(features, dim=-1) if normalize else features
 
