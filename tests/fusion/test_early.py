@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from fusion_cases import LENGTHS, make_fusion, make_inputs
+
+from polyfuse.batch import Encoded
+from polyfuse.fusion import EarlyFusion
 
 
 def test_sequence_layout_and_missing_tokens():
@@ -34,3 +38,21 @@ def test_pooled_is_the_cls_pooler():
     with torch.no_grad():
         pooled = module(inputs).pooled
     torch.testing.assert_close(pooled, module.pooler(captured["x"][:, 0]))
+
+
+
+def test_vilt_layout_has_no_own_tokens_or_projections():
+    dims = {"text": 16, "image": 16}
+    module = EarlyFusion(dims, 16, depth=1, heads=2, dropout=0.0, project=False, class_token=False,
+                         missing_tokens=False, token_projection=False, eps=1e-12, mlp_hidden=24).eval()
+    assert module.cls is None and module.missing is None and isinstance(module.out, torch.nn.Identity)
+    text, image = torch.randn(2, 5, 16), torch.randn(2, 7, 16)
+    text_mask = torch.tensor([[True] * 5, [True] * 3 + [False] * 2])
+    with torch.no_grad():
+        out = module({"text": Encoded(text, text_mask), "image": image})
+    assert out.tokens.shape == (2, 12, 16) and torch.equal(out.mask[:, :5], text_mask)  # [text; image]
+    torch.testing.assert_close(out.pooled, module.pooler(out.tokens[:, 0]))  # pooler on the first text token
+    with pytest.raises(ValueError, match="project=False"):
+        EarlyFusion({"text": 8, "image": 16}, 16, project=False)
+    with pytest.raises(ValueError, match="token_projection=False"):
+        EarlyFusion(dims, 8, width=16, token_projection=False)

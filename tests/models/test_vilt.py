@@ -164,8 +164,9 @@ def test_missing_keys_name_the_file_and_keys(saved, tmp_path):
 
 def test_non_vilt_config_is_refused(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert", "architectures": ["BertModel"]}))
-    with pytest.raises(CheckpointError, match=r"config\.json.*|'bert' is not a ViLT checkpoint"):
+    with pytest.raises(CheckpointError) as error:
         ViLT.from_hf(tmp_path)
+    assert str(tmp_path) in str(error.value) and "'bert' is not a ViLT checkpoint" in str(error.value)
 
 
 @pytest.mark.parametrize("task", list(HF_CLASSES))
