@@ -232,3 +232,11 @@ def test_hf_model_config_trains_through_the_lit_module(saved, compose_train):
     assert isinstance(module.model, ViLT) and module.monitor == "val/vqa_acc"
     exported = module.model.to_hf()
     assert all(torch.equal(exported[k], v) for k, v in hf_model.state_dict().items())
+
+
+def test_pytorch_bin_checkpoint_loads(saved, tmp_path):
+    path, hf_model = saved["vqa"]
+    torch.save(hf_model.state_dict(), tmp_path / "pytorch_model.bin")  # the pre-safetensors layout
+    (tmp_path / "config.json").write_text((path / "config.json").read_text())
+    ours = ViLT.from_hf(tmp_path)
+    assert all(torch.equal(v, ours.to_hf()[k]) for k, v in hf_model.state_dict().items())
