@@ -240,3 +240,13 @@ def test_pytorch_bin_checkpoint_loads(saved, tmp_path):
     (tmp_path / "config.json").write_text((path / "config.json").read_text())
     ours = ViLT.from_hf(tmp_path)
     assert all(torch.equal(v, ours.to_hf()[k]) for k, v in hf_model.state_dict().items())
+
+
+def test_sampled_patches_match_hf_under_the_same_seed(tmp_path):
+    torch.manual_seed(0)
+    hf_model = ViltForQuestionAnswering(tiny_config(max_image_length=5)).eval()
+    hf_model.save_pretrained(tmp_path)
+    ours = ViLT.from_hf(tmp_path).eval()
+    assert ours.encoders["image"].max_image_length == 5
+    expected, actual = run_both(hf_model, ours, inputs("vqa"))
+    torch.testing.assert_close(actual.logits, expected.logits, atol=1e-4, rtol=0)
