@@ -11,7 +11,7 @@ Convention (how the page and this test agree):
   enforces that.
 * In the working directory, ``.venv/bin/polyfuse-train`` is a shim that runs this environment's
   ``polyfuse-train`` with the user's arguments followed by :data:`TINY` (one epoch of two batches,
-  outputs under ``./outputs``); later Hydra overrides win, so a block's ``trainer.max_epochs=5`` is
+  SDPA attention without the ``auto`` timing, outputs under ``./outputs``); later Hydra overrides win, so a block's ``trainer.max_epochs=5`` is
   cut to 1. The other ``.venv/bin/polyfuse-*`` entry points are the real ones.
 """
 
@@ -32,7 +32,8 @@ BIN = Path(sys.executable).parent
 #: appended to every ``polyfuse-train`` command of the quickstart (``++``: add or override)
 TINY = ["trainer.max_epochs=1", "++trainer.limit_train_batches=2", "++trainer.limit_val_batches=1",
         "++trainer.limit_test_batches=1", "data.batch_size=32", "callbacks.rich_progress_bar=null",
-        "trainer.enable_model_summary=false", "trainer.num_sanity_val_steps=0"]
+        "trainer.enable_model_summary=false", "trainer.num_sanity_val_steps=0",
+        "attention_backend=sdpa"]  # `auto` first times every backend: most of a 2-step run
 
 FENCE = re.compile(r"^```[ \t]*(?P<info>[^\n`]*)\n(?P<body>.*?)^```[ \t]*$", re.S | re.M)
 
