@@ -122,8 +122,8 @@ class ViLT(MultimodalModel):
         text = TextTransformerEncoder(vocab_size, max_text_length, dim, depth=0, heads=heads, dropout=dropout,
                                       type_vocab_size=type_vocab_size, pad_token_id=pad_token_id, eps=eps)
         image = ViLTPatchEncoder(image_size, patch_size, in_chans, dim, max_image_length, dropout)
-        self.image_names = image_modalities(modality_type_vocab_size)
-        fusion = EarlyFusion({"text": dim, **{name: dim for name in self.image_names}}, dim, dim, depth, heads,
+        image_names = image_modalities(modality_type_vocab_size)
+        fusion = EarlyFusion({"text": dim, **{name: dim for name in image_names}}, dim, dim, depth, heads,
                              dropout=dropout, project=False, class_token=False, missing_tokens=False,
                              token_projection=False, eps=eps, mlp_hidden=mlp_hidden, activation=activation,
                              attn_dropout=attn_dropout, attention_backend=attention_backend)
@@ -143,8 +143,10 @@ class ViLT(MultimodalModel):
             head = PooledOutputHead(dim, dims)
         super().__init__({"text": text, "image": image}, fusion, head)
         self.task, self.num_images, self.type_count = task, num_images, modality_type_vocab_size
-        self.labels = list(labels) if labels is not None and not isinstance(labels, AnswerVocabulary) \
-            else (labels.answers if labels is not None else None)
+        self.image_names = image_names  # fusion modality of image 1, 2, ... (HF image_token_type_idx 1, 2, ...)
+        if isinstance(labels, AnswerVocabulary):
+            labels = labels.answers
+        self.labels = None if labels is None else list(labels)
         self.architecture: dict[str, Any] = dict(
             vocab_size=vocab_size, max_text_length=max_text_length, type_vocab_size=type_vocab_size,
             modality_type_vocab_size=modality_type_vocab_size, dim=dim, depth=depth, heads=heads,
