@@ -80,7 +80,8 @@ def test_a_broken_link_or_api_reference_fails_the_strict_build(tmp_path: Path):
     docs = tmp_path / "docs"
     docs.mkdir()
     (docs / "index.md").write_text("# Broken\n\nSee [the missing page](missing.md).\n\n::: polyfuse.fusion.NoSuchFusion\n")
-    config.update(docs_dir=str(docs), nav=[{"Home": "index.md"}])
+    config.update(docs_dir=str(docs), nav=[{"Home": "index.md"}], hooks=[str(REPO / hook) for hook in config["hooks"]])
+    config.pop("extra_css")
     config["plugins"][1]["mkdocstrings"]["handlers"]["python"]["paths"] = [str(REPO / "src")]
     (tmp_path / "mkdocs.yml").write_text(yaml.safe_dump(config))
     done = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-d", str(tmp_path / "site")],
