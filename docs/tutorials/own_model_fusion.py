@@ -115,6 +115,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=300, help="training steps per model")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--test-size", type=int, default=1000, help="test samples")
     args = parser.parse_args()
     torch.manual_seed(args.seed)
 
@@ -125,8 +126,8 @@ def main() -> None:
         # or any registered fusion by name (fusion.available() lists them)
         "concat": MyModel(fusion.build("concat", dims=dims, out_dim=out_dim), out_dim),
     }
-    test = make_batch(1000, torch.Generator().manual_seed(args.seed + 1))
-    everything, nothing = torch.ones(1000, dtype=torch.bool), torch.zeros(1000, dtype=torch.bool)
+    test = make_batch(args.test_size, torch.Generator().manual_seed(args.seed + 1))
+    everything, nothing = torch.ones(args.test_size, dtype=torch.bool), torch.zeros(args.test_size, dtype=torch.bool)
     print(f"{'fusion':<16} {'first loss':>10} {'last loss':>10} {'acc: both':>10} {'signal only':>12} "
           f"{'tokens only':>12}")
     for name, model in models.items():

@@ -35,7 +35,8 @@ def test_every_tutorial_script_is_tested_and_shown():
 
 
 def test_own_model_fusion(tmp_path: Path):
-    out = run_tutorial("own_model_fusion", "--steps", "5", "--batch-size", "16", cwd=tmp_path)
+    out = run_tutorial("own_model_fusion", "--steps", "5", "--batch-size", "16", "--test-size", "100",
+                       cwd=tmp_path)
     lines = {line.split()[0]: line.split() for line in out.splitlines() if line.strip()}
     assert {"cross_attention", "concat"} <= set(lines)
     for name in ("cross_attention", "concat"):
