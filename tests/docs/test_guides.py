@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -37,11 +38,17 @@ def test_there_is_a_guide_for_each_extension_point():
     assert {path.stem for path in GUIDES} >= {"add_encoder", "add_fusion", "add_head", "add_dataset"}
 
 
-def test_guide_configs_parse():
+def test_guide_configs_name_the_classes_the_guide_defines():
+    """A guide's configs parse, and one of them builds the class its code defines (``_target_: ...MaxFusion``)."""
     for guide in GUIDES:
-        for language, _, body in code_blocks(guide.read_text()):
-            if language == "yaml":
-                assert "_target_" in yaml.safe_load(body), f"{guide.name}: a config block without _target_"
+        blocks = code_blocks(guide.read_text())
+        defined = set(re.findall(r"^class (\w+)", "\n".join(b for lang, _, b in blocks if lang == "python"), re.M))
+        configs = [body for lang, _, body in blocks if lang == "yaml"]
+        assert configs, f"{guide.name} shows no config"
+        for body in configs:
+            assert isinstance(yaml.safe_load(body), dict), f"{guide.name}: a config block is not a mapping"
+        targets = {t.rsplit(".", 1)[-1] for body in configs for t in re.findall(r"_target_:\s*([\w.]+)", body)}
+        assert targets & defined, f"{guide.name}: no config builds the class it defines ({sorted(defined)})"
 
 
 def test_guide_code_runs(tmp_path: Path):
