@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from benchtools import training_step
 
 from polyfuse.losses import ContrastiveLoss
 from polyfuse.models import CLIP
@@ -42,14 +43,7 @@ def _batch(batch: int, image_size: int, context: int, vocab: int, device: str) -
 
 def _step(model: torch.nn.Module, loss_fn: torch.nn.Module, images: torch.Tensor, ids: torch.Tensor) -> Callable[[], None]:
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.2)
-
-    def step() -> None:
-        optimizer.zero_grad(set_to_none=True)
-        image_features, text_features, scale = model(images, ids)[:3]
-        loss_fn(image_features, text_features, scale).backward()
-        optimizer.step()
-
-    return step
+    return training_step(optimizer, lambda: loss_fn(*model(images, ids)[:3]))
 
 
 def pairs(size: str, device: str, tmp: Path) -> dict[str, tuple[Callable[[], None], Callable[[], None]]]:

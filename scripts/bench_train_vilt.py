@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from benchtools import training_step
 
 from polyfuse.models import ViLT
 
@@ -42,13 +43,7 @@ def _batch(size: dict, vocab: int, device: str) -> dict[str, torch.Tensor]:
 
 def _step(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> Callable[[], None]:
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
-
-    def step() -> None:
-        optimizer.zero_grad(set_to_none=True)
-        model(**batch).loss.backward()
-        optimizer.step()
-
-    return step
+    return training_step(optimizer, lambda: model(**batch).loss)
 
 
 def pairs(size: str, device: str, tmp: Path) -> dict[str, tuple[Callable[[], None], Callable[[], None]]]:

@@ -41,3 +41,13 @@ def interleaved_medians(steps: Mapping[str, Callable[[], object]], repeats: int,
             synchronize(device)
             times[name].append(time.perf_counter() - start)
     return {name: statistics.median(values) for name, values in times.items()}
+
+
+def training_step(optimizer: torch.optim.Optimizer, loss: Callable[[], torch.Tensor]) -> Callable[[], None]:
+    """A closure running one optimiser step: zero the gradients, ``loss().backward()``, ``step()``."""
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        loss().backward()
+        optimizer.step()
+
+    return step
