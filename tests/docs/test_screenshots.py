@@ -93,7 +93,7 @@ def test_fusion_catalogue_has_one_full_row_per_fusion(site: Path):
     rows = table_rows(site / "fusions.html")
     header = next(row for row in rows if row[:2] == ["name", "paper"])
     assert header[2:] == ["equation", "cost: params · fwd+bwd × concat", "missing-modality strategy",
-                          "AV-digits test acc (%)"]
+                          "AV-digits test acc (%)", "AV-digits robustness (%): no audio · each 50% absent"]
     start = rows.index(header) + 1
     catalogue = {row[0]: row for row in rows[start:start + len(fusion.available())]}
     assert sorted(catalogue) == fusion.available()

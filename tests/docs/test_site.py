@@ -89,3 +89,26 @@ def test_a_broken_link_or_api_reference_fails_the_strict_build(tmp_path: Path):
                           env=dict(os.environ, NO_MKDOCS_2_WARNING="1"))
     assert done.returncode != 0
     assert "missing.md" in done.stderr or "NoSuchFusion" in done.stderr, done.stderr[-3000:]
+
+
+def _markdown_rows(text: str) -> dict[str, list[str]]:
+    rows = {}
+    for line in text.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if line.startswith("| `") and cells:
+            rows[cells[0].strip("`")] = cells
+    return rows
+
+
+def test_catalogue_numbers_are_the_measured_table():
+    """The catalogue's AV-digits columns repeat docs/fusions.md's generated table (scripts/fusion_table.py):
+    rerunning the script and forgetting the catalogue fails here."""
+    text = (REPO / "docs" / "fusions.md").read_text()
+    measured = _markdown_rows(text[text.index("<!-- fusion-table:start -->"):text.index("<!-- fusion-table:end -->")])
+    catalogue = _markdown_rows(text[text.index("## Catalogue"):text.index("### Interface")])
+    assert sorted(catalogue) == sorted(polyfuse.fusion.available())
+    for name, cells in catalogue.items():
+        assert name in measured, f"{name} has a catalogue row but no measured run in the table"
+        test_acc, no_audio, half_absent = measured[name][1], measured[name][4], measured[name][7]
+        assert cells[5].split(";")[0].strip() == test_acc, f"{name}: catalogue test acc {cells[5]} != table {test_acc}"
+        assert cells[6] == f"{no_audio} · {half_absent}", f"{name}: catalogue robustness {cells[6]} != table"
