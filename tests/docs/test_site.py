@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[2]
 KEY_PAGES = ["index.html", "quickstart.html", "concepts.html", "fusions.html", "baselines.html", "faq.html",
              "datasets/avdigits.html", "guides/add_encoder.html", "guides/add_fusion.html", "guides/add_head.html",
              "guides/add_dataset.html", "tutorials/index.html", "tutorials/own_model_fusion.html",
-             "tutorials/robustness_of_your_fusion.html", "api/fusion.html",
+             "tutorials/robustness_of_your_fusion.html", "tutorials/finetune_vilt_vqa.html", "api/fusion.html",
              "api/attention.html", "api/encoders.html", "api/heads.html", "api/losses.html", "api/metrics.html",
              "api/data.html", "api/models.html", "api/training.html", "api/robustness.html", "api/batch.html"]
 
@@ -69,7 +69,7 @@ def test_api_pages_render_docstring_roles_as_code(site: Path):
 
 
 def test_tutorial_pages_show_the_scripts_they_run(site: Path):
-    for name in ("own_model_fusion", "robustness_of_your_fusion"):
+    for name in ("own_model_fusion", "robustness_of_your_fusion", "finetune_vilt_vqa"):
         text = html.unescape(re.sub(r"<[^>]+>", "", (site / "tutorials" / f"{name}.html").read_text()))
         assert "def main(" in text, f"tutorials/{name}.html does not include docs/tutorials/{name}.py"
 

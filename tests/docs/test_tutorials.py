@@ -28,7 +28,7 @@ def run_tutorial(name: str, *args: str, cwd: Path) -> str:
 
 def test_every_tutorial_script_is_tested_and_shown():
     scripts = {path.stem for path in TUTORIALS.glob("*.py")}
-    assert scripts == {"own_model_fusion", "robustness_of_your_fusion"}
+    assert scripts == {"own_model_fusion", "robustness_of_your_fusion", "finetune_vilt_vqa"}
     for name in scripts:
         page = (TUTORIALS / f"{name}.md").read_text()
         assert f'--8<-- "tutorials/{name}.py"' in page, f"docs/tutorials/{name}.md does not include its script"
@@ -54,3 +54,15 @@ def test_robustness_of_your_fusion(tmp_path: Path):
         assert perturbation in table and perturbation in out
     assert "concat" in table and "late" in table
 
+
+
+@pytest.mark.slow
+def test_finetune_vilt_vqa(tmp_path: Path):
+    out = run_tutorial("finetune_vilt_vqa", "--tiny", "--out", str(tmp_path / "vilt"), cwd=tmp_path)
+    data = tmp_path / "vilt" / "data"
+    assert (data / "v2_OpenEnded_mscoco_train2014_questions.json").is_file()
+    assert list((data / "val2014").glob("COCO_val2014_*.jpg"))
+    assert (tmp_path / "vilt" / "run" / "checkpoints" / "best.ckpt").is_file()
+    assert "ViLT with" in out and "official VQA accuracy on val:" in out
+    answered = [line for line in out.splitlines() if " -> " in line and "(humans:" in line]
+    assert len(answered) == 8
