@@ -121,3 +121,22 @@ def test_config_mistakes_name_the_key():
         MultimodalDataModule(splits, modalities=["image"], image=ImagePipeline(), test_splits=["test_dev"])
     with pytest.raises(ValueError, match=r"includes \['text'\] but data.text"):
         MultimodalDataModule(splits, modalities=["image", "text"], image=ImagePipeline())
+
+
+def test_labelled_csv_splits_with_different_rows_are_not_a_label_mismatch(tmp_path):
+    """Per-row class indices of a CSV reader are not class *names*: splits whose rows differ must not
+    be reported as mapping class names to different indices (regression)."""
+    from functools import partial
+
+    from polyfuse.data import CsvCaptionsReader, ImagePipeline, TextPipeline
+
+    for split, labels in (("train", [0, 1, 1]), ("val", [1, 0])):
+        rows = [f"{_image(tmp_path / 'images' / f'{split}{i}.png', i)},a dog,{label}" for i, label in enumerate(labels)]
+        (tmp_path / f"{split}.csv").write_text("filepath,title,label\n" + "\n".join(f"images/{r}" for r in rows) + "\n")
+    reader = partial(CsvCaptionsReader, separator=",", label_key="label")
+    module = MultimodalDataModule({"train": partial(reader, tmp_path / "train.csv"),
+                                   "val": partial(reader, tmp_path / "val.csv")}, modalities=("image", "text"),
+                                  image=ImagePipeline(size=32), text=TextPipeline(_tokenizer(tmp_path / "tok.json")),
+                                  test_splits=(), num_classes=2, batch_size=2)
+    module.setup("fit")
+    assert len(module.dataset("train")) == 3 and len(module.dataset("val")) == 2

@@ -38,7 +38,7 @@ class CsvCaptionsReader(RecordReader):
         self.targets = ("label",) if label_key else ()
         self.images: list[str] = []
         self.texts: list[str] = []
-        self.labels: list[int] = []
+        self.row_labels: list[int] = []  # one class index per row (not class names: see `labels` of folder readers)
         self.lines: list[int] = []
         with open(self.path, newline="", encoding="utf-8") as handle:
             reader = csv.reader(handle, delimiter=separator)
@@ -65,7 +65,7 @@ class CsvCaptionsReader(RecordReader):
                     continue
                 if label_key:
                     try:
-                        self.labels.append(int(row[columns[label_key]]))
+                        self.row_labels.append(int(row[columns[label_key]]))
                     except ValueError:
                         self.skip(where, f"{label_key!r} is not an integer: {row[columns[label_key]]!r}", line)
                         continue
@@ -81,5 +81,5 @@ class CsvCaptionsReader(RecordReader):
         sample = {"id": f"{self.path.stem}:{self.lines[index]}", "image": self.images[index], "text": text,
                   "caption": text, SOURCE_KEY: f"{self.path}, line {self.lines[index]}"}
         if self.targets:
-            sample["label"] = self.labels[index]
+            sample["label"] = self.row_labels[index]
         return sample
