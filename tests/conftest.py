@@ -32,6 +32,16 @@ CONFIG_DIR = config_dir()
 AVDIGITS = REPO_ROOT / "data" / "avdigits"
 
 
+@pytest.fixture
+def single_thread():
+    """One intra-op thread for the test: fastest for tiny tensors, and no spinning on a shared CPU.
+    Directories of tiny-tensor tests use it for every test (``usefixtures`` / an autouse wrapper)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """GPU tests run only where CUDA is available."""
     if torch.cuda.is_available():

@@ -33,13 +33,7 @@ CONTRACT = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """Tiny tensors: one intra-op thread is fastest (and does not spin on a shared CPU)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")  # tiny tensors: one intra-op thread (root conftest)
 
 
 @pytest.mark.parametrize("translator", list(TRANSLATORS))

@@ -2,15 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Iterator
-
 import pytest
-import torch
 
 
 @pytest.fixture(autouse=True)
-def single_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(single_thread: None) -> None:
+    """Every test here runs with the root conftest's ``single_thread``."""
