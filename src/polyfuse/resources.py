@@ -14,6 +14,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+#: padding tokens of the usual tokenizers (BERT, RoBERTa / T5, CLIP), tried in this order
+PAD_CANDIDATES = ("[PAD]", "<pad>", "<|endoftext|>")
+
 
 def resolve_path(path: str | Path, *, error: type[Exception] = FileNotFoundError, hint: str = "") -> Path:
     """A local path; ``pkg://name/rel/path`` resolves inside installed package ``name`` (not imported)."""

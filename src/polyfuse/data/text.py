@@ -9,9 +9,7 @@ import torch
 from torch import Tensor
 
 from polyfuse.data.io import DataFileError
-from polyfuse.resources import load_tokenizer, resolve_path
-
-PAD_CANDIDATES = ("[PAD]", "<pad>", "<|endoftext|>")
+from polyfuse.resources import PAD_CANDIDATES, load_tokenizer, resolve_path
 
 
 def local_path(path: str | Path) -> Path:

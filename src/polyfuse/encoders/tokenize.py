@@ -17,9 +17,7 @@ from torch import Tensor, nn
 
 from polyfuse.batch import ModalityInput
 from polyfuse.encoders.loading import CheckpointError, resolve_path
-from polyfuse.resources import load_tokenizer
-
-PAD_CANDIDATES = ("[PAD]", "<pad>", "<|endoftext|>")
+from polyfuse.resources import PAD_CANDIDATES, load_tokenizer
 
 
 def load_backend_tokenizer(path: str | Path):
