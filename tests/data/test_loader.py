@@ -7,8 +7,9 @@ import traceback
 
 import pytest
 
-from polyfuse.data import (BadSampleLoader, BadSamplePolicy, BadSampleTracker, CsvCaptionsReader, DataFileError,
-                           DecodedDataset, MultimodalCollate, SampleDecoder, TooManyBadSamplesError)
+from polyfuse.data import (BadSamplePolicy, BadSampleTracker, CsvCaptionsReader, DataFileError,
+                           DecodedDataset, MultimodalCollate, MultimodalLoader, SampleDecoder,
+                           TooManyBadSamplesError)
 
 from .media import corrupt, write_image
 
@@ -24,10 +25,10 @@ def _dataset(tmp_path, pipelines, bad: set[int], size: int = 12, strict: bool = 
     return DecodedDataset(CsvCaptionsReader(tmp_path / "data.tsv"), decoder, strict=strict)
 
 
-def _loader(dataset, policy: BadSamplePolicy, workers: int, batch_size: int = 4) -> BadSampleLoader:
+def _loader(dataset, policy: BadSamplePolicy, workers: int, batch_size: int = 4) -> MultimodalLoader:
     collate = MultimodalCollate(["image", "text"], targets=(), pad_values={"text": 0})
-    return BadSampleLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate,
-                           tracker=BadSampleTracker("train", policy))
+    return MultimodalLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate,
+                            tracker=BadSampleTracker("train", policy))
 
 
 def test_bad_samples_from_workers_are_counted_in_the_main_process(tmp_path, pipelines, caplog):

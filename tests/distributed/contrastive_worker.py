@@ -28,7 +28,7 @@ from polyfuse.encoders import TextTransformerEncoder, ViTEncoder
 from polyfuse.losses import ContrastiveLoss
 from polyfuse.metrics import RetrievalRecall
 from polyfuse.training.nan_guard import NonFiniteGuard
-from polyfuse.training.samplers import evaluation_sampler
+from polyfuse.data.loader import MultimodalLoader
 
 WORLD_SIZE, BATCH_PER_RANK, EVAL_SIZE, VOCAB, LENGTH = 2, 6, 37, 50, 10
 # (local_loss, gather_with_grad): open_clip's settings that give the global-batch gradient, and its default
@@ -98,7 +98,7 @@ class TwoTower(L.LightningModule):
 
     def val_dataloader(self) -> DataLoader:
         dataset = synthetic_pairs(EVAL_SIZE, seed=2)
-        return DataLoader(dataset, batch_size=8, sampler=evaluation_sampler(dataset))
+        return MultimodalLoader(dataset, batch_size=8)  # evaluation: an unpadded shard per rank
 
 
 class PoisonRank(L.Callback):

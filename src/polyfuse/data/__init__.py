@@ -4,7 +4,7 @@ Readers (raw samples, no decoding): :class:`CocoCaptionsReader`, :class:`Karpath
 :class:`VQAv2Reader`, :class:`CsvCaptionsReader`, :class:`HFDatasetReader`,
 :class:`MediaFolderReader`, :class:`ShardReader` (WebDataset, streaming).
 Decoding in workers: :class:`ImagePipeline`, :class:`AudioPipeline`, :class:`TextPipeline`,
-:class:`SampleDecoder`. Batching: :class:`MultimodalCollate`, :class:`BadSampleLoader`.
+:class:`SampleDecoder`. Batching: :class:`MultimodalCollate`; loading: :class:`MultimodalLoader`.
 Bad input: :class:`BadSample`, :class:`BadSamplePolicy`, :class:`BadSampleTracker`.
 """
 
@@ -18,15 +18,16 @@ from polyfuse.data.folder import MediaFolderReader
 from polyfuse.data.hf import HFDatasetReader
 from polyfuse.data.image import ImagePipeline
 from polyfuse.data.io import DataFileError, EncodedMedia
-from polyfuse.data.loader import BadSampleLoader
+from polyfuse.data.loader import EpochSampler, MultimodalLoader
 from polyfuse.data.shard_writer import write_shards
 from polyfuse.data.shards import ShardReader
 from polyfuse.data.text import TextPipeline
 from polyfuse.data.vqa import VQAv2Reader
 
 __all__ = [
-    "AudioPipeline", "BadSample", "BadSampleLoader", "BadSamplePolicy", "BadSampleTracker", "CocoCaptionsReader",
-    "CsvCaptionsReader", "DataFileError", "DecodedDataset", "DecodedIterableDataset", "EncodedMedia",
+    "AudioPipeline", "BadSample", "BadSamplePolicy", "BadSampleTracker", "CocoCaptionsReader",
+    "CsvCaptionsReader", "DataFileError", "DecodedDataset", "DecodedIterableDataset", "EncodedMedia", "EpochSampler",
     "HFDatasetReader", "ImagePipeline", "KarpathyCaptionsReader", "MediaFolderReader", "MultimodalCollate",
+    "MultimodalLoader",
     "SampleDecoder", "ShardReader", "TextPipeline", "TooManyBadSamplesError", "VQAv2Reader", "write_shards",
 ]

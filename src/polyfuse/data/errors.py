@@ -19,9 +19,12 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from dataclasses import dataclass
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 from polyfuse.data.io import DataFileError
+
+if TYPE_CHECKING:
+    from polyfuse.batch import Batch
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +107,10 @@ class BadSampleTracker:
             log.warning("%s: skipping record while indexing: %s: %s", self.split, sample.source, sample.reason)
         self.index_errors.extend(bad)
         self._check(len(self.index_errors), total, final=True)
+
+    def observe(self, batch: "Batch") -> None:
+        """Count one collated batch: pops its ``extras["bad_samples"]`` markers."""
+        self.record(good=batch.batch_size, bad=batch.extras.pop(BAD_SAMPLES_KEY, []))
 
     def record(self, good: int, bad: Iterable[BadSample]) -> None:
         """Count one batch: ``good`` samples delivered and the ``bad`` ones dropped."""

@@ -21,7 +21,7 @@ from polyfuse.batch import Batch, Encoded
 from polyfuse.models.multimodal import MultimodalModel
 from polyfuse.robustness.corruptions import CORRUPTIONS, corrupt, corruptions_for
 from polyfuse.robustness.missing import drop_modalities, modality_subsets, subset_name
-from polyfuse.training.resume import mix_seed
+from polyfuse.data.loader import mix_seed
 
 __all__ = ["RobustnessConfig", "evaluate_robustness", "evaluate_clean", "with_encodings", "scalar_metrics",
            "DEFAULT_LEVELS"]

@@ -3,22 +3,25 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
-
-from lightning.pytorch import LightningDataModule
-from torch.utils.data import DataLoader
+from typing import Any, Mapping, Sequence
 
 from polyfuse.data.avdigits import MODALITIES, SPLITS, AVDigitsDataset
 from polyfuse.data.collate import MultimodalCollate
-from polyfuse.training.samplers import evaluation_sampler
+from polyfuse.data.errors import BadSamplePolicy
+from polyfuse.training.base_datamodule import PolyfuseDataModule
 
 
-class AVDigitsDataModule(LightningDataModule):
+class AVDigitsDataModule(PolyfuseDataModule):
     """Train/val/test loaders over AV-digits; the test stage also evaluates ``test_real`` (human voice).
+
+    Loaders, resume, DDP sharding and bad-sample counts come from
+    :class:`~polyfuse.training.base_datamodule.PolyfuseDataModule`, as for every other dataset.
 
     Args:
         root: dataset directory. modalities: subset of ``image``, ``audio``, ``text``.
-        text_field: ``hint`` or ``caption``. num_classes: checked against the dataset. batch_size, num_workers: loader settings.
+        text_field: ``hint`` or ``caption``. num_classes: checked against the dataset.
+        batch_size, eval_batch_size, num_workers, pin_memory, persistent_workers, prefetch_factor,
+            drop_last, seed, bad_samples: loader settings (:class:`PolyfuseDataModule`).
         missing: per-modality absence probability applied to every split (robustness experiments);
             ``missing_train`` overrides it for the training split only.
         test_splits: splits evaluated by ``trainer.test`` (names become metric prefixes).
@@ -31,10 +34,15 @@ class AVDigitsDataModule(LightningDataModule):
                  num_classes: int = 10, batch_size: int = 64, num_workers: int = 0, max_audio_seconds: float = 1.5,
                  max_text_length: int = 32, augment: bool = True, missing: dict[str, float] | None = None,
                  missing_train: dict[str, float] | None = None,
-                 test_splits: Sequence[str] = ("test", "test_real"), task: str = "classification") -> None:
-        super().__init__()
+                 test_splits: Sequence[str] = ("test", "test_real"), task: str = "classification",
+                 eval_batch_size: int | None = None, pin_memory: bool = False, persistent_workers: bool = True,
+                 prefetch_factor: int | None = None, drop_last: bool = False, seed: int | None = None,
+                 bad_samples: Mapping[str, Any] | BadSamplePolicy | None = None) -> None:
+        super().__init__(batch_size=batch_size, eval_batch_size=eval_batch_size, num_workers=num_workers,
+                         pin_memory=pin_memory, persistent_workers=persistent_workers,
+                         prefetch_factor=prefetch_factor, drop_last=drop_last, seed=seed, bad_samples=bad_samples)
         self.root, self.modalities = Path(root), list(modalities)
-        self.text_field, self.batch_size, self.num_workers = text_field, batch_size, num_workers
+        self.text_field = text_field
         self.dataset_options = dict(text_field=text_field, max_audio_seconds=max_audio_seconds,
                                     max_text_length=max_text_length, task=task)
         self.task = task
@@ -56,8 +64,7 @@ class AVDigitsDataModule(LightningDataModule):
                                  f"{self.datasets[split].num_classes}")
         return self.datasets[split]
 
-    @property
-    def collate(self) -> MultimodalCollate:
+    def collate(self, split: str) -> MultimodalCollate:
         pad = self.dataset("train").pad_id if "text" in self.modalities else 0
         targets = {"classification": ("label",), "captioning": ("label", "caption_ids"),
                    "vqa": ("label", "caption_ids", "answer_ids")}.get(self.task, ("label",))
@@ -68,19 +75,3 @@ class AVDigitsDataModule(LightningDataModule):
         splits = {"fit": ["train", "val"], "validate": ["val"], "test": self.test_splits}.get(stage or "", ["train", "val", *self.test_splits])
         for split in splits:
             self.dataset(split)
-
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        # evaluation: an unpadded shard per rank, so every sample is scored exactly once under DDP
-        sampler = None if shuffle else evaluation_sampler(self.dataset(split))
-        return DataLoader(self.dataset(split), batch_size=self.batch_size, shuffle=shuffle, sampler=sampler,
-                          num_workers=self.num_workers, collate_fn=self.collate,
-                          persistent_workers=self.num_workers > 0, drop_last=False)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> list[DataLoader]:
-        return [self._loader(split, shuffle=False) for split in self.test_splits]

@@ -1,21 +1,16 @@
 """Exact resume: a run killed mid-epoch and resumed ends exactly where an uninterrupted run ends.
 
-Four things must survive a restart besides model/optimiser/scheduler (which Lightning restores):
+Besides model/optimiser/scheduler (which Lightning restores), two things must survive a restart:
 
-* **sample order** -- :class:`EpochPermutationSampler` draws epoch ``e``'s permutation from
-  ``(seed, e)`` with its own generator, not from the global RNG at iterator creation;
-* **augmentation randomness** -- :class:`SampleSeededDataset` seeds the (CPU) RNG per sample from
-  ``(seed, epoch, index)`` and restores the global state afterwards, so the global RNG stream seen
-  by the model (dropout, modality dropout) does not depend on when batches are fetched;
-* **loader position** -- :class:`ResumableDataLoader` has ``state_dict``/``load_state_dict`` (the
-  interface Lightning saves into ``loops.fit_loop.state_dict.combined_loader``) and skips the
-  batches the checkpointed run already trained on;
-* **global RNG state** -- :class:`ExactResume` stores torch/numpy/python RNG states in each
-  checkpoint and puts them back just before the first resumed training batch (after the sanity
-  check, which consumes RNG).
+* **the training loader** -- sample order, per-sample augmentation and position are the
+  :class:`~polyfuse.data.loader.MultimodalLoader`'s (torchdata ``StatefulDataLoader``) state, the
+  same for every datamodule and for map-style and streaming data; every rank's is saved as the
+  datamodule's state (:class:`~polyfuse.training.base_datamodule.PolyfuseDataModule`);
+* **global RNG state** -- torch/numpy/python RNG states of every rank, kept by :class:`ExactResume`
+  and put back just before the first resumed training batch (after the sanity check).
 
-:class:`AtomicCheckpointIO` writes checkpoints to a temporary file in the same directory and
-renames it into place, so a kill during a save never leaves a truncated ``last.ckpt``.
+:class:`AtomicCheckpointIO` writes checkpoints to a temporary file in the same directory and renames it into place, so a kill
+during a save never leaves a truncated ``last.ckpt``.
 """
 
 from __future__ import annotations
@@ -23,173 +18,16 @@ from __future__ import annotations
 import os
 import random
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_warn
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, Sampler, SequentialSampler
 
-__all__ = ["EpochPermutationSampler", "SampleSeededDataset", "ResumableDataLoader", "ExactResume",
-           "AtomicCheckpointIO", "make_resumable"]
-
-_MIX = 0x9E3779B97F4A7C15  # golden-ratio constant for mixing integers into one 63-bit seed
-
-
-def mix_seed(*values: int) -> int:
-    """A 63-bit seed from integers (seed, epoch, index, ...); different tuples give unrelated seeds."""
-    state = 0
-    for value in values:
-        state = ((state ^ (int(value) & 0xFFFFFFFFFFFFFFFF)) * _MIX + 0x632BE59BD9B4E019) & 0xFFFFFFFFFFFFFFFF
-        state ^= state >> 29
-    return state & 0x7FFFFFFFFFFFFFFF
-
-
-class EpochPermutationSampler(Sampler[tuple[int, int]]):
-    """Yields ``(epoch, index)`` pairs: a permutation of ``range(size)`` drawn from ``(seed, epoch)``.
-
-    Lightning calls :meth:`set_epoch` at each epoch start. :meth:`skip` drops the first ``count``
-    positions of the given epoch's order (used when resuming mid-epoch); ``len()`` stays ``size``.
-    """
-
-    def __init__(self, size: int, seed: int, shuffle: bool = True) -> None:
-        self.size, self.seed, self.shuffle = int(size), int(seed), shuffle
-        self.epoch = 0
-        self._skip: tuple[int, int] | None = None  # (epoch, positions)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def skip(self, epoch: int, count: int) -> None:
-        self._skip = (int(epoch), int(count))
-
-    def order(self, epoch: int) -> list[int]:
-        if not self.shuffle:
-            return list(range(self.size))
-        generator = torch.Generator().manual_seed(mix_seed(self.seed, epoch))
-        return torch.randperm(self.size, generator=generator).tolist()
-
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        epoch, start = self.epoch, 0
-        if self._skip is not None and self._skip[0] == epoch:
-            start = self._skip[1]
-        self._skip = None
-        for index in self.order(epoch)[start:]:
-            yield epoch, index
-
-    def __len__(self) -> int:
-        return self.size
-
-
-class SampleSeededDataset(Dataset):
-    """``dataset[index]`` computed under a CPU RNG seeded from ``(seed, epoch, index)``.
-
-    Indexed by the ``(epoch, index)`` pairs of :class:`EpochPermutationSampler`. Random transforms
-    that draw from torch's global generator (torchvision's) become a function of the sample and the
-    epoch; the global RNG state is restored after each sample.
-    """
-
-    def __init__(self, dataset: Dataset, seed: int) -> None:
-        self.dataset, self.seed = dataset, int(seed)
-
-    def __len__(self) -> int:
-        return len(self.dataset)  # type: ignore[arg-type]
-
-    def __getitem__(self, key: tuple[int, int]) -> Any:
-        epoch, index = key
-        with torch.random.fork_rng(devices=[]):
-            torch.default_generator.manual_seed(mix_seed(self.seed, epoch, index))
-            return self.dataset[index]
-
-    def __getattr__(self, name: str) -> Any:  # dataset attributes (num_classes, pad_id, ...) pass through
-        if name in ("dataset", "seed"):
-            raise AttributeError(name)
-        return getattr(self.dataset, name)
-
-
-class ResumableDataLoader(DataLoader):
-    """A shuffling training loader whose position can be saved and restored mid-epoch.
-
-    ``state_dict()`` -> ``{"seed", "epoch", "batches"}``: the number of batches handed out in the
-    current epoch. Lightning fetches a sized loader's batches on demand (no prefetch), so that is
-    the number of batches trained on when a checkpoint is taken in ``on_train_batch_end``.
-    ``load_state_dict`` makes the next iteration over that epoch skip those batches.
-
-    Args:
-        dataset: a map-style dataset. seed: drives order and per-sample augmentation.
-        shuffle: random order per epoch (``False``: sequential). Other arguments as :class:`DataLoader`.
-    """
-
-    def __init__(self, dataset: Dataset, seed: int, batch_size: int = 1, shuffle: bool = True,
-                 collate_fn: Callable | None = None, num_workers: int = 0, drop_last: bool = False,
-                 pin_memory: bool = False, persistent_workers: bool = False, **kwargs: Any) -> None:
-        kwargs.pop("sampler", None)
-        kwargs.pop("generator", None)
-        self.seed = int(seed)
-        sampler = EpochPermutationSampler(len(dataset), self.seed, shuffle)  # type: ignore[arg-type]
-        super().__init__(SampleSeededDataset(dataset, self.seed), batch_size=batch_size, sampler=sampler,
-                         collate_fn=collate_fn, num_workers=num_workers, drop_last=drop_last,
-                         pin_memory=pin_memory, persistent_workers=persistent_workers and num_workers > 0,
-                         generator=torch.Generator().manual_seed(self.seed), **kwargs)
-        self.batches_yielded = 0
-        self._resume_batches = 0
-
-    @property
-    def epoch(self) -> int:
-        return self.sampler.epoch  # type: ignore[attr-defined]
-
-    def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
-        self.batches_yielded = self._resume_batches if self._skip_applies() else 0
-        self._resume_batches = 0
-        for batch in super().__iter__():
-            self.batches_yielded += 1
-            yield batch
-
-    def _skip_applies(self) -> bool:
-        pending = self.sampler._skip  # type: ignore[attr-defined]
-        return pending is not None and pending[0] == self.epoch
-
-    def state_dict(self) -> dict[str, int]:
-        return {"seed": self.seed, "epoch": self.epoch, "batches": self.batches_yielded}
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        if int(state.get("seed", self.seed)) != self.seed:
-            rank_zero_warn(f"resuming a training loader saved with seed {state['seed']} under seed {self.seed}: "
-                           "the sample order after the restart will differ from the original run")
-        batches = int(state.get("batches", 0))
-        self._resume_batches = batches
-        self.sampler.skip(int(state.get("epoch", 0)), batches * int(self.batch_size or 1))  # type: ignore[attr-defined]
-
-
-def make_resumable(loader: DataLoader, seed: int) -> DataLoader:
-    """Rebuild ``loader`` as a :class:`ResumableDataLoader` (same dataset, batch size, collate, workers).
-
-    Only a plain :class:`DataLoader` over a map-style dataset with the default samplers (random or
-    sequential) is rebuilt, keeping shuffling as it was; a DataLoader subclass, a custom sampler or
-    batch sampler, or an iterable dataset is returned unchanged, with a warning (mid-epoch resume
-    then depends on that loader; RNG states are restored either way).
-    """
-    if isinstance(loader, ResumableDataLoader):
-        return loader
-    sampler = loader.sampler
-    default_sampler = type(sampler) in (RandomSampler, SequentialSampler)
-    default_batches = type(loader.batch_sampler) is BatchSampler
-    if type(loader) is not DataLoader or not default_sampler or not default_batches \
-            or not hasattr(loader.dataset, "__getitem__"):
-        rank_zero_warn(f"exact resume: {type(loader).__name__} with {type(sampler).__name__} / "
-                       f"{type(loader.batch_sampler).__name__} is left as it is; a run resumed mid-epoch may see "
-                       "a different sample order")
-        return loader
-    extra = {"timeout": loader.timeout, "worker_init_fn": loader.worker_init_fn,
-             "multiprocessing_context": loader.multiprocessing_context}
-    if loader.num_workers > 0:
-        extra["prefetch_factor"] = loader.prefetch_factor
-    return ResumableDataLoader(loader.dataset, seed, batch_size=loader.batch_size or 1,
-                               shuffle=isinstance(sampler, RandomSampler), collate_fn=loader.collate_fn,
-                               num_workers=loader.num_workers, drop_last=loader.drop_last,
-                               pin_memory=loader.pin_memory, persistent_workers=loader.persistent_workers, **extra)
+__all__ = ["ExactResume", "AtomicCheckpointIO", "rng_states", "set_rng_states"]
 
 
 def rng_states() -> dict[str, Any]:
@@ -221,66 +59,43 @@ def set_rng_states(states: dict[str, Any]) -> None:
 class ExactResume(Callback):
     """Make ``trainer.fit(ckpt_path=...)`` continue bit-for-bit (on CPU) where the checkpoint left off.
 
-    * ``setup``: wraps the datamodule's ``train_dataloader`` with :func:`make_resumable` (single
-      process only: under DDP, Lightning's distributed sampler is kept and RNG states still resume).
-    * ``state_dict``: global RNG states and the training loader's position at save time (a
-      checkpoint taken in ``on_train_batch_end`` or ``on_train_epoch_end``).
-    * ``on_train_start``: restores both, after the sanity check (which consumes RNG) and before
-      the first resumed batch. (Lightning also saves the loader state, but does not load it when
-      ``configure_optimizers`` built the loader early through ``trainer.estimated_stepping_batches``.)
+    The training loader's position is the datamodule's state
+    (:class:`~polyfuse.training.base_datamodule.PolyfuseDataModule`, restored by Lightning before the
+    loaders are built). This callback adds the global RNG states of every rank:
+
+    * ``state_dict``: every rank's torch/numpy/python (and CUDA) RNG states at save time, gathered
+      to rank 0, which writes the checkpoint; Lightning calls it on every rank, so the gather is safe;
+    * ``on_train_start``: each rank restores its own, after the sanity check (which consumes RNG)
+      and before the first resumed batch.
 
     Exactness also needs the same computation: ``deterministic=true`` pins the attention backend
     (``auto`` times backends and may pick another one after a restart).
-
-    Args:
-        seed: seeds the loader's order and per-sample augmentation (use the run's ``seed``).
     """
 
-    def __init__(self, seed: int | None = 0) -> None:
+    def __init__(self) -> None:
         super().__init__()
-        self.seed = 0 if seed is None else int(seed)
-        self._loader: ResumableDataLoader | None = None
-        self._pending: dict[str, Any] | None = None
-
-    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        datamodule = trainer.datamodule
-        if stage != "fit":
-            return
-        if datamodule is None:
-            rank_zero_warn("ExactResume needs trainer.fit(datamodule=...); training loaders are left as they are")
-            return
-        if trainer.world_size > 1:  # Lightning shards with a DistributedSampler, which this loader would replace
-            rank_zero_warn("ExactResume: mid-epoch loader resume is single-process only; with "
-                           f"{trainer.world_size} processes the training loader is left to Lightning")
-            return
-        original = getattr(datamodule, "_exact_resume_original", datamodule.train_dataloader)
-
-        def train_dataloader() -> DataLoader:
-            loader = make_resumable(original(), self.seed)
-            if isinstance(loader, ResumableDataLoader):
-                self._loader = loader
-            return loader
-
-        datamodule._exact_resume_original = original
-        datamodule.train_dataloader = train_dataloader  # type: ignore[method-assign]
+        self._pending: list[Any] | None = None
 
     def state_dict(self) -> dict[str, Any]:
-        state: dict[str, Any] = {"rng": rng_states(), "seed": self.seed}
-        if self._loader is not None:
-            state["loader"] = self._loader.state_dict()
-        return state
+        local = rng_states()
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            ranks: list[Any] = [None] * dist.get_world_size()
+            dist.all_gather_object(ranks, local)
+            return {"rng": ranks}
+        return {"rng": [local]}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self._pending = dict(state_dict)
+        self._pending = list(state_dict.get("rng") or [])
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if self._pending is None:
+        ranks, self._pending = self._pending, None
+        if ranks is None:
             return
-        if self._pending.get("loader") is not None and self._loader is not None:
-            self._loader.load_state_dict(self._pending["loader"])
-        if self._pending.get("rng") is not None:
-            set_rng_states(self._pending["rng"])
-        self._pending = None
+        if len(ranks) != trainer.world_size:
+            rank_zero_warn(f"ExactResume: the checkpoint holds the RNG states of {len(ranks)} processes, this run "
+                           f"has {trainer.world_size}; random draws after the restart will differ")
+            return
+        set_rng_states(ranks[trainer.global_rank])
 
     def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
         for logger in trainer.loggers:  # what was logged before the checkpoint is on disk with it
