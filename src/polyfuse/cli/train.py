@@ -21,7 +21,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from polyfuse.cli.config import config_dir, register_resolvers
-from polyfuse.training.launch import check_multirun_launch, is_launch_rank_zero
+from polyfuse.training.launch import check_multirun_launch, is_launch_rank_zero, leave_requeue_to_submitit
 from polyfuse.training import resume
 
 register_resolvers()
@@ -103,6 +103,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
                                                  **trainer_options)
     check_multirun_launch(trainer)
+    leave_requeue_to_submitit(trainer)  # submitit owns SLURM requeue (configs/hydra/launcher/submitit_slurm.yaml)
     for logger in loggers:
         if type(logger).__name__ == "CSVLogger":
             resume.continue_csv_log(logger, csv_rows)

@@ -10,15 +10,20 @@ subprocess launcher starts ranks 1..N-1 by re-running the command line with
 * :func:`check_multirun_launch`: a Hydra *multirun* (``-m``) cannot launch local DDP processes,
   because re-running the command line re-runs the whole sweep in every child rank. Under SLURM
   (``hydra/launcher=submitit_slurm``) or ``torchrun`` the processes are started externally and
-  each sweep point is its own job, which is fine.
+  each sweep point is its own job, which is fine;
+* :func:`leave_requeue_to_submitit`: in a job started by submitit (``hydra/launcher=submitit_slurm``)
+  submitit alone requeues on timeout / pre-emption, so Lightning's own SLURM auto-requeue is turned off.
 """
 
 from __future__ import annotations
 
+import os
+
+from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch import Trainer
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
-__all__ = ["is_launch_rank_zero", "check_multirun_launch", "MultirunLaunchError"]
+__all__ = ["is_launch_rank_zero", "check_multirun_launch", "leave_requeue_to_submitit", "MultirunLaunchError"]
 
 
 class MultirunLaunchError(RuntimeError):
@@ -53,3 +58,27 @@ def check_multirun_launch(trainer: Trainer) -> None:
         "by re-running the command line, which would re-run the whole sweep in every rank. Launch each sweep "
         "point as its own job (hydra/launcher=submitit_slurm, docs/scaling.md), or run the sweep points one by "
         "one without -m.")
+
+
+def leave_requeue_to_submitit(trainer: Trainer) -> bool:
+    """In a submitit job, switch off Lightning's SLURM auto-requeue before ``fit``; ``True`` if it was on.
+
+    Two requeue mechanisms exist and only one may act. Submitit's (the one polyfuse uses): sbatch gets
+    ``--signal=USR2@<signal_delay_s>``, and on that signal submitit's handler on global rank 0 pickles
+    the same job again (hydra-submitit-launcher's ``checkpoint()``: same overrides, same run directory),
+    counts timeouts against ``max_num_timeout``, calls ``scontrol requeue`` and exits; the requeued job
+    resumes with ``ckpt_path=last``. Lightning's (``SLURMEnvironment(auto_requeue=True)``, the default
+    when it detects SLURM): its ``_SignalConnector`` handles ``requeue_signal`` (SIGUSR1) by writing an
+    ``hpc_ckpt_*.ckpt`` and calling ``scontrol requeue`` itself, with no limit on the count. With both on,
+    a SIGUSR1 (or ``SUBMITIT_PREEMPT_SIGNAL=USR1``) would requeue twice or forever. The signal connector
+    reads ``auto_requeue`` when ``fit`` starts, so setting it here is enough.
+    """
+    if not os.environ.get("SUBMITIT_EXECUTOR"):  # exported by submitit's job script (slurm / local)
+        return False
+    # the environment the accelerator connector detected: the one _SignalConnector consults (for a
+    # single-device strategy too, which has no cluster_environment attribute of its own)
+    environment = trainer._accelerator_connector.cluster_environment
+    if not isinstance(environment, SLURMEnvironment) or not environment.auto_requeue:
+        return False
+    environment.auto_requeue = False
+    return True
