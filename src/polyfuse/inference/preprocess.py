@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import inspect
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -258,7 +259,19 @@ class Preprocessing:
         """``samples`` (modality -> tensor or ``None``) -> a :class:`Batch` with masks and ``present`` flags."""
         pad = {"text": self.text.pad_id} if self.text is not None and "text" in modalities else {}
         shapes = {"image": self.image.shape} if self.image is not None and "image" in modalities else {}
-        pad_to = {"audio": self.audio.pipeline.max_samples} \
-            if self.audio is not None and self.audio.pipeline.pad_to_max and "audio" in modalities else {}
+        pad_to: dict[str, int] = {}
+        if self.audio is not None and "audio" in modalities:
+            audio = self.audio.pipeline
+            if audio.pad_to_max:
+                pad_to["audio"] = audio.max_samples
+            elif all(sample.get("audio") is None for sample in samples):
+                # audio absent from every sample: a clip-long silent placeholder (present=False), since
+                # the collate's one-sample placeholder is shorter than an audio CNN's pooling window
+                pad_to["audio"] = audio.max_samples or audio.sample_rate
         collate = MultimodalCollate(list(modalities), targets=(), pad_values=pad, shapes=shapes, pad_to=pad_to)
-        return collate([{"id": str(i), **sample} for i, sample in enumerate(samples)])
+        batch = collate([{"id": str(i), **sample} for i, sample in enumerate(samples)])
+        text = batch.inputs.get("text")
+        if text is not None and text.values.is_floating_point() and not bool(text.present_or_full().any()):
+            # text absent from every sample: the collate's placeholder is float; token ids are int64
+            batch.inputs["text"] = replace(text, values=text.values.long())
+        return batch
