@@ -16,7 +16,8 @@ __all__ = ["build_model", "instantiate_node", "freeze_data_dependent_nodes", "DA
 
 #: ``_target_``s whose result depends on the dataset files (read when the model is built); an export
 #: replaces each such node with its value, so the exported config builds without the data
-DATA_DEPENDENT_TARGETS = ("polyfuse.heads.AnswerVocabulary.from_answers", "polyfuse.heads.vqa.AnswerVocabulary.from_answers")
+DATA_DEPENDENT_TARGETS = ("polyfuse.heads.AnswerVocabulary.from_answers",
+                          "polyfuse.heads.vqa.AnswerVocabulary.from_answers")
 
 
 def instantiate_node(node: Any) -> Any:

@@ -73,7 +73,8 @@ def export_run(run_dir: str | Path, out_dir: str | Path, checkpoint: str = "best
         raise FileNotFoundError(f"{run_dir} is not a run directory (config.yaml + checkpoints/)")
     if out_dir.exists() and any(out_dir.iterdir()):
         if not (out_dir / MANIFEST).is_file():
-            raise FileExistsError(f"{out_dir} exists and is not empty (and is no earlier export): choose another folder")
+            raise FileExistsError(f"{out_dir} exists and is not empty (and is no earlier export): "
+                                  "choose another folder")
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model = _load_run(run_dir, checkpoint)
@@ -88,15 +89,18 @@ def export_run(run_dir: str | Path, out_dir: str | Path, checkpoint: str = "best
     if "text" in preprocessing:
         tokenizer = Path(preprocessing["text"]["tokenizer"])
         if not str(tokenizer).startswith("pkg://"):
-            preprocessing["text"]["tokenizer"] = copy(tokenizer, "tokenizer" if tokenizer.is_dir() else "tokenizer.json")
+            name = "tokenizer" if tokenizer.is_dir() else "tokenizer.json"
+            preprocessing["text"]["tokenizer"] = copy(tokenizer, name)
     source = checkpoint_file(run_dir, checkpoint)
     manifest = {"format": EXPORT_FORMAT, "version": 1, "task": model.task, "modalities": model.modalities,
                 "labels": model.labels, "preprocessing": preprocessing, "files": files,
                 "source": {"run": str(run_dir.resolve()), "checkpoint": source.name}}
     (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     run = find_runs(run_dir)[0] if (run_dir / "summary.json").is_file() else None
-    card = model_card(name=f"polyfuse {model.task} model ({config.get('task_name', 'train')} run {run_dir.name})", config=config,
-                      summary=run.summary if run else {}, overrides=run_overrides(run.overrides if run else [], config),
+    title = f"polyfuse {model.task} model ({config.get('task_name', 'train')} run {run_dir.name})"
+    card = model_card(name=title, config=config,
+                      summary=run.summary if run else {},
+                      overrides=run_overrides(run.overrides if run else [], config),
                       choices=run.choices if run else {}, task=model.task, modalities=model.modalities,
                       labels=model.labels, files=sorted(["README.md", "config.yaml", MANIFEST, WEIGHTS,
                                                          *copy.copied.values()]),

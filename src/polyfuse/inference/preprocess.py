@@ -225,8 +225,8 @@ class Preprocessing:
             audio=AudioPreprocessor(**{**_settings(AudioPipeline, audio, ("sample_rate", "max_seconds", "pad_to_max")),
                                        "crop": _settings(AudioPipeline, audio, ("eval_crop",))["eval_crop"]})
             if audio else None,
-            text=TextPreprocessor(**_settings(TextPipeline, text, ("tokenizer", "max_length", "pad_token", "lowercase")))
-            if text else None)
+            text=TextPreprocessor(**_settings(TextPipeline, text, ("tokenizer", "max_length", "pad_token",
+                                                                  "lowercase"))) if text else None)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready settings (``text.tokenizer`` is the tokenizer file's path as given)."""
