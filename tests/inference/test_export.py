@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -53,7 +55,10 @@ def test_exported_folder_moved_outside_the_checkout_predicts_the_same(runs, task
 def test_the_folder_has_its_files_and_a_model_card(runs, tmp_path):
     run = runs("vqa")
     folder = tmp_path / "vqa_model"
-    export_main([str(run), str(folder), "--checkpoint", "last"])
+    command = [sys.executable, "-m", "polyfuse.export", str(run), str(folder), "--checkpoint", "last"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)  # the command line, as users run it
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"-> {folder}" in done.stdout
     assert {p.name for p in folder.iterdir()} >= {"README.md", "config.yaml", "inference.json", "model.safetensors",
                                                   "tokenizer.json"}
     manifest = json.loads((folder / "inference.json").read_text())

@@ -89,3 +89,11 @@ def test_batched_tensors_and_errors(model, inputs):
         model.predict(image=torch.zeros(3, 32, 32))
     with pytest.raises(TypeError, match="text input must be a string"):
         model.predict(text=3)
+
+
+@pytest.mark.gpu
+def test_predict_on_cuda_matches_cpu(runs, model, inputs):
+    on_gpu = polyfuse.load(runs("classification"), device="cuda")
+    assert on_gpu.device.type == "cuda"
+    torch.testing.assert_close(on_gpu.predict(**inputs)["logits"].cpu(), model.predict(**inputs)["logits"],
+                               atol=1e-4, rtol=1e-4)

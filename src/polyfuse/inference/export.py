@@ -111,7 +111,9 @@ def export_run(run_dir: str | Path, out_dir: str | Path, checkpoint: str = "best
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Command line: ``polyfuse-export RUN_DIR OUT_DIR [--checkpoint best|last|FILE]``."""
-    parser = argparse.ArgumentParser(prog="polyfuse-export", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="polyfuse-export", description="Write a self-contained folder of a "
+                                     "training run's model (config, weights, tokenizer, preprocessing, model "
+                                     "card) that polyfuse.load reads without the checkout.")
     parser.add_argument("run_dir", help="a polyfuse-train run directory (outputs/train/runs/<time>)")
     parser.add_argument("out_dir", help="the folder to write (created; an earlier export there is replaced)")
     parser.add_argument("--checkpoint", default="best", help="best (default), last, or a checkpoint file")
