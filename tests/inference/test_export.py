@@ -15,9 +15,10 @@ import polyfuse
 from polyfuse.cli.config import repo_root
 from polyfuse.inference.export import main as export_main
 
-from .tiny_runs import TASKS, raw_test_inputs
+from .tiny_runs import TASKS, assert_same_predictions, raw_test_inputs
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task", list(TASKS))
 def test_exported_folder_moved_outside_the_checkout_predicts_the_same(runs, task, tmp_path, monkeypatch):
     run = runs(task)
@@ -37,19 +38,7 @@ def test_exported_folder_moved_outside_the_checkout_predicts_the_same(runs, task
         assert checkout not in text and "/data/avdigits" not in text, f"{name} points into the checkout"
     model = polyfuse.load(folder)
     assert model.task == task and not model.training
-    predicted = model.predict(**inputs)
-    if task in ("classification", "vqa"):
-        torch.testing.assert_close(predicted["logits"], expected["logits"], atol=1e-6, rtol=0)
-    if task == "classification":
-        assert predicted["label_name"] == expected["label_name"]
-    if task == "vqa":
-        assert predicted["answer"] == expected["answer"]
-    if task == "retrieval":
-        for modality in ("image", "text"):
-            torch.testing.assert_close(predicted["embeddings"][modality], expected["embeddings"][modality],
-                                       atol=1e-6, rtol=0)
-    if task == "captioning":
-        assert predicted["caption"] == expected["caption"]
+    assert_same_predictions(model.predict(**inputs), expected)
 
 
 def test_the_folder_has_its_files_and_a_model_card(runs, tmp_path):

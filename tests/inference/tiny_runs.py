@@ -19,6 +19,7 @@ TASKS = {
     "retrieval": ["experiment=avdigits_retrieval"],
     "vqa": ["experiment=avdigits_vqa"],
     "captioning": ["experiment=avdigits_captioning", "model.head.metrics=[CIDEr]"],
+    "multitask": ["experiment=avdigits_multitask", "model.head.heads.captioning.metrics=[CIDEr]"],
 }
 #: besides run_factory.TINY: one test split, no `auto` backend timing, small batches
 COMMON = ["attention_backend=sdpa", "data.test_splits=[test]", "data.batch_size=16"]
@@ -72,3 +73,17 @@ def loader_batch(run: Path, count: int = 4):
     datamodule = hydra.utils.instantiate(data, batch_size=count)
     datamodule.setup("test")
     return next(iter(datamodule.test_dataloader()[0]))
+
+
+def assert_same_predictions(actual: Any, expected: Any, atol: float = 1e-6) -> None:
+    """Predictions (nested dicts of tensors, lists, strings, numbers) equal: tensors to ``atol``."""
+    import torch
+
+    if isinstance(expected, dict):
+        assert actual.keys() == expected.keys()
+        for key in expected:
+            assert_same_predictions(actual[key], expected[key], atol)
+    elif isinstance(expected, torch.Tensor):
+        torch.testing.assert_close(actual, expected, atol=atol, rtol=0)
+    else:
+        assert actual == expected

@@ -19,7 +19,7 @@ from omegaconf import OmegaConf
 
 from polyfuse.inference.build import freeze_data_dependent_nodes
 from polyfuse.inference.card import model_card, run_overrides
-from polyfuse.inference.load import EXPORT_FORMAT, MANIFEST, WEIGHTS, _load_run, is_run
+from polyfuse.inference.load import EXPORT_FORMAT, MANIFEST, WEIGHTS, is_run, load
 
 __all__ = ["export_run", "main"]
 
@@ -77,20 +77,18 @@ def export_run(run_dir: str | Path, out_dir: str | Path, checkpoint: str = "best
                                   "choose another folder")
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    model = _load_run(run_dir, checkpoint)
+    model = load(run_dir, checkpoint)
     config = OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"), resolve=True)
     copy, files = _FileCopier(out_dir), {}
+    preprocessing = model.preprocessing.to_dict()
+    if "text" in preprocessing and not preprocessing["text"]["tokenizer"].startswith("pkg://"):
+        tokenizer = Path(preprocessing["text"]["tokenizer"])  # first: the model config may name the same file
+        preprocessing["text"]["tokenizer"] = copy(tokenizer, "tokenizer" if tokenizer.is_dir() else "tokenizer.json")
     exported: dict[str, Any] = {key: config[key] for key in KEPT_KEYS if key in config}
     exported["model"] = _copy_referenced_files(freeze_data_dependent_nodes(config["model"]), copy, "model", files)
     (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(exported)))
     state = {key: value.detach().cpu().clone().contiguous() for key, value in model.model.state_dict().items()}
     save_file(state, str(out_dir / WEIGHTS))
-    preprocessing = model.preprocessing.to_dict()
-    if "text" in preprocessing:
-        tokenizer = Path(preprocessing["text"]["tokenizer"])
-        if not str(tokenizer).startswith("pkg://"):
-            name = "tokenizer" if tokenizer.is_dir() else "tokenizer.json"
-            preprocessing["text"]["tokenizer"] = copy(tokenizer, name)
     source = checkpoint_file(run_dir, checkpoint)
     manifest = {"format": EXPORT_FORMAT, "version": 1, "task": model.task, "modalities": model.modalities,
                 "labels": model.labels, "preprocessing": preprocessing, "files": files,

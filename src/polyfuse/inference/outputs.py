@@ -49,6 +49,12 @@ def head_predictions(head: TaskHead, fused: Any, batch: Batch, context: HeadCont
                                  for name, sub in head.heads.items()}}
     if task in ("captioning", "generative_vqa"):
         return _generate(head, fused, context, "caption" if task == "captioning" else "answer")
+    if task == "retrieval" and head.sources:  # trained on a target (captions beside VQA questions): at
+        # prediction time that modality's input is embedded instead, with the same encoder
+        embeddings = {m: head.embed(context.encoded[m], m) for m in head.modalities}
+        present = {m: context.encoded[m].present_or_full() for m in head.modalities}
+        return {"task": task, "embeddings": embeddings, "present": present,
+                "logit_scale": head.logit_scale.clamp(max=head.max_log_scale).exp()}
     return read_outputs(head, head(fused, batch, context), labels)
 
 
