@@ -79,8 +79,7 @@ def read_outputs(head: TaskHead, outputs: Any, labels: Sequence[str] | None = No
         return {"task": task, "logits": outputs, "scores": scores, "answer": head.predict(outputs),
                 "score": scores.max(dim=-1).values}
     if task == "retrieval":
-        present = outputs["present"]
-        return {"task": task, "embeddings": dict(outputs["embeddings"]), "present": dict(present),
+        return {"task": task, "embeddings": dict(outputs["embeddings"]), "present": dict(outputs["present"]),
                 "logit_scale": outputs["logit_scale"]}
     return {"task": task, "outputs": outputs}
 
