@@ -25,7 +25,8 @@ TIMING_COLUMNS = {"train/samples_per_sec"}
 
 
 def _train(run_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parent), POLYFUSE_ROOT=str(repo_root()))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]),
+               POLYFUSE_ROOT=str(repo_root()))
     return subprocess.run([sys.executable, "-m", "polyfuse.cli.train", f"hydra.run.dir={run_dir}", *COMMON, *overrides],
                           env=env, capture_output=True, text=True, timeout=600)
 
