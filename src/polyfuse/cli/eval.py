@@ -32,16 +32,13 @@ register_resolvers()
 
 
 def evaluation_loader(run_cfg: DictConfig, split: str, batch_size: int) -> Any:
-    """The run's data module rebuilt for ``split`` (no augmentation, no simulated missingness);
-    returns its (first) test loader."""
+    """The run's data module rebuilt without AV-digits' training-time randomness (augmentation,
+    simulated missingness); returns its in-order evaluation loader of ``split``, any datamodule."""
     data_cfg = run_cfg.data
-    wanted = {"batch_size": batch_size, "test_splits": [split], "augment": False, "missing": None,
-              "missing_train": None}
+    wanted = {"augment": False, "missing": None, "missing_train": None}
     overrides = {key: value for key, value in wanted.items() if key in data_cfg}
     datamodule = hydra.utils.instantiate(data_cfg, **overrides)
-    datamodule.setup("test")
-    loaders = datamodule.test_dataloader()
-    return loaders[0] if isinstance(loaders, (list, tuple)) else loaders
+    return datamodule.loader(split, batch_size=batch_size, evaluation=True)
 
 
 def evaluation_batches(run_cfg: DictConfig, split: str, batch_size: int, max_batches: int | None = None

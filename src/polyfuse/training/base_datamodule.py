@@ -75,11 +75,12 @@ class PolyfuseDataModule(LightningDataModule):
             self.trackers[split] = BadSampleTracker(split, self.policy)
         return self.trackers[split]
 
-    def loader(self, split: str, batch_size: int | None = None) -> MultimodalLoader:
+    def loader(self, split: str, batch_size: int | None = None, evaluation: bool = False) -> MultimodalLoader:
         """The loader of ``split``: shuffled and padded across ranks for the training split,
-        in order and unpadded (every sample once) for the others."""
+        in order and unpadded (every sample once) for the others and with ``evaluation=True``
+        (``polyfuse-eval`` scoring any split)."""
         dataset = self.dataset(split)
-        train = split == self.train_split
+        train = split == self.train_split and not evaluation
         size = batch_size or (self.batch_size if train else self.eval_batch_size)
         loader = MultimodalLoader(dataset, batch_size=size, shuffle=train, seed=self.seed,
                                   collate_fn=self.collate(split), num_workers=self.num_workers,
