@@ -21,6 +21,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from polyfuse.cli.config import config_dir, register_resolvers
+from polyfuse.cli.errors import user_errors
+from polyfuse.cli.validate import validate_config
 from polyfuse.training.launch import check_multirun_launch, is_launch_rank_zero
 from polyfuse.training import resume
 
@@ -67,6 +69,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """
     from polyfuse.attention import set_default_backend
 
+    validate_config(cfg)  # types and ranges of lr, batch sizes, probabilities...: before any work
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     backend = cfg.get("attention_backend", "auto")
@@ -148,7 +151,8 @@ def _print_summary(summary: dict[str, Any], output_dir: Path) -> None:
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
 def main(cfg: DictConfig) -> float | None:
     """Hydra entry point; returns ``cfg.optimized_metric`` from the summary (for sweepers)."""
-    summary = train(cfg)
+    with user_errors("polyfuse-train"):  # a user's mistake: one message, exit status 2 (cli/errors.py)
+        summary = train(cfg)
     metric = cfg.get("optimized_metric")
     if metric:
         value = summary.get("test", {}).get(metric, summary.get("best_score"))
