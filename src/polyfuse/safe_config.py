@@ -75,7 +75,8 @@ def _join(prefix: str, key: str | int) -> str:
 def untrusted_targets(cfg: Any, allowed: Sequence[str] = ALLOWED_MODULES, _prefix: str = ""
                       ) -> list[tuple[str, str]]:
     """Every ``(key path, target)`` in ``cfg`` that is not allowed, e.g. ``("model.fusion._target_",
-    "os.system")``. Key paths use dots and ``[i]`` for list items."""
+    "os.system")``. Key paths use dots and ``[i]`` for list items. A top-level ``hydra`` node (Hydra's
+    launcher and sweeper, saved by some runs) is skipped: nothing rebuilds it from a run directory."""
     problems: list[tuple[str, str]] = []
     entries = list(_items(cfg))
     values = {key: (value, readable) for key, value, readable in entries}
@@ -91,6 +92,8 @@ def untrusted_targets(cfg: Any, allowed: Sequence[str] = ALLOWED_MODULES, _prefi
         elif not _within(name, allowed) or _within(name, REFUSED_MODULES):
             problems.append((path, name))
     for key, value, readable in entries:
+        if not _prefix and key == "hydra":  # Hydra's own launcher / sweeper settings: never rebuilt from a run
+            continue
         if key == "trust_remote_code" and readable and value is True:
             problems.append((_join(_prefix, key), "trust_remote_code=true (downloads and runs model code)"))
         if isinstance(value, (DictConfig, ListConfig, dict, list, tuple)):

@@ -27,6 +27,7 @@ from torch import Tensor
 from polyfuse.batch import Batch
 from polyfuse.cli.config import config_dir, register_resolvers
 from polyfuse.cli.errors import user_errors
+from polyfuse.cli.validate import validate_config
 from polyfuse.cli.eval import evaluation_loader
 from polyfuse.reporting.attention import (AttentionMaps, attention_rollout, collect_attention, parse_map_name,
                                           query_average)
@@ -97,6 +98,7 @@ def sample_panels(model: Any, batch: Batch, index: int, maps: AttentionMaps, dat
 
 def explain_run(cfg: DictConfig) -> dict[str, Path]:
     """Write the explanation figures of ``cfg.run_dir``; returns the files by name."""
+    validate_config(cfg)
     run_dir = Path(cfg.run_dir)
     module, run_cfg = load_model(run_dir, cfg.checkpoint, trust_config=bool(cfg.get("trust_config", False)))
     model = module.model.eval()

@@ -117,8 +117,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                     weights_only=True)
     if cfg.get("test", True):
         has_best = bool(getattr(trainer.checkpoint_callback, "best_model_path", ""))
+        # verbose=False: Lightning's table repeats split-level metrics under every dataloader column;
+        # the run summary below lists each split's metrics once
         trainer.test(model, datamodule=datamodule, ckpt_path="best" if has_best and cfg.get("train", True) else None,
-                     weights_only=True)
+                     weights_only=True, verbose=False)
 
     summary_path = output_dir / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
