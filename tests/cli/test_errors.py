@@ -107,3 +107,22 @@ def test_hydra_full_error_shows_the_full_traceback(monkeypatch):
     with pytest.raises(MissingMandatoryValue):
         with user_errors("polyfuse-test"):
             OmegaConf.create({"run_dir": "???"}).run_dir
+
+
+def test_in_a_multirun_the_error_goes_on_to_the_sweeper(compose_train, capsys, monkeypatch):
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from omegaconf import open_dict, read_write
+
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    cfg = compose_train()
+    with read_write(cfg.hydra), open_dict(cfg.hydra):
+        cfg.hydra.mode = RunMode.MULTIRUN
+    HydraConfig.instance().set_config(cfg)
+    try:
+        with pytest.raises(ConfigValueError):  # Optuna marks the trial failed instead of the sweep ending
+            with user_errors("polyfuse-test"):
+                raise ConfigValueError("model.optimizer.lr=0: expected a number > 0")
+    finally:
+        compose_train()  # a single-run Hydra config again for the tests after this one
+    assert "polyfuse-test: error: model.optimizer.lr=0" in capsys.readouterr().err

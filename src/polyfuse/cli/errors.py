@@ -8,8 +8,10 @@ and its subclasses -- ``DataFileError``, ``CheckpointError``, ``ConfigValueError
 the status ``argparse`` uses for bad arguments). Any other exception is a bug and keeps its
 traceback. ``HYDRA_FULL_ERROR=1`` (Hydra's own switch) shows the full traceback for user errors too.
 
-Errors in composing the config (an unknown key, a bad override) are reported by Hydra before the
-entry point runs: one message naming the key, exit status 1.
+In one job of a multirun (``-m``) the message is printed and the exception goes on to the sweeper,
+which decides whether the sweep continues (Optuna marks the trial failed). Errors in composing the
+config (an unknown key, a bad override) are reported by Hydra before the entry point runs: one
+message naming the key, exit status 1.
 """
 
 from __future__ import annotations
@@ -70,4 +72,14 @@ def user_errors(program: str) -> Iterator[None]:
             raise
         sys.stdout.flush()
         print(f"{program}: error: {user_message(found)}", file=sys.stderr, flush=True)
+        if _in_multirun():  # the sweeper decides: Optuna marks the trial failed and goes on
+            raise
         raise SystemExit(EXIT_USER_ERROR) from None
+
+
+def _in_multirun() -> bool:
+    """Whether this is one job of a Hydra multirun (``-m``)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
