@@ -128,3 +128,17 @@ def test_eval_command_line_refusal_is_one_message_and_exit_2(run: Path, saved_co
     assert "Traceback" not in done.stderr
     assert f"polyfuse-eval: error: {hostile / 'config.yaml'}: refusing" in done.stderr
     assert "model.fusion._target_: os.system" in done.stderr and "trust_config=true" in done.stderr
+
+
+def test_every_shipped_experiment_passes_the_allow_list_and_the_validator():
+    """A run trained from any config in configs/ must load without trust_config."""
+    from polyfuse.cli.config import config_dir
+    from polyfuse.cli.validate import config_problems
+
+    experiments = sorted(p.stem for p in (config_dir() / "experiment").glob("*.yaml"))
+    assert len(experiments) > 5
+    for overrides in [[f"experiment={name}"] for name in experiments] + [["trainer=fsdp"], ["trainer=ddp"]]:
+        cfg = compose_config("train", overrides)
+        plain = {key: value for key, value in cfg.items() if key != "hydra"}
+        assert untrusted_targets(OmegaConf.create(plain)) == [], overrides
+        assert config_problems(cfg) == [], overrides
