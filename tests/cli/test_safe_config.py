@@ -93,14 +93,37 @@ def test_load_model_refuses_os_system_and_names_key_target_and_flag(run: Path, s
     assert not (tmp_path / "pwned").exists()
 
 
+@pytest.mark.parametrize("where", ["top", "deep", "partial"])
 @pytest.mark.parametrize("tool", ["eval", "explain"])
-def test_eval_and_explain_refuse_a_hostile_run_and_accept_trust_config(run: Path, saved_config: dict,
-                                                                       tmp_path: Path, tool: str):
-    hostile = _copy_with_config(run, tmp_path / "shared", _hostile(saved_config, "deep"))
+def test_eval_and_explain_refuse_a_hostile_run(run: Path, saved_config: dict,
+                                                                       tmp_path: Path, tool: str, where: str):
+    hostile = _copy_with_config(run, tmp_path / "shared", _hostile(saved_config, where))
     cfg = compose_config(tool, [f"run_dir={hostile}"])
-    with pytest.raises(UntrustedConfigError, match=r"model\.encoders\.image\.hook\._target_: os\.system"):
+    with pytest.raises(UntrustedConfigError) as error:
         run_eval(cfg) if tool == "eval" else explain_run(cfg)
-    assert compose_config(tool, [f"run_dir={hostile}", "trust_config=true"]).trust_config is True
+    assert f"{EXPECTED_KEY[where]}: {SHELL}" in str(error.value) and "trust_config=true" in str(error.value)
+
+
+@pytest.mark.parametrize("tool", ["eval", "explain"])
+def test_eval_and_explain_pass_trust_config_on(run: Path, tmp_path: Path, monkeypatch, tool: str):
+    import polyfuse.cli.eval
+    import polyfuse.cli.explain
+
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def record(run_dir, checkpoint="best", *, trust_config=False):
+        seen.append(trust_config)
+        raise Stop  # right after the rebuild call
+
+    module = polyfuse.cli.eval if tool == "eval" else polyfuse.cli.explain
+    monkeypatch.setattr(module, "load_model", record)
+    for flag in ("false", "true"):
+        with pytest.raises(Stop):
+            (run_eval if tool == "eval" else explain_run)(compose_config(tool, [f"run_dir={run}", f"trust_config={flag}"]))
+    assert seen == [False, True]
 
 
 def test_trust_flag_lets_a_custom_target_through(run: Path, saved_config: dict, tmp_path: Path):
