@@ -16,7 +16,8 @@ rebuilds from a run directory can call it before instantiating::
     model = hydra.utils.instantiate(cfg.model)
 
 It is best-effort defence, not a sandbox: a trusted module can still do harm with arguments
-(which is why :data:`REFUSED_MODULES` and ``trust_remote_code: true`` are refused as well).
+(which is why :data:`REFUSED_MODULES`, private names such as ``torch._C`` and
+``trust_remote_code: true`` are refused as well).
 """
 
 from __future__ import annotations
@@ -33,15 +34,23 @@ __all__ = ["ALLOWED_MODULES", "REFUSED_MODULES", "GETTER_TARGETS", "untrusted_ta
 # top-level packages whose callables a config may name
 ALLOWED_MODULES: tuple[str, ...] = ("polyfuse", "torch", "torchvision", "timm", "transformers", "open_clip",
                                     "lightning", "torchmetrics")
-# inside allowed packages: entry points that load or compile code
+# inside allowed packages: entry points that unpickle, load or compile code, or write files; private
+# names (a component starting with `_`, e.g. `torch._C`) are refused too
 REFUSED_MODULES: tuple[str, ...] = ("torch.hub", "torch.utils.cpp_extension", "torch.package", "torch.jit.load",
-                                    "torch.ops.load_library", "torch.classes.load_library")
+                                    "torch.ops.load_library", "torch.classes.load_library", "torch.load",
+                                    "torch.save", "torch.serialization", "torch.export.load",
+                                    "transformers.dynamic_module_utils")
 # `_target_` values that turn their `path:` argument into a class / function
 GETTER_TARGETS = frozenset({"hydra.utils.get_class", "hydra.utils.get_method", "hydra.utils.get_object"})
 
 
 def _within(name: str, prefixes: Sequence[str]) -> bool:
     return any(name == prefix or name.startswith(prefix + ".") for prefix in prefixes)
+
+
+def _allowed(name: str, allowed: Sequence[str]) -> bool:
+    private = any(part.startswith("_") for part in name.split("."))
+    return _within(name, allowed) and not _within(name, REFUSED_MODULES) and not private
 
 
 def _target_name(value: Any) -> str:
@@ -87,9 +96,9 @@ def untrusted_targets(cfg: Any, allowed: Sequence[str] = ALLOWED_MODULES, _prefi
         if name in GETTER_TARGETS:
             got = values.get("path")
             located = _target_name(got[0]) if got and got[1] and got[0] is not None else "<missing path>"
-            if not _within(located, allowed) or _within(located, REFUSED_MODULES):
+            if not _allowed(located, allowed):
                 problems.append((_join(_prefix, "path"), located))
-        elif not _within(name, allowed) or _within(name, REFUSED_MODULES):
+        elif not _allowed(name, allowed):
             problems.append((path, name))
     for key, value, readable in entries:
         if not _prefix and key == "hydra":  # Hydra's own launcher / sweeper settings: never rebuilt from a run

@@ -74,11 +74,14 @@ def test_every_kind_of_target_is_checked():
         "f": {"_target_": "transformers.AutoModel.from_pretrained", "trust_remote_code": True},
         "g": {"_target_": "${oc.env:SOME_UNSET_TARGET_VARIABLE_FOR_TEST}"},
         "h": {"_target_": "torchvision_evil.x"},
+        "i": {"_target_": "torch.load", "f": "evil.pt", "weights_only": False},
+        "j": {"_target_": "torch._C._jit_pass_inline"},
     })
     found = dict(untrusted_targets(config))
     assert found == {"b[0]._target_": "builtins.eval", "c.path": "subprocess.run", "e._target_": "torch.hub.load",
                      "f.trust_remote_code": "trust_remote_code=true (downloads and runs model code)",
-                     "g._target_": "<unresolvable interpolation>", "h._target_": "torchvision_evil.x"}
+                     "g._target_": "<unresolvable interpolation>", "h._target_": "torchvision_evil.x",
+                     "i._target_": "torch.load", "j._target_": "torch._C._jit_pass_inline"}
 
 
 @pytest.mark.parametrize("where", ["top", "deep", "partial"])
