@@ -60,7 +60,7 @@ def test_an_unknown_key_is_named_without_a_traceback(tmp_path: Path):
 
 @pytest.mark.slow
 def test_piped_stdout_gets_plain_progress_lines_and_one_test_table(tmp_path: Path):
-    done = _train(tmp_path, *TINY, "callbacks.progress_bar.every_n_steps=2")
+    done = _train(tmp_path, *TINY, "callbacks.progress_bar.every_n_batches=2")
     assert done.returncode == 0, done.stderr[-3000:]
     out = done.stdout
     batch = re.compile(r"^train epoch=1/1 batch=2/3 step=2/3 loss=\d+\.\d{4} samples_per_sec=\d+\.\d "

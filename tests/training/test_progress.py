@@ -44,16 +44,16 @@ def test_auto_picks_rich_in_a_terminal_and_plain_in_a_file(monkeypatch):
     monkeypatch.setattr("sys.stdout.isatty", lambda: True)
     assert isinstance(progress_bar(), RichProgressBar)
     monkeypatch.setattr("sys.stdout.isatty", lambda: False)
-    assert isinstance(progress_bar(every_n_steps=7), PlainProgress) and progress_bar(every_n_steps=7).every_n_steps == 7
+    assert isinstance(progress_bar(every_n_batches=7), PlainProgress) and progress_bar(every_n_batches=7).every_n_batches == 7
     assert isinstance(progress_bar("rich"), RichProgressBar)
     with pytest.raises(ConfigValueError, match="callbacks.progress_bar.style='fancy'"):
         progress_bar("fancy")
-    with pytest.raises(ConfigValueError, match="every_n_steps=0"):
-        PlainProgress(every_n_steps=0)
+    with pytest.raises(ConfigValueError, match="every_n_batches=0"):
+        PlainProgress(every_n_batches=0)
 
 
 def test_plain_lines_every_n_batches_and_at_each_epoch_end(capsys):
-    trainer = L.Trainer(max_epochs=2, callbacks=[PlainProgress(every_n_steps=2)], logger=False,
+    trainer = L.Trainer(max_epochs=2, callbacks=[PlainProgress(every_n_batches=2)], logger=False,
                         enable_checkpointing=False, enable_model_summary=False, num_sanity_val_steps=0,
                         accelerator="cpu", devices=1)
     trainer.fit(_Regression(), _loader(20), _loader(8))  # 5 batches per epoch

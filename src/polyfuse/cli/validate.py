@@ -75,7 +75,7 @@ RULES: tuple[Rule, ...] = (
     Rule("trainer.log_every_n_steps", integer=True, low=1),
     Rule("trainer.gradient_clip_val", low=0.0),
     Rule("checkpoint_every_n_steps", integer=True, low=0),
-    Rule("callbacks.*.every_n_steps", integer=True, low=1),
+    Rule("callbacks.*.every_n_batches", integer=True, low=1),
     # polyfuse-eval robustness levels
     Rule("robustness.rates.*", **PROBABILITY),
     Rule("robustness.severities.*", **PROBABILITY),

@@ -2,7 +2,7 @@
 
 Under SLURM (or ``| tee``, ``> log``) stdout is not a terminal: Rich's live bar then writes nothing
 until the end and dumps wrapped fragments, and tqdm fills the file with carriage returns.
-:class:`PlainProgress` prints one self-contained line every ``every_n_steps`` training batches and
+:class:`PlainProgress` prints one self-contained line every ``every_n_batches`` training batches and
 at each epoch end instead::
 
     train epoch=1/25 batch=50/157 step=50/3925 loss=1.8734 samples_per_sec=612.4 eta=0:05:21
@@ -55,7 +55,7 @@ def _batch_size(batch: Any) -> int:
 
 
 class PlainProgress(ProgressBar):
-    """Lightning progress bar for log files: a plain line every ``every_n_steps`` training batches
+    """Lightning progress bar for log files: a plain line every ``every_n_batches`` training batches
     (epoch, batch, global step, loss, samples/s since the previous line, ETA of the whole fit) and
     one at each epoch end (the epoch's logged metrics, e.g. ``val/acc``). Prints on global rank 0
     only (the base class disables it elsewhere); validation and test print nothing per batch.
@@ -64,11 +64,11 @@ class PlainProgress(ProgressBar):
     ``trainer.estimated_stepping_batches``, validation time included.
     """
 
-    def __init__(self, every_n_steps: int = 50) -> None:
+    def __init__(self, every_n_batches: int = 50) -> None:
         super().__init__()
-        if int(every_n_steps) < 1:
-            raise ConfigValueError(f"callbacks.progress_bar.every_n_steps={every_n_steps}: expected an integer >= 1")
-        self.every_n_steps = int(every_n_steps)
+        if int(every_n_batches) < 1:
+            raise ConfigValueError(f"callbacks.progress_bar.every_n_batches={every_n_batches}: expected an integer >= 1")
+        self.every_n_batches = int(every_n_batches)
         self._enabled = True
         self._fit_start = 0.0
         self._fit_start_step = 0
@@ -120,7 +120,7 @@ class PlainProgress(ProgressBar):
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
         self._samples += _batch_size(batch)
-        if not self._enabled or (batch_idx + 1) % self.every_n_steps:
+        if not self._enabled or (batch_idx + 1) % self.every_n_batches:
             return
         now = time.perf_counter()
         rate = self._samples / (now - self._last_time) if now > self._last_time else float("nan")
@@ -145,7 +145,7 @@ class PlainProgress(ProgressBar):
                    f"time={_duration(time.perf_counter() - self._epoch_start)} eta={self._eta(trainer)}")
 
 
-def progress_bar(style: Style = "auto", every_n_steps: int = 50, **rich_options: Any) -> ProgressBar:
+def progress_bar(style: Style = "auto", every_n_batches: int = 50, **rich_options: Any) -> ProgressBar:
     """The progress bar for ``style``: ``rich`` (Lightning's ``RichProgressBar``, options passed on),
     ``plain`` (:class:`PlainProgress`), ``tqdm`` (Lightning's ``TQDMProgressBar``), or ``auto``:
     rich when stdout is a terminal, plain otherwise (SLURM job logs, pipes)."""
@@ -154,7 +154,7 @@ def progress_bar(style: Style = "auto", every_n_steps: int = 50, **rich_options:
     if style == "rich":
         return RichProgressBar(**rich_options)
     if style == "plain":
-        return PlainProgress(every_n_steps=every_n_steps)
+        return PlainProgress(every_n_batches=every_n_batches)
     if style == "tqdm":
         return TQDMProgressBar()
     raise ConfigValueError(f"callbacks.progress_bar.style={style!r}: expected auto, rich, plain or tqdm")
