@@ -116,7 +116,7 @@ def main() -> None:
         f"trainer.max_epochs={args.epochs}",
         "data.num_workers=0", "data.bad_samples.min_samples=1",
         "model.optimizer.lr=1e-3",                    # a from-scratch stand-in learns faster than 1e-4 allows
-        f"hydra.run.dir={run_dir.resolve()}", "callbacks.rich_progress_bar=null",
+        f"hydra.run.dir={run_dir.resolve()}", "callbacks.progress_bar=null",
         *(TINY if args.tiny else []), *args.overrides]
     print("polyfuse-train", " \\\n    ".join(overrides), flush=True)
     subprocess.run([sys.executable, "-m", "polyfuse.cli.train", *overrides], check=True,

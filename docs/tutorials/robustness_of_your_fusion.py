@@ -44,7 +44,7 @@ def train(fusions: list[str], out: Path, epochs: int, seed: int, tiny: bool) -> 
     """Train one AV-digits model per fusion (one Hydra multirun); returns fusion -> run directory."""
     if not any(out.glob("*/summary.json")):
         overrides = ["-m", f"model/fusion={','.join(fusions)}", f"seed={seed}", f"trainer.max_epochs={epochs}",
-                     f"hydra.sweep.dir={out}", "callbacks.rich_progress_bar=null", *(TINY if tiny else [])]
+                     f"hydra.sweep.dir={out}", "callbacks.progress_bar=null", *(TINY if tiny else [])]
         print("polyfuse-train", " ".join(overrides), flush=True)
         subprocess.run([sys.executable, "-m", "polyfuse.cli.train", *overrides], check=True,
                        stdout=subprocess.DEVNULL if tiny else None)

@@ -13,7 +13,7 @@ from omegaconf import DictConfig, open_dict
 from polyfuse.cli.config import config_dir
 
 TINY = ["trainer.max_epochs=1", "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=1",
-        "+trainer.limit_test_batches=1", "data.batch_size=32", "logger=csv", "callbacks.rich_progress_bar=null",
+        "+trainer.limit_test_batches=1", "data.batch_size=32", "logger=csv", "callbacks.progress_bar=null",
         "trainer.enable_model_summary=false", "trainer.num_sanity_val_steps=0"]
 
 

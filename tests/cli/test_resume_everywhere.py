@@ -28,7 +28,7 @@ HERE = Path(__file__).parent
 # 64 training samples, batch 8 per process: 8 steps per epoch in one process, 4 per rank under DDP
 COMMON = ["trainer.max_epochs=2", "+trainer.limit_val_batches=2", "+trainer.limit_test_batches=2",
           "data.batch_size=8", "data.eval_batch_size=8", "data.num_workers=2", "checkpoint_every_n_steps=3",
-          "seed=5", "deterministic=true", "logger=csv", "callbacks.rich_progress_bar=null",
+          "seed=5", "deterministic=true", "logger=csv", "callbacks.progress_bar=null",
           "trainer.enable_model_summary=false", "trainer.log_every_n_steps=1", "trainer.num_sanity_val_steps=1"]
 # the step at which the killed run dies: mid second epoch, after the (mid-epoch) checkpoint before it
 KILL_AT = {1: 11, 2: 7}

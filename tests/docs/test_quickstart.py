@@ -32,7 +32,7 @@ BIN = Path(sys.executable).parent
 #: appended to every ``polyfuse-train`` command of the quickstart (``++``: add or override)
 TINY = ["trainer.max_epochs=1", "++trainer.limit_train_batches=2", "++trainer.limit_val_batches=1",
         "++trainer.limit_test_batches=1", "data.test_splits=[test]", "data.batch_size=32",
-        "callbacks.rich_progress_bar=null",
+        "callbacks.progress_bar=null",
         "trainer.enable_model_summary=false", "trainer.num_sanity_val_steps=0",
         "attention_backend=sdpa"]  # `auto` first times every backend: most of a 2-step run
 

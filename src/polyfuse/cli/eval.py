@@ -6,6 +6,7 @@ Examples::
     polyfuse-eval run_dir=outputs/<task>/multiruns/<time>            # every run inside
     polyfuse-eval run_dir=<dir> robustness.subsets=single robustness.rates=[0,0.5,1]
     polyfuse-eval run_dir=<dir> robustness.enabled=false split=test_real
+    polyfuse-eval run_dir=<dir shared by someone you trust> trust_config=true   # custom _target_s
 
 For each run it writes ``<run>/robustness/``: ``clean.json`` (the head's metrics), and with the
 robustness suite ``robustness.csv`` (one row per perturbation and level), ``summary.csv``
@@ -24,6 +25,8 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from polyfuse.cli.config import config_dir, register_resolvers
+from polyfuse.cli.errors import user_errors
+from polyfuse.cli.validate import validate_config
 from polyfuse.reporting.runs import ROBUSTNESS_DIR, find_runs, load_model
 from polyfuse.robustness import RobustnessConfig, evaluate_clean, evaluate_robustness, summarise
 from polyfuse.robustness.plots import plot_robustness_curves
@@ -61,7 +64,7 @@ def robustness_config(cfg: DictConfig) -> RobustnessConfig:
 
 def evaluate_run(run_dir: Path, cfg: DictConfig) -> dict[str, Any]:
     """Evaluate one run directory; returns ``{"clean": {...}, "summary": [...]}``."""
-    module, run_cfg = load_model(run_dir, cfg.checkpoint)
+    module, run_cfg = load_model(run_dir, cfg.checkpoint, trust_config=bool(cfg.get("trust_config", False)))
     model = module.model
     metric = cfg.get("metric") or model.head.monitor
     batches, pad_values = evaluation_batches(run_cfg, cfg.split, int(cfg.batch_size), cfg.get("max_batches"))
@@ -99,6 +102,7 @@ def _print(results: list[dict[str, Any]]) -> None:
 
 def run_eval(cfg: DictConfig) -> list[dict[str, Any]]:
     """Evaluate every run under ``cfg.run_dir``."""
+    validate_config(cfg)
     results = []
     for run in find_runs(cfg.run_dir):
         if cfg.get("skip_existing") and (run.path / ROBUSTNESS_DIR / "robustness.csv").is_file():
@@ -111,7 +115,8 @@ def run_eval(cfg: DictConfig) -> list[dict[str, Any]]:
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="eval")
 def main(cfg: DictConfig) -> None:
-    run_eval(cfg)
+    with user_errors("polyfuse-eval"):
+        run_eval(cfg)
 
 
 if __name__ == "__main__":

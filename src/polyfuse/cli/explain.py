@@ -26,6 +26,8 @@ from torch import Tensor
 
 from polyfuse.batch import Batch
 from polyfuse.cli.config import config_dir, register_resolvers
+from polyfuse.cli.errors import user_errors
+from polyfuse.cli.validate import validate_config
 from polyfuse.cli.eval import evaluation_loader
 from polyfuse.reporting.attention import (AttentionMaps, attention_rollout, collect_attention, parse_map_name,
                                           query_average)
@@ -96,8 +98,9 @@ def sample_panels(model: Any, batch: Batch, index: int, maps: AttentionMaps, dat
 
 def explain_run(cfg: DictConfig) -> dict[str, Path]:
     """Write the explanation figures of ``cfg.run_dir``; returns the files by name."""
+    validate_config(cfg)
     run_dir = Path(cfg.run_dir)
-    module, run_cfg = load_model(run_dir, cfg.checkpoint)
+    module, run_cfg = load_model(run_dir, cfg.checkpoint, trust_config=bool(cfg.get("trust_config", False)))
     model = module.model.eval()
     loader = evaluation_loader(run_cfg, cfg.split, int(cfg.batch_size))
     out = run_dir / cfg.output_subdir
@@ -136,7 +139,9 @@ def explain_run(cfg: DictConfig) -> dict[str, Path]:
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="explain")
 def main(cfg: DictConfig) -> None:
-    for name, path in sorted(explain_run(cfg).items()):
+    with user_errors("polyfuse-explain"):
+        files = explain_run(cfg)
+    for name, path in sorted(files.items()):
         print(f"polyfuse-explain: {name}: {path}")
 
 

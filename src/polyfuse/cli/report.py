@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 from typing import Sequence
 
+from polyfuse.cli.errors import user_errors
 from polyfuse.reporting.report import build_report
 
 
@@ -32,7 +33,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    report = build_report(args.root, args.out, metric=args.metric, reference=args.reference, title=args.title)
+    with user_errors("polyfuse-report"):  # reads run directories as data: nothing is instantiated
+        report = build_report(args.root, args.out, metric=args.metric, reference=args.reference, title=args.title)
     from rich.console import Console
     from rich.table import Table
 

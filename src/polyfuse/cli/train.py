@@ -21,6 +21,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from polyfuse.cli.config import config_dir, register_resolvers
+from polyfuse.cli.errors import user_errors
+from polyfuse.cli.validate import validate_config
 from polyfuse.training.launch import check_multirun_launch, is_launch_rank_zero, leave_requeue_to_submitit
 from polyfuse.training import resume
 
@@ -67,6 +69,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """
     from polyfuse.attention import set_default_backend
 
+    validate_config(cfg)  # types and ranges of lr, batch sizes, probabilities...: before any work
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     backend = cfg.get("attention_backend", "auto")
@@ -115,8 +118,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                     weights_only=True)
     if cfg.get("test", True):
         has_best = bool(getattr(trainer.checkpoint_callback, "best_model_path", ""))
+        # verbose=False: Lightning's table repeats split-level metrics under every dataloader column;
+        # the run summary below lists each split's metrics once
         trainer.test(model, datamodule=datamodule, ckpt_path="best" if has_best and cfg.get("train", True) else None,
-                     weights_only=True)
+                     weights_only=True, verbose=False)
 
     summary_path = output_dir / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
@@ -149,7 +154,8 @@ def _print_summary(summary: dict[str, Any], output_dir: Path) -> None:
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
 def main(cfg: DictConfig) -> float | None:
     """Hydra entry point; returns ``cfg.optimized_metric`` from the summary (for sweepers)."""
-    summary = train(cfg)
+    with user_errors("polyfuse-train"):  # a user's mistake: one message, exit status 2 (cli/errors.py)
+        summary = train(cfg)
     metric = cfg.get("optimized_metric")
     if metric:
         value = summary.get("test", {}).get(metric, summary.get("best_score"))

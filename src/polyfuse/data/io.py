@@ -16,8 +16,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from polyfuse.errors import UserInputError
 
-class DataFileError(ValueError):
+
+class DataFileError(UserInputError, ValueError):
     """A dataset file is missing, unreadable or malformed; the message names the file."""
 
 

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from polyfuse import resources
+from polyfuse.errors import UserInputError
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ DIRECTORY_FILES = ("model.safetensors", "model.safetensors.index.json", "open_cl
 WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "module")
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserInputError, RuntimeError):
     """A checkpoint cannot be read, or does not fit the encoder it is loaded into."""
 
 

@@ -129,17 +129,25 @@ def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
     return checkpoint.get("state_dict", checkpoint)
 
 
-def load_model(run_dir: str | Path, checkpoint: str = "best") -> tuple[Any, DictConfig]:
-    """Rebuild a run's LightningModule from its ``config.yaml`` and load its weights (strictly)."""
+def load_model(run_dir: str | Path, checkpoint: str = "best", *, trust_config: bool = False
+               ) -> tuple[Any, DictConfig]:
+    """Rebuild a run's LightningModule from its ``config.yaml`` and load its weights (strictly).
+
+    The whole config (model and data, which callers rebuild next) is first checked by
+    :func:`polyfuse.safe_config.check_targets`: a ``_target_`` outside polyfuse / torch / ... raises
+    :class:`~polyfuse.errors.UntrustedConfigError` unless ``trust_config=True``.
+    """
     import hydra
 
     from polyfuse.attention import set_default_backend
+    from polyfuse.safe_config import check_targets
 
     run_dir = Path(run_dir)
     config_path = run_dir / "config.yaml"
     if not config_path.is_file():
         raise FileNotFoundError(f"{run_dir} is not a run directory (no config.yaml)")
     cfg = OmegaConf.load(config_path)
+    check_targets(cfg, trusted=trust_config, source=config_path, flag="trust_config=true")
     set_default_backend(cfg.get("attention_backend", "auto"))
     module = hydra.utils.instantiate(cfg.model)
     module.load_state_dict(load_weights(checkpoint_file(run_dir, checkpoint)))
