@@ -201,8 +201,11 @@ def logger_resume_options(target: str, run_dir: Path, step: int) -> dict[str, An
 
 
 def continue_csv_log(logger: Any, rows: list[dict[str, float | int]]) -> None:
-    """Put the rows a ``CSVLogger`` wrote before the restart back (its writer deletes the old file)."""
-    if not rows:
+    """Put the rows a ``CSVLogger`` wrote before the restart back (its writer deletes the old file).
+    Rank 0 only: the loggers of other DDP ranks write nothing (their ``experiment`` is a dummy)."""
+    from lightning.pytorch.utilities.rank_zero import rank_zero_only
+
+    if not rows or getattr(rank_zero_only, "rank", 0) != 0:
         return
     writer = logger.experiment
     writer.metrics = [dict(row) for row in rows] + writer.metrics
