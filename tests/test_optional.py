@@ -25,7 +25,8 @@ def test_import_optional_names_the_extra(monkeypatch):
 
 
 @pytest.mark.parametrize("hidden, extra, where, function, args", [
-    ("pycocoevalcap", "captioning", "polyfuse.metrics.captioning", "caption_scores", ({"1": "a cat"}, {"1": ["a cat"]})),
+    ("pycocoevalcap", "captioning", "polyfuse.metrics.captioning", "caption_scores",
+     ({"1": "a cat"}, {"1": ["a cat"]})),
     ("webdataset", "data", "polyfuse.data.shards", "import_webdataset", ()),
     ("datasets", "data", "polyfuse.data.hf", "load_hf_dataset", ("missing", "train")),
     ("open_clip", "clip", "polyfuse.encoders.pretrained.open_clip_towers", "open_clip_model_config", ("ViT-B-32",)),

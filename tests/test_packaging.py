@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -29,16 +30,46 @@ CHECKOUT_VARIABLES = ("PYTHONPATH", "POLYFUSE_ROOT", "POLYFUSE_CONFIG_PATH", "VI
 
 pytestmark = pytest.mark.slow
 
+#: a project's own primary config composing polyfuse's groups, found through pkg://polyfuse.configs
+OWN_PRIMARY_CONFIG = """\
+defaults:
+  - data: avdigits
+  - model: multimodal
+  - model/encoder@model.encoders.image: vit_tiny
+  - model/fusion: gmu
+  - model/head: classification
+  - paths: default
+  - _self_
+hydra:
+  searchpath: [pkg://polyfuse.configs]
+"""
+#: run in the fresh environment: where polyfuse, its configs and dataset come from
+PROBE = """\
+import json
+from pathlib import Path
+from hydra import compose, initialize_config_dir, initialize_config_module
+import polyfuse
+from polyfuse.cli import config
+with initialize_config_module("polyfuse.configs", version_base="1.3"):
+    packaged = compose("train")
+with initialize_config_dir(str(Path("configs").resolve()), version_base="1.3"):
+    own = compose("my_train")
+print(json.dumps({"module": polyfuse.__file__, "checkout": config.checkout_root(),
+                  "configs": str(config.config_dir()), "dataset": str(config.avdigits_dir()),
+                  "pkg_data_root": packaged.data.root, "own_data_root": own.data.root,
+                  "own_fusion": own.model.fusion._target_}))
+"""
+
 
 def _source_tree(destination: Path) -> Path:
     """A copy of the checkout as a fresh clone plus the working changes would have it (the files git
     tracks or would track), so that nothing ignored (``build/``, ``.venv``) reaches the wheel."""
     try:
-        listed = subprocess.run(["git", "-C", str(REPO), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                                capture_output=True, check=True, timeout=120).stdout.decode().split("\0")
+        listed = subprocess.run(["git", "-C", str(REPO), "ls-files", "-z", "--cached", "--others",
+                                 "--exclude-standard"], capture_output=True, check=True, timeout=120).stdout
     except (OSError, subprocess.CalledProcessError):
         pytest.skip("the packaging test copies the checkout with `git ls-files` (not a git checkout)")
-    for name in filter(None, listed):
+    for name in filter(None, listed.decode().split("\0")):
         source = REPO / name
         if source.is_file():
             (destination / name).parent.mkdir(parents=True, exist_ok=True)
@@ -68,13 +99,13 @@ def test_wheel_holds_configs_dataset_and_ranges(wheel: Path):
     assert dataset and {f"polyfuse/avdigits_data/{f}" for f in dataset} <= names
     assert not any(name.startswith(("tests/", "scripts/", "docs/")) for name in names)
     (metadata,) = [name for name in names if name.endswith(".dist-info/METADATA")]
-    requires = [line for line in zipfile.ZipFile(wheel).read(metadata).decode().splitlines()
-                if line.startswith("Requires-Dist:")]
-    torch_requirement = next(line for line in requires if line.split()[1].startswith("torch") and "vision" not in line
-                             and "data" not in line and "metrics" not in line)
-    assert "==" not in torch_requirement, torch_requirement  # exact pins live in constraints.txt
-    assert any("pycocoevalcap" in line and 'extra == "captioning"' in line for line in requires)
-    assert not any("pycocoevalcap" in line and "extra ==" not in line for line in requires)
+    lines = zipfile.ZipFile(wheel).read(metadata).decode().splitlines()
+    requires = [line.removeprefix("Requires-Dist: ") for line in lines if line.startswith("Requires-Dist:")]
+    core = {re.match(r"[A-Za-z0-9_.-]+", line).group(0): line for line in requires if "extra ==" not in line}
+    assert {"torch", "torchvision", "torchdata", "hydra-core", "lightning"} <= set(core)
+    assert "==" not in core["torch"] and "==" not in core["torchvision"], core  # exact pins: constraints.txt
+    assert not {"pycocoevalcap", "wandb", "datasets", "webdataset", "open_clip_torch"} & set(core), core
+    assert any(line.startswith("pycocoevalcap") and 'extra == "captioning"' in line for line in requires)
 
 
 def _fresh_venv(root: Path) -> Path:
@@ -92,28 +123,31 @@ def test_wheel_installs_and_trains_outside_the_checkout(wheel: Path, tmp_path: P
 
     start = time.perf_counter()
     install = subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps",
-                              "--no-index", "--quiet", str(wheel)], capture_output=True, text=True, env=env, timeout=600)
+                              "--no-index", "--quiet", str(wheel)],
+                             capture_output=True, text=True, env=env, timeout=600)
     assert install.returncode == 0, install.stderr[-3000:]
+    install_seconds = time.perf_counter() - start
     site_packages = Path(subprocess.check_output(
         [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], text=True, env=env).strip())
     outer = dict.fromkeys([sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]])
     (site_packages / "_outer_dependencies.pth").write_text("".join(f"{path}\n" for path in outer))
 
-    probe = subprocess.run(
-        [python, "-c", "import json, polyfuse; from polyfuse.cli import config; "
-                       "print(json.dumps([polyfuse.__file__, str(config.config_dir()), str(config.avdigits_dir()), "
-                       "config.checkout_root()]))"],
-        cwd=work, env=env, capture_output=True, text=True, timeout=300)
+    (work / "configs").mkdir()
+    (work / "configs" / "my_train.yaml").write_text(OWN_PRIMARY_CONFIG)
+    probe = subprocess.run([python, "-c", PROBE], cwd=work, env=env, capture_output=True, text=True, timeout=300)
     assert probe.returncode == 0, probe.stderr[-3000:]
-    module, configs, dataset, checkout = json.loads(probe.stdout.strip().splitlines()[-1])
-    assert Path(module).is_relative_to(tmp_path / "venv"), module  # the wheel, not this checkout
-    assert Path(configs) == site_packages / "polyfuse" / "configs"
-    assert Path(dataset) == site_packages / "polyfuse" / "avdigits_data"
-    assert checkout is None
+    found = json.loads(probe.stdout.strip().splitlines()[-1])
+    assert Path(found["module"]).is_relative_to(tmp_path / "venv"), found  # the wheel, not this checkout
+    assert found["checkout"] is None
+    assert Path(found["configs"]) == site_packages / "polyfuse" / "configs"
+    packaged_dataset = str(site_packages / "polyfuse" / "avdigits_data")
+    assert found["dataset"] == found["pkg_data_root"] == found["own_data_root"] == packaged_dataset, found
+    assert found["own_fusion"] == "polyfuse.fusion.GatedMultimodalUnit"
 
+    start = time.perf_counter()
     run = subprocess.run([python.parent / "polyfuse-train", *TINY_RUN], cwd=work, env=env, capture_output=True,
                          text=True, timeout=900)
-    seconds = time.perf_counter() - start
+    run_seconds = time.perf_counter() - start
     assert run.returncode == 0, (run.stdout[-2000:], run.stderr[-3000:])
     summaries = list((work / "outputs" / "train" / "runs").glob("*/summary.json"))
     assert len(summaries) == 1, list(work.rglob("*"))[:20]
@@ -122,5 +156,6 @@ def test_wheel_installs_and_trains_outside_the_checkout(wheel: Path, tmp_path: P
     saved = (summaries[0].parent / "config.yaml").read_text()
     assert f"root: {site_packages / 'polyfuse' / 'avdigits_data'}" in saved  # the dataset shipped in the wheel
     with capsys.disabled():
-        print(f"\n[packaging] wheel {wheel.name}: {wheel.stat().st_size / 1e6:.1f} MB; "
-              f"install -> finished 1-epoch run (2 train batches): {seconds:.1f} s")
+        print(f"\n[packaging] wheel {wheel.name}: {wheel.stat().st_size / 1e6:.1f} MB; install -> finished run: "
+              f"{install_seconds + run_seconds:.1f} s (pip install {install_seconds:.1f} s + polyfuse-train, 1 epoch "
+              f"of 2 batches, {run_seconds:.1f} s)")
