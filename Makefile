@@ -2,6 +2,7 @@
 #   make train  -> create .venv, install polyfuse[dev], train the default AV-digits experiment
 #   make test   -> create .venv, install polyfuse[dev], run the CPU test suite
 #   make docs   -> the same bootstrap, then the documentation site into site/ (open site/index.html)
+# As a library outside a checkout (a wheel, extras, your own configs): docs/install.md.
 PYTHON ?= python3.11
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -16,9 +17,11 @@ $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 
 # Reinstall only when the package metadata changed (editable install: code edits need nothing).
-$(STAMP): pyproject.toml | $(VENV)/bin/python
+# constraints.txt pins torch / torchvision to the tested builds; pyproject.toml keeps ranges
+# (docs/install.md).
+$(STAMP): pyproject.toml setup.py constraints.txt | $(VENV)/bin/python
 	$(PY) -m pip install --upgrade --quiet pip
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev]"
 	$(MAKE) --no-print-directory pretrained
 	touch $(STAMP)
 

@@ -35,9 +35,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from polyfuse.data import (AudioPipeline, BadSampleLoader, BadSampleTracker, CocoCaptionsReader, CsvCaptionsReader,
+from polyfuse.data import (AudioPipeline, BadSampleTracker, CocoCaptionsReader, CsvCaptionsReader,
                            DecodedDataset, DecodedIterableDataset, HFDatasetReader, ImagePipeline,
-                           KarpathyCaptionsReader, MediaFolderReader, MultimodalCollate, SampleDecoder, ShardReader,
+                           KarpathyCaptionsReader, MediaFolderReader, MultimodalCollate, MultimodalLoader, SampleDecoder, ShardReader,
                            TextPipeline, VQAv2Reader, write_shards)
 
 WORDS = "a the dog cat man woman child on with red blue green car bench table sits runs holds looks near".split()
@@ -182,14 +182,14 @@ def baseline_loader(root: Path, size: int, mode: str, batch: int, workers: int) 
 
 
 def reader_loader(reader: Dataset, modalities: tuple[str, ...], pipelines: dict[str, Any], batch: int,
-                  workers: int) -> BadSampleLoader:
+                  workers: int) -> MultimodalLoader:
     decoder = SampleDecoder(modalities, train=True, **pipelines)
     streaming = isinstance(reader, torch.utils.data.IterableDataset)
     dataset = (DecodedIterableDataset if streaming else DecodedDataset)(reader, decoder)
     collate = MultimodalCollate(list(modalities), targets=tuple(getattr(reader, "targets", ())),
                                 pad_values={"text": pipelines["text"].pad_id}, shapes={"image": pipelines["image"].shape})
-    return BadSampleLoader(dataset, batch_size=batch, shuffle=not streaming, num_workers=workers,
-                           collate_fn=collate, tracker=BadSampleTracker("bench"))
+    return MultimodalLoader(dataset, batch_size=batch, shuffle=not streaming, seed=0, num_workers=workers,
+                            collate_fn=collate, persistent_workers=False, train=True, tracker=BadSampleTracker("bench"))
 
 
 def training_step_rate(batch_size: int, repeats: int = 5) -> float:

@@ -37,11 +37,11 @@ from pathlib import Path
 
 import torch
 
-from polyfuse.cli.config import repo_root
+from polyfuse.cli.config import avdigits_dir
 from polyfuse.cli.eval import evaluation_batches
 from polyfuse.reporting.runs import load_model
 
-AVDIGITS = repo_root() / "data" / "avdigits"
+AVDIGITS = avdigits_dir()  # data/avdigits in a checkout, the copy inside an installed wheel
 SPLITS = {"train": "train2014", "val": "val2014"}  # AV-digits split -> VQAv2 subtype
 
 #: 2 training steps and one evaluation batch: checks that everything connects, measures nothing

@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from polyfuse._optional import import_optional
 from polyfuse.data.io import DataFileError, EncodedMedia
 from polyfuse.data.reader import MODALITIES, SOURCE_KEY, RecordReader
 
@@ -31,7 +32,7 @@ def load_hf_dataset(path: str | Path, split: str, builder: str | None = None, da
     a ``DatasetDict``); otherwise ``load_dataset(builder or path, data_dir=..., data_files=...,
     split=split)``, e.g. ``builder="imagefolder"`` or ``"parquet"``.
     """
-    import datasets
+    datasets = import_optional("datasets", extra="data", feature="Hugging Face datasets (data=hf)")
 
     path = Path(path).expanduser()
     if builder is None and path.is_dir() and is_saved_dataset(path):
@@ -76,7 +77,7 @@ class HFDatasetReader(RecordReader):
                  columns: Mapping[str, str] | None = None, extra_columns: Sequence[str] = (),
                  data_files: Any = None, load_kwargs: Mapping[str, Any] | None = None) -> None:
         super().__init__()
-        import datasets
+        datasets = import_optional("datasets", extra="data", feature="Hugging Face datasets (data=hf)")
 
         self.path, self.split = Path(path).expanduser(), split
         self.dataset = load_hf_dataset(self.path, split, builder, data_files, **dict(load_kwargs or {}))

@@ -40,6 +40,7 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from polyfuse._optional import import_optional
 from polyfuse.data.errors import BadSample
 from polyfuse.data.folder import AUDIO_EXTENSIONS, IMAGE_EXTENSIONS
 from polyfuse.data.io import DataFileError, EncodedMedia
@@ -52,11 +53,7 @@ INDEX_FILE = "index.json"
 
 def import_webdataset() -> Any:
     """The ``webdataset`` package, or an error saying how to install it."""
-    try:
-        import webdataset
-    except ImportError as error:
-        raise ImportError("WebDataset shards need the `webdataset` package: pip install webdataset") from error
-    return webdataset
+    return import_optional("webdataset", extra="data", feature="WebDataset shards")
 
 
 def expand_shard_urls(urls: str | Path | Sequence[str]) -> list[str]:

@@ -10,6 +10,7 @@ from typing import Mapping, Sequence
 
 import torch.distributed as dist
 
+from polyfuse._optional import import_optional
 from polyfuse.metrics.collected import SplitMetric
 
 __all__ = ["caption_scores", "CaptionScores", "CAPTION_METRICS"]
@@ -18,10 +19,7 @@ CAPTION_METRICS = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", 
 
 
 def _require_tools(spice: bool) -> None:
-    try:
-        import pycocoevalcap  # noqa: F401
-    except ImportError as error:
-        raise ImportError("caption metrics need pycocoevalcap: pip install pycocoevalcap") from error
+    import_optional("pycocoevalcap", extra="captioning", feature="caption metrics")
     if shutil.which("java") is None:
         raise RuntimeError("caption metrics need Java: pycocoevalcap's PTB tokenizer and METEOR run as Java "
                            "programs, and `java` is not on PATH (install a JRE, e.g. "

@@ -17,6 +17,7 @@ import re
 from pathlib import Path
 from typing import Any, Mapping
 
+from polyfuse._optional import import_optional
 from polyfuse.encoders.clip_text import CLIPTextEncoder
 from polyfuse.encoders.loading import (CheckpointError, StateDict, count_indexed, load_checked, read_state_dict,
                                        require, resolve_path, split_fused)
@@ -29,11 +30,7 @@ BLOCK_RENAMES = (("ln_1.", "norm1."), ("ln_2.", "norm2."), ("mlp.c_fc.", "mlp.fc
 
 def open_clip_model_config(name: str) -> dict[str, Any]:
     """open_clip's own model config for ``name`` (``open_clip/model_configs/<name>.json``), not a copy."""
-    try:
-        import open_clip
-    except ImportError as error:
-        raise CheckpointError(f"open_clip model config {name!r}: open_clip is not installed "
-                              "(pip install open_clip_torch)") from error
+    open_clip = import_optional("open_clip", extra="clip", feature=f"open_clip model config {name!r}")
     config = open_clip.get_model_config(name)
     if config is None:
         close = difflib.get_close_matches(name, open_clip.list_models(), n=5, cutoff=0.5)
