@@ -139,12 +139,24 @@ class PolyfuseLitModule(LightningModule):
         return metrics
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["train_epoch_accumulators"] = {
-            name: {"state": dict(metric.metric_state), "updates": int(metric._update_count)}
-            for name, metric in self._epoch_accumulators().items()}
+        """Every rank's epoch accumulators (Lightning calls this on every rank; rank 0 writes)."""
+        local = {name: {"state": {key: _on_cpu(value) for key, value in metric.metric_state.items()},
+                        "updates": int(metric._update_count)}
+                 for name, metric in self._epoch_accumulators().items()}
+        ranks = [local]
+        if torch.distributed.is_available() and torch.distributed.is_initialized() \
+                and torch.distributed.get_world_size() > 1:
+            ranks = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(ranks, local)
+        checkpoint["train_epoch_accumulators"] = {"ranks": ranks}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         saved = checkpoint.get("train_epoch_accumulators", {})
+        if "ranks" in saved:  # this rank's own; another process count starts the epoch's sums afresh
+            rank = torch.distributed.get_rank() if torch.distributed.is_available() \
+                and torch.distributed.is_initialized() else 0
+            ranks = saved["ranks"]
+            saved = ranks[rank] if rank < len(ranks) else {}
         for name, metric in self._epoch_accumulators().items():
             if name in saved:
                 for key, value in saved[name]["state"].items():
@@ -187,6 +199,15 @@ class PolyfuseLitModule(LightningModule):
         else:
             scheduler = self.scheduler_factory(optimizer=optimizer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def _on_cpu(value: Any) -> Any:
+    """Metric states (tensors or lists of tensors) on the CPU, for gathering across ranks."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if isinstance(value, list):
+        return [_on_cpu(item) for item in value]
+    return value
 
 
 def warmup_decay(shape: str, total: int, warmup_steps: int, warmup_ratio: float | None = None) -> Callable[[int], float]:
