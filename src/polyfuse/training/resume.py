@@ -32,6 +32,8 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, Sampler, SequentialSampler
 
+from polyfuse.training.sharding import is_sharded_checkpoint, read_checkpoint
+
 __all__ = ["EpochPermutationSampler", "SampleSeededDataset", "ResumableDataLoader", "ExactResume",
            "AtomicCheckpointIO", "make_resumable"]
 
@@ -330,9 +332,9 @@ def resolve_checkpoint(ckpt_path: str | Path | None, output_dir: str | Path) -> 
         return None
     if str(ckpt_path) == "last":
         last = Path(output_dir) / "checkpoints" / "last.ckpt"
-        return last.resolve() if last.is_file() else None
+        return last.resolve() if last.is_file() or is_sharded_checkpoint(last) else None
     path = Path(ckpt_path).expanduser().resolve()
-    if not path.is_file():
+    if not (path.is_file() or is_sharded_checkpoint(path)):  # a file, or a directory of FSDP shards
         raise FileNotFoundError(f"ckpt_path={ckpt_path}: no such checkpoint file ({path})")
     return path
 
@@ -346,8 +348,8 @@ def run_dir_of(checkpoint: Path) -> Path | None:
 
 
 def checkpoint_step(checkpoint: Path) -> int:
-    """The ``global_step`` stored in a Lightning checkpoint."""
-    return int(torch.load(checkpoint, map_location="cpu", weights_only=True).get("global_step", 0))
+    """The ``global_step`` stored in a Lightning checkpoint (file or sharded directory)."""
+    return int(read_checkpoint(checkpoint, weights=False).get("global_step", 0))
 
 
 def csv_rows_before(path: Path, step: int) -> list[dict[str, float | int]]:
