@@ -5,7 +5,7 @@ Usage: ``python fsdp_worker.py OUT_DIR``. Lightning starts rank 1 by re-running 
 
 For each model of :data:`MODELS` (a multimodal classifier with cross-attention fusion; CLIP towers
 with the contrastive head, whose loss all-gathers the embeddings over ranks), built from the repo's
-Hydra configs with dropout 0, each rank fits :data:`STEPS` AdamW steps on its half of the same
+Hydra configs with dropout 0, each rank fits :data:`STEPS` optimizer steps on its half of the same
 global batches (gradient clipping on), once with DDP and once with FSDP2, and records the losses;
 rank 0 saves the full weights after each fit. Then (CLIP) an uninterrupted 2-epoch FSDP2 run, and
 the same run stopped after epoch 1 (sharded checkpoint directory) and resumed with ``ckpt_path``.
@@ -36,10 +36,15 @@ from polyfuse.cli.config import config_dir
 from polyfuse.training.sharding import FSDP2Strategy
 
 WORLD_SIZE, BATCH_PER_RANK, STEPS = 2, 4, 3
-NO_DROPOUT = ["model.encoders.text.dropout=0.0", "model.fusion.dropout=0.0"]
+NO_DROPOUT = ["model.encoders.text.dropout=0.0", "model.fusion.dropout=0.0", "model.head.dropout=0.0"]
+# The multimodal model trains with plain SGD: AdamW divides each gradient by its magnitude, which turns
+# the rounding noise of (near-)zero gradients into lr-sized steps that differ between any two runs
+# that round differently; with SGD every weight difference measures how far the gradients agree.
+# CLIP keeps its configured AdamW (what `experiment=clip_pretrain_avdigits` runs).
+SGD = ["model.optimizer._target_=torch.optim.SGD", "model.optimizer.lr=0.1", "model.optimizer.weight_decay=0.0"]
 MODELS: dict[str, list[str]] = {
     "multimodal": ["data.modalities=[image,text]", "model/fusion=cross_attention", "model.scheduler=null",
-                   *NO_DROPOUT],
+                   *NO_DROPOUT, *SGD],
     "clip": ["experiment=clip_pretrain_avdigits", "model.scheduler=null"],
 }
 

@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from polyfuse.training.sharding import is_sharded_checkpoint, read_checkpoint
+from polyfuse.training.sharding import is_sharded_checkpoint, match_parameter_shapes, read_checkpoint
 
 __all__ = ["Run", "find_runs", "load_weights", "load_model", "checkpoint_file", "ROBUSTNESS_DIR"]
 
@@ -145,5 +145,5 @@ def load_model(run_dir: str | Path, checkpoint: str = "best") -> tuple[Any, Dict
     cfg = OmegaConf.load(config_path)
     set_default_backend(cfg.get("attention_backend", "auto"))
     module = hydra.utils.instantiate(cfg.model)
-    module.load_state_dict(load_weights(checkpoint_file(run_dir, checkpoint)))
+    module.load_state_dict(match_parameter_shapes(load_weights(checkpoint_file(run_dir, checkpoint)), module))
     return module.eval(), cfg

@@ -18,6 +18,12 @@ This module is the one place that decides the units:
 * :class:`FSDP2Strategy` -- Lightning's ``ModelParallelStrategy`` with every process in the
   data-parallel dimension (plain FSDP, no tensor parallelism) and the unit classes as an argument.
 
+FSDP2 cannot shard 0-d parameters (the contrastive head's ``logit_scale`` / ``logit_bias``):
+:func:`promote_scalar_parameters` turns each into a 1-element vector before sharding (broadcasting
+keeps every computation the same), so FSDP checkpoints hold them with shape ``(1,)``;
+:func:`match_parameter_shapes` puts them back to 0-d when the weights are loaded into an unsharded
+model (``polyfuse-eval``).
+
 The root unit keeps its parameters gathered between forward and backward (FSDP2's default for the
 root), so a head's loss (``head.loss``, e.g. the contrastive logit scale) may use them after
 ``model(batch)`` returns.
@@ -48,8 +54,8 @@ if TYPE_CHECKING:
     from lightning.pytorch import LightningModule
     from torch.distributed.device_mesh import DeviceMesh
 
-__all__ = ["FSDP_UNIT_CLASSES", "FSDP2Strategy", "shard_units", "shard_lightning_module",
-           "is_sharded_checkpoint", "read_checkpoint", "SHARDED_METADATA"]
+__all__ = ["FSDP_UNIT_CLASSES", "FSDP2Strategy", "shard_units", "shard_lightning_module", "promote_scalar_parameters",
+           "match_parameter_shapes", "is_sharded_checkpoint", "read_checkpoint", "SHARDED_METADATA"]
 
 FSDP_UNIT_CLASSES: tuple[type[nn.Module], ...] = (TransformerBlock, ContextAttention, FeedForward)
 SHARDED_METADATA = "meta.pt"  # Lightning's non-tensor part of a sharded checkpoint directory
@@ -65,6 +71,26 @@ def _resolve_classes(classes: Sequence[str | type[nn.Module]] | None) -> tuple[t
         if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
             raise TypeError(f"FSDP unit_classes: {cls!r} is not an nn.Module class")
     return resolved
+
+
+def promote_scalar_parameters(root: nn.Module) -> list[str]:
+    """Replace every 0-d parameter under ``root`` by a ``(1,)`` parameter of the same value and
+    ``requires_grad`` (``fully_shard`` refuses scalars); returns their names. Call before the
+    optimizer is built."""
+    names = []
+    for module_name, module in root.named_modules():
+        for name, param in list(module.named_parameters(recurse=False)):
+            if param.dim() == 0:
+                setattr(module, name, nn.Parameter(param.detach().reshape(1), requires_grad=param.requires_grad))
+                names.append(f"{module_name}.{name}" if module_name else name)
+    return names
+
+
+def match_parameter_shapes(state: dict[str, torch.Tensor], module: nn.Module) -> dict[str, torch.Tensor]:
+    """``state`` with each ``(1,)`` entry reshaped to 0-d where ``module`` has a 0-d tensor of that name
+    (weights saved under FSDP2, see :func:`promote_scalar_parameters`); other entries unchanged."""
+    scalars = {name for name, value in [*module.named_parameters(), *module.named_buffers()] if value.dim() == 0}
+    return {key: value.reshape(()) if key in scalars and value.shape == (1,) else value for key, value in state.items()}
 
 
 def shard_units(root: nn.Module, mesh: "DeviceMesh", unit_classes: Sequence[type[nn.Module]] = FSDP_UNIT_CLASSES,
@@ -109,6 +135,8 @@ def shard_lightning_module(module: "LightningModule", unit_classes: Sequence[typ
     for name, objective in getattr(module, "objectives", {}).items():
         if any(True for _ in objective.parameters()):
             roots[f"objectives.{name}"] = objective
+    for root in roots.values():
+        promote_scalar_parameters(root)
     units = {name: shard_units(root, data_mesh, classes, reshard_after_forward) for name, root in roots.items()}
     plain = [name for name, param in module.named_parameters() if not isinstance(param, DTensor)]
     if plain:
