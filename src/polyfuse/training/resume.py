@@ -392,5 +392,7 @@ def continue_csv_log(logger: Any, rows: list[dict[str, float | int]]) -> None:
     if not rows:
         return
     writer = logger.experiment
+    if not isinstance(getattr(writer, "metrics", None), list):  # ranks > 0 get a dummy experiment (DDP, FSDP)
+        return
     writer.metrics = [dict(row) for row in rows] + writer.metrics
     writer.save()
