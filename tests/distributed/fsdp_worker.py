@@ -149,6 +149,8 @@ def main() -> None:
             results[f"{name}/{kind}"] = torch.stack(record.losses)
             if kind == "fsdp":
                 results[f"{name}/units"] = [n for n, m in module.named_modules() if type(m).__name__.startswith("FSDP")]
+                local = sum(p.to_local().numel() for p in module.parameters())
+                results[f"{name}/local_fraction"] = local / sum(p.numel() for p in module.parameters())
             if rank == 0:
                 torch.save({k: v.detach().cpu().clone() for k, v in weights.items()}, out / f"weights_{name}_{kind}.pt")
 

@@ -104,6 +104,8 @@ def test_fsdp_weights_equal_ddp_and_one_process(fsdp_run, sdpa_backend, name: st
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(worker.MODELS))
 def test_every_transformer_block_is_its_own_unit(fsdp_run, name: str):
+    for rank in range(worker.WORLD_SIZE):  # each rank holds about half of every parameter
+        assert _load(fsdp_run, f"rank{rank}.pt")[f"{name}/local_fraction"] == pytest.approx(0.5, abs=0.01)
     units = _load(fsdp_run, "rank0.pt")[f"{name}/units"]
     module = worker.build_module(name)
     blocks = [n for n, m in module.named_modules() if isinstance(m, FSDP_UNIT_CLASSES)]
@@ -136,13 +138,13 @@ def test_scalar_parameters_become_vectors_and_load_back():
     module.frozen = nn.Parameter(torch.tensor(1.0), requires_grad=False)
     module.linear = nn.Linear(2, 2)
     assert sorted(promote_scalar_parameters(module)) == ["frozen", "scale"]
-    assert module.scale.shape == (1,) and float(module.scale) == 2.5 and not module.frozen.requires_grad
+    assert module.scale.shape == (1,) and float(module.scale.detach()) == 2.5 and not module.frozen.requires_grad
     plain = nn.Module()
     plain.scale = nn.Parameter(torch.tensor(0.0))
     plain.frozen = nn.Parameter(torch.tensor(0.0), requires_grad=False)
     plain.linear = nn.Linear(2, 2)
     plain.load_state_dict(match_parameter_shapes(module.state_dict(), plain))
-    assert plain.scale.shape == () and float(plain.scale) == 2.5
+    assert plain.scale.shape == () and float(plain.scale.detach()) == 2.5
 
 
 @pytest.mark.slow

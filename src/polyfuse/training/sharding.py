@@ -162,6 +162,7 @@ class FSDP2Strategy(ModelParallelStrategy):
             ``False``: full weights gathered into one file on rank 0 (loadable without polyfuse).
         process_group_backend: ``"gloo"`` (CPU) / ``"nccl"`` (GPU); ``None`` picks from the device.
         timeout: collective timeout.
+        data_parallel_size: processes that shard the model; ``"auto"`` = all of them.
     """
 
     def __init__(self, unit_classes: Sequence[str | type[nn.Module]] | None = None, reshard_after_forward: bool = True,
