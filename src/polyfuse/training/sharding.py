@@ -40,7 +40,7 @@ import tempfile
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import torch
 from lightning.fabric.plugins.collectives.torch_collective import default_pg_timeout
@@ -94,15 +94,14 @@ def match_parameter_shapes(state: dict[str, torch.Tensor], module: nn.Module) ->
 
 
 def shard_units(root: nn.Module, mesh: "DeviceMesh", unit_classes: Sequence[type[nn.Module]] = FSDP_UNIT_CLASSES,
-                reshard_after_forward: bool = True, mp_policy: Any | None = None) -> list[str]:
+                reshard_after_forward: bool = True) -> list[str]:
     """``fully_shard`` every submodule of ``root`` that is an instance of ``unit_classes`` (innermost
     first), then ``root`` itself; returns the unit names (``""`` is the root). A module that is
     already sharded is left as it is, so calling this twice (Lightning calls ``configure_model`` per
     stage) changes nothing."""
-    from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
+    from torch.distributed.fsdp import FSDPModule, fully_shard
 
     options: dict[str, Any] = {"mesh": mesh, "reshard_after_forward": reshard_after_forward}
-    options["mp_policy"] = mp_policy if mp_policy is not None else MixedPrecisionPolicy()
     units = [(name, module) for name, module in root.named_modules()
              if name and isinstance(module, tuple(unit_classes)) and any(True for _ in module.parameters())]
     names = []
@@ -162,14 +161,12 @@ class FSDP2Strategy(ModelParallelStrategy):
             ``False``: full weights gathered into one file on rank 0 (loadable without polyfuse).
         process_group_backend: ``"gloo"`` (CPU) / ``"nccl"`` (GPU); ``None`` picks from the device.
         timeout: collective timeout.
-        data_parallel_size: processes that shard the model; ``"auto"`` = all of them.
     """
 
     def __init__(self, unit_classes: Sequence[str | type[nn.Module]] | None = None, reshard_after_forward: bool = True,
                  save_distributed_checkpoint: bool = True, process_group_backend: str | None = None,
-                 timeout: timedelta | None = default_pg_timeout,
-                 data_parallel_size: Literal["auto"] | int = "auto") -> None:
-        super().__init__(data_parallel_size=data_parallel_size, tensor_parallel_size=1,
+                 timeout: timedelta | None = default_pg_timeout) -> None:
+        super().__init__(data_parallel_size="auto", tensor_parallel_size=1,
                          save_distributed_checkpoint=save_distributed_checkpoint,
                          process_group_backend=process_group_backend, timeout=timeout)
         self.unit_classes = _resolve_classes(unit_classes)
