@@ -17,6 +17,8 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from polyfuse.training.sharding import is_sharded_checkpoint, match_parameter_shapes, read_checkpoint
+
 __all__ = ["Run", "find_runs", "load_weights", "load_model", "checkpoint_file", "ROBUSTNESS_DIR"]
 
 ROBUSTNESS_DIR = "robustness"
@@ -108,24 +110,25 @@ def checkpoint_file(run_dir: str | Path, checkpoint: str = "best") -> Path:
     if checkpoint in ("best", "last"):
         options = [run_dir / "checkpoints" / f"{checkpoint}.{suffix}" for suffix in ("safetensors", "ckpt")]
         for path in options:
-            if path.is_file():
+            if path.is_file() or is_sharded_checkpoint(path):
                 return path
         looked = ", ".join(p.name for p in options)
         raise FileNotFoundError(f"{run_dir}: no {checkpoint} checkpoint (looked for {looked} in checkpoints/)")
     path = Path(checkpoint)
-    if not path.is_file():
+    if not (path.is_file() or is_sharded_checkpoint(path)):
         raise FileNotFoundError(f"checkpoint not found: {path}")
     return path
 
 
 def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
-    """A state dict from ``.safetensors`` or a Lightning ``.ckpt`` (``weights_only=True``: no pickle code)."""
+    """A state dict from ``.safetensors`` or a Lightning ``.ckpt`` file or sharded (FSDP) directory
+    (``weights_only=True``: no pickle code)."""
     path = Path(path)
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
         return load_file(str(path), device="cpu")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    checkpoint = read_checkpoint(path)
     return checkpoint.get("state_dict", checkpoint)
 
 
@@ -150,5 +153,5 @@ def load_model(run_dir: str | Path, checkpoint: str = "best", *, trust_config: b
     check_targets(cfg, trusted=trust_config, source=config_path, flag="trust_config=true")
     set_default_backend(cfg.get("attention_backend", "auto"))
     module = hydra.utils.instantiate(cfg.model)
-    module.load_state_dict(load_weights(checkpoint_file(run_dir, checkpoint)))
+    module.load_state_dict(match_parameter_shapes(load_weights(checkpoint_file(run_dir, checkpoint)), module))
     return module.eval(), cfg

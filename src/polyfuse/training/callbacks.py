@@ -80,13 +80,16 @@ class RunArtifacts(Callback):
             self.write_summary(trainer, pl_module)
 
     def export_best_weights(self, trainer: Trainer) -> Path | None:
-        """``best.ckpt``'s ``state_dict`` as ``best.safetensors`` next to it (loads without pickle)."""
+        """``best.ckpt``'s ``state_dict`` as ``best.safetensors`` next to it (loads without pickle); a
+        sharded (FSDP) ``best.ckpt`` directory is consolidated into full tensors on the way."""
+        from polyfuse.training.sharding import is_sharded_checkpoint, read_checkpoint
+
         best = getattr(trainer.checkpoint_callback, "best_model_path", "") or ""
-        if not best or not Path(best).is_file():
+        if not best or not (Path(best).is_file() or is_sharded_checkpoint(best)):
             return None
         from safetensors.torch import save_file
 
-        state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
+        state = read_checkpoint(best)["state_dict"]
         target = Path(best).with_suffix(".safetensors")
         save_file({key: value.contiguous() for key, value in state.items()}, str(target))
         return target

@@ -187,6 +187,18 @@ class PolyfuseLitModule(LightningModule):
             self.log_dict(metrics.compute())
             metrics.reset()
 
+    def configure_model(self) -> None:
+        """Under ``trainer=fsdp`` (:class:`~polyfuse.training.sharding.FSDP2Strategy`): shard the
+        model with FSDP2, one unit per transformer block (see ``training/sharding.py``). Called by
+        Lightning in every stage before the optimizers are built; a no-op for other strategies."""
+        if self.device_mesh is None:
+            return
+        from polyfuse.training.sharding import shard_lightning_module
+
+        strategy = self.trainer.strategy
+        shard_lightning_module(self, getattr(strategy, "unit_classes", None),
+                               getattr(strategy, "reshard_after_forward", True))
+
     def configure_optimizers(self) -> Any:
         params = [p for p in self.parameters() if p.requires_grad]
         optimizer = self.optimizer_factory(params=params)

@@ -151,7 +151,7 @@ class NonFiniteGuard(Callback):
         if found is not None:
             return rank + found
         grads = [name for name, p in pl_module.named_parameters()
-                 if p.grad is not None and not bool(torch.isfinite(p.grad).all())]
+                 if p.grad is not None and not bool(torch.isfinite(_local(p.grad)).all())]
         if grads:
             shown = ", ".join(grads[:5]) + (f" and {len(grads) - 5} more" if len(grads) > 5 else "")
             return f"{rank}forward pass finite; non-finite gradients in {shown}"
@@ -173,9 +173,15 @@ def _norm_buffers(module: nn.Module) -> Iterator[tuple[str, Tensor]]:
                     yield f"{name}.{buffer_name}", buffer
 
 
+def _local(tensor: Tensor) -> Tensor:
+    """This rank's shard of a ``DTensor`` (FSDP2 parameters and gradients), else the tensor itself."""
+    return tensor.to_local() if hasattr(tensor, "to_local") else tensor
+
+
 def _has_non_finite_grad(module: nn.Module) -> bool:
-    """One max-abs norm per gradient (no overflow, NaN propagates), one host sync."""
-    grads = [p.grad.detach() for p in module.parameters() if p.grad is not None]
+    """One max-abs norm per gradient (no overflow, NaN propagates), one host sync. Under FSDP2 each
+    rank checks its own shard (the verdict is summed over ranks by the caller)."""
+    grads = [g for g in (_local(p.grad.detach()) for p in module.parameters() if p.grad is not None) if g.numel()]
     if not grads:
         return False
     norms = torch._foreach_norm(grads, float("inf"))

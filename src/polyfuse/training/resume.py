@@ -27,6 +27,8 @@ from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_warn
 
+from polyfuse.training.sharding import is_sharded_checkpoint, read_checkpoint
+
 __all__ = ["ExactResume", "AtomicCheckpointIO", "rng_states", "set_rng_states"]
 
 
@@ -145,9 +147,9 @@ def resolve_checkpoint(ckpt_path: str | Path | None, output_dir: str | Path) -> 
         return None
     if str(ckpt_path) == "last":
         last = Path(output_dir) / "checkpoints" / "last.ckpt"
-        return last.resolve() if last.is_file() else None
+        return last.resolve() if last.is_file() or is_sharded_checkpoint(last) else None
     path = Path(ckpt_path).expanduser().resolve()
-    if not path.is_file():
+    if not (path.is_file() or is_sharded_checkpoint(path)):  # a file, or a directory of FSDP shards
         raise FileNotFoundError(f"ckpt_path={ckpt_path}: no such checkpoint file ({path})")
     return path
 
@@ -161,8 +163,8 @@ def run_dir_of(checkpoint: Path) -> Path | None:
 
 
 def checkpoint_step(checkpoint: Path) -> int:
-    """The ``global_step`` stored in a Lightning checkpoint."""
-    return int(torch.load(checkpoint, map_location="cpu", weights_only=True).get("global_step", 0))
+    """The ``global_step`` stored in a Lightning checkpoint (file or sharded directory)."""
+    return int(read_checkpoint(checkpoint, weights=False).get("global_step", 0))
 
 
 def csv_rows_before(path: Path, step: int) -> list[dict[str, float | int]]:
@@ -203,10 +205,10 @@ def logger_resume_options(target: str, run_dir: Path, step: int) -> dict[str, An
 def continue_csv_log(logger: Any, rows: list[dict[str, float | int]]) -> None:
     """Put the rows a ``CSVLogger`` wrote before the restart back (its writer deletes the old file).
     Rank 0 only: the loggers of other DDP ranks write nothing (their ``experiment`` is a dummy)."""
-    from lightning.pytorch.utilities.rank_zero import rank_zero_only
-
-    if not rows or getattr(rank_zero_only, "rank", 0) != 0:
+    if not rows:
         return
     writer = logger.experiment
+    if not isinstance(getattr(writer, "metrics", None), list):  # ranks > 0 get a dummy experiment (DDP, FSDP)
+        return
     writer.metrics = [dict(row) for row in rows] + writer.metrics
     writer.save()
