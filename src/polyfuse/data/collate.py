@@ -23,10 +23,14 @@ class MultimodalCollate:
     * N-D values (images ``(C, H, W)``) are stacked and must share a shape.
     * A sample whose modality is ``None`` (or missing from the dict) is absent: ``present=False``,
       zeros in its slot, an all-``False`` mask row.
-    * A sample that is a :class:`~polyfuse.data.errors.BadSample` marker (or ``None``) is dropped;
-      the markers travel to the main process in ``batch.extras["bad_samples"]``, where
-      :class:`~polyfuse.data.loader.BadSampleLoader` counts them. If every sample is bad the
-      batch is empty (``batch_size == 0``, no inputs).
+    * A sample that is a :class:`~polyfuse.data.errors.BadSample` marker (or ``None``) becomes a
+      placeholder row, so the batch keeps its size (DDP ranks gather equal shapes): every modality
+      absent, targets zero of the right shape and dtype, extras ``None``, and ``False`` in
+      ``batch.valid`` (``None`` when every row is valid); losses and metrics leave such rows out.
+      The markers travel to the main process in ``batch.extras["bad_samples"]``, where the
+      loader's :class:`~polyfuse.data.errors.BadSampleTracker` counts them. A batch whose samples
+      are all bad is a batch of placeholders (never empty): fixed-size modalities take their shape
+      from ``shapes``, tensor targets theirs from ``target_shapes`` / ``target_dtypes``.
     * Targets that are tensors (e.g. soft VQA scores ``(A,)``) are stacked.
 
     Args:
@@ -36,6 +40,10 @@ class MultimodalCollate:
         shapes: fallback shape per fixed-size modality, used when it is absent from the whole batch.
         pad_to: minimum padded length per sequence modality (e.g. ``{"audio": 160000}`` for fixed
             shapes); masks still mark only the real positions.
+        target_shapes: per-sample shape of each tensor target (``{"scores": [A]}``), used only when
+            every sample of a batch is bad; a target not listed is a scalar (``()``).
+        target_dtypes: dtype name per target for that case (default ``"int64"`` for scalars,
+            ``"float32"`` otherwise; token-id targets need ``"int64"``).
     """
 
     modalities: Sequence[str]
@@ -43,19 +51,41 @@ class MultimodalCollate:
     pad_values: Mapping[str, float] = field(default_factory=dict)
     shapes: Mapping[str, Sequence[int]] = field(default_factory=dict)
     pad_to: Mapping[str, int] = field(default_factory=dict)
+    target_shapes: Mapping[str, Sequence[int]] = field(default_factory=dict)
+    target_dtypes: Mapping[str, str] = field(default_factory=dict)
 
     def __call__(self, samples: Sequence[Mapping[str, Any] | BadSample | None]) -> Batch:
         if not samples:
             raise ValueError("cannot collate an empty list of samples")
         bad = [s if isinstance(s, BadSample) else BadSample("?", "?", "sample is None") for s in samples
                if s is None or isinstance(s, BadSample)]
-        if bad:
-            good = [s for s in samples if s is not None and not isinstance(s, BadSample)]
-            if not good:
-                return Batch(inputs={}, extras={BAD_SAMPLES_KEY: bad})
-            batch = self(good)
-            batch.extras[BAD_SAMPLES_KEY] = bad
-            return batch
+        if not bad:
+            return self._collate(samples)
+        good = [s for s in samples if s is not None and not isinstance(s, BadSample)]
+        markers = iter(bad)
+        rows = [s if s is not None and not isinstance(s, BadSample) else self._placeholder(next(markers), good)
+                for s in samples]
+        batch = self._collate(rows)
+        batch.valid = torch.tensor([s is not None and not isinstance(s, BadSample) for s in samples])
+        batch.extras[BAD_SAMPLES_KEY] = bad
+        return batch
+
+    def _placeholder(self, marker: BadSample, good: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        """The row standing in for a bad sample: no modality, zero targets shaped like the good ones'."""
+        row: dict[str, Any] = {"id": marker.id, **{name: None for name in self.modalities}}
+        for name in self.targets:
+            example = next((s[name] for s in good if s.get(name) is not None), None)
+            if isinstance(example, Tensor):
+                row[name] = torch.zeros_like(example)
+            elif example is not None:
+                row[name] = type(example)(0)
+            else:
+                shape = tuple(self.target_shapes.get(name, ()))
+                dtype = self.target_dtypes.get(name, "int64" if not shape else "float32")
+                row[name] = torch.zeros(shape, dtype=getattr(torch, dtype))
+        return row
+
+    def _collate(self, samples: Sequence[Mapping[str, Any]]) -> Batch:
         inputs = {name: self._collate_modality(name, [s.get(name) for s in samples]) for name in self.modalities}
         targets = {}
         for name in self.targets:

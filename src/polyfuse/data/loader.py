@@ -8,7 +8,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from polyfuse.batch import Batch
-from polyfuse.data.errors import BAD_SAMPLES_KEY, BadSampleTracker
+from polyfuse.data.errors import BadSampleTracker
 
 
 class BadSampleLoader(DataLoader):
@@ -41,10 +41,7 @@ class BadSampleLoader(DataLoader):
         try:
             for batch in batches:
                 if isinstance(batch, Batch):
-                    bad = batch.extras.pop(BAD_SAMPLES_KEY, [])
-                    self.tracker.record(good=batch.batch_size, bad=bad)
-                    if batch.batch_size == 0:
-                        continue
+                    self.tracker.observe(batch)  # pops extras["bad_samples"]; placeholder rows stay
                 yield batch
             complete = True
         finally:  # an epoch cut short (sanity check, limit_*_batches) is summarised, not checked

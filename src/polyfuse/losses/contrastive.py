@@ -7,14 +7,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from polyfuse.losses.gather import distributed_world, gather_features
+from polyfuse.losses.masking import zero_with_graph
 
 __all__ = ["ContrastiveLoss"]
-
-
-def _zero_loss(*inputs: Tensor | float) -> Tensor:
-    """A zero that keeps the autograd graph of ``inputs`` (no valid pair in the batch)."""
-    tensors = [value for value in inputs if isinstance(value, Tensor)]
-    return sum(value.sum() * 0.0 for value in tensors)  # type: ignore[return-value]
 
 
 class ContrastiveLoss(nn.Module):
@@ -33,8 +28,11 @@ class ContrastiveLoss(nn.Module):
     * ``gather_with_grad``: gradients flow back through the gather to the rank that produced the
       features (needed for the exact global gradient with ``local_loss=True``).
 
-    Missing modalities: ``valid: (B,)`` (both modalities present) drops invalid samples as queries
-    and as negatives; ``valid=None`` uses every sample. Batch sizes must agree across ranks.
+    Missing modalities and placeholder rows: ``valid: (B,)`` (both modalities present, a real
+    sample) drops invalid samples as queries and as negatives on every rank (the flags are
+    gathered with the features); ``valid=None`` uses every sample. Batch sizes must agree across
+    ranks. A rank without a valid query returns ``0`` whose graph still reaches the gathered
+    features, so the backward of ``gather_with_grad`` (a collective) runs on every rank.
 
     Args:
         local_loss, gather_with_grad: see above. rank, world_size: override the process group
@@ -83,6 +81,6 @@ class ContrastiveLoss(nn.Module):
         logits_a, logits_b, labels, row_valid = self.logits(a_features, b_features, logit_scale, valid)
         if row_valid is not None:
             if not bool(row_valid.any()):
-                return _zero_loss(a_features, b_features, logit_scale)
+                return zero_with_graph(logits_a, logits_b, logit_scale)
             logits_a, logits_b, labels = logits_a[row_valid], logits_b[row_valid], labels[row_valid]
         return (F.cross_entropy(logits_a, labels) + F.cross_entropy(logits_b, labels)) / 2

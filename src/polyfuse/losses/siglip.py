@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from polyfuse.losses.gather import distributed_world, gather_features
+from polyfuse.losses.masking import masked_mean
 
 __all__ = ["SigLipLoss"]
 
@@ -21,8 +22,10 @@ class SigLipLoss(nn.Module):
     ``b`` features of all ranks are gathered with gradient, so each rank's ``b`` receives the
     gradient of every rank's negatives, as in open_clip's neighbour exchange.
 
-    Missing modalities: ``valid: (B,)`` drops invalid samples as rows and as columns and divides by
-    the number of valid rows. Batch sizes must agree across ranks.
+    Missing modalities and placeholder rows: ``valid: (B,)`` drops invalid samples as rows and as
+    columns (the flags are gathered with the features) and divides by the number of valid rows; a
+    rank without a valid row returns ``0`` with a graph through the gathered features. Batch sizes
+    must agree across ranks.
     """
 
     def __init__(self, rank: int | None = None, world_size: int | None = None) -> None:
@@ -46,5 +49,5 @@ class SigLipLoss(nn.Module):
         if valid is None:
             return terms.sum() / n
         all_valid = gather_features(valid.to(torch.uint8), rank=rank, world_size=world_size).bool()
-        weight = (valid[:, None] & all_valid[None, :]).to(terms.dtype)
-        return (terms * weight).sum() / valid.sum().clamp_min(1).to(terms.dtype)
+        per_row = torch.where(all_valid[None, :], terms, torch.zeros_like(terms)).sum(1)  # real columns only
+        return masked_mean(per_row, valid)
