@@ -12,7 +12,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 from polyfuse.batch import Batch
 from polyfuse.fusion.base import FusionOutput
 from polyfuse.heads.base import HeadContext, TaskHead
-from polyfuse.losses.masking import masked_mean
+from polyfuse.losses.masking import mask_rows, masked_mean
 
 
 class ClassificationHead(TaskHead):
@@ -53,7 +53,7 @@ class ClassificationHead(TaskHead):
         return batch.targets[self.target]
 
     def loss(self, outputs: Tensor, batch: Batch) -> Tensor:
-        per_row = F.cross_entropy(outputs, self._labels(batch), label_smoothing=self.label_smoothing, reduction="none")
+        per_row = F.cross_entropy(mask_rows(outputs, batch.valid), self._labels(batch), label_smoothing=self.label_smoothing, reduction="none")
         return masked_mean(per_row, batch.valid)
 
     def make_metrics(self, stage: str = "val") -> MetricCollection:

@@ -12,7 +12,7 @@ from torchmetrics.classification import BinaryF1Score, MultilabelF1Score
 from polyfuse.batch import Batch
 from polyfuse.fusion.base import FusionOutput
 from polyfuse.heads.base import HeadContext, TaskHead
-from polyfuse.losses.masking import masked_mean
+from polyfuse.losses.masking import mask_rows, masked_mean
 
 
 class MultiLabelClassificationHead(TaskHead):
@@ -62,7 +62,7 @@ class MultiLabelClassificationHead(TaskHead):
         return labels
 
     def loss(self, outputs: Tensor, batch: Batch) -> Tensor:
-        per_label = F.binary_cross_entropy_with_logits(outputs, self._labels(batch).to(outputs.dtype),
+        per_label = F.binary_cross_entropy_with_logits(mask_rows(outputs, batch.valid), self._labels(batch).to(outputs.dtype),
                                                        pos_weight=self.pos_weight, reduction="none")
         return masked_mean(per_label, batch.valid)  # the element mean over valid rows
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-from polyfuse.losses.masking import masked_mean
+from polyfuse.losses.masking import mask_rows, masked_mean
 
 __all__ = ["sequence_cross_entropy"]
 
@@ -22,6 +22,7 @@ def sequence_cross_entropy(logits: Tensor, targets: Tensor, ignore_index: int = 
     if logits.shape[:2] != targets.shape:
         raise ValueError(f"sequence_cross_entropy: logits {tuple(logits.shape)} do not match targets "
                          f"{tuple(targets.shape)}")
+    logits = mask_rows(logits, valid)
     per_token = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=ignore_index,
                                 label_smoothing=label_smoothing, reduction="none").view(targets.shape)
     return masked_mean(per_token, valid, weight=targets != ignore_index)

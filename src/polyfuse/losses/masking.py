@@ -4,6 +4,9 @@ A sample that could not be read stays in its batch as a placeholder row so that 
 has the same batch size (see :class:`~polyfuse.batch.Batch` ``valid``). These helpers are the one
 place where such rows are left out:
 
+* :func:`mask_rows` -- a loss's inputs with the invalid rows replaced by zeros, selected with
+  :func:`torch.where`, so the gradient reaching the original rows is exactly zero even when they
+  hold NaN (a loss's own backward multiplies by its inputs: ``nan * 0`` would be ``nan``);
 * :func:`masked_mean` -- the mean of a per-row loss over the valid rows only. Invalid rows are
   replaced with :func:`torch.where` (never multiplied by zero, so a NaN or inf computed from a
   placeholder cannot reach the result or the gradient), and a batch without a valid row gives
@@ -23,7 +26,7 @@ from torch import Tensor
 
 from polyfuse.batch import Batch, ModalityInput
 
-__all__ = ["masked_mean", "zero_with_graph", "select_rows", "valid_or_none"]
+__all__ = ["mask_rows", "masked_mean", "zero_with_graph", "select_rows", "valid_or_none"]
 
 T = TypeVar("T")
 
@@ -33,6 +36,15 @@ def valid_or_none(valid: Tensor | None) -> Tensor | None:
     if valid is None or bool(valid.all()):
         return None
     return valid
+
+
+def mask_rows(values: Tensor, valid: Tensor | None) -> Tensor:
+    """``values: (B, ...)`` with the rows where ``valid: (B,)`` is ``False`` set to zero (``torch.where``:
+    no gradient and no NaN reach those rows); ``valid=None`` returns ``values``."""
+    if valid is None:
+        return values
+    keep = valid.to(values.device).reshape(-1, *([1] * (values.dim() - 1)))
+    return torch.where(keep, values, torch.zeros_like(values))
 
 
 def zero_with_graph(*inputs: Tensor | float | None) -> Tensor:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-from polyfuse.losses.masking import masked_mean
+from polyfuse.losses.masking import mask_rows, masked_mean
 
 __all__ = ["vqa_soft_bce"]
 
@@ -21,5 +21,6 @@ def vqa_soft_bce(logits: Tensor, targets: Tensor, valid: Tensor | None = None) -
     """
     if logits.shape != targets.shape:
         raise ValueError(f"vqa_soft_bce: logits {tuple(logits.shape)} and targets {tuple(targets.shape)} differ")
-    per_question = F.binary_cross_entropy_with_logits(logits, targets.to(logits.dtype), reduction="none").sum(1)
+    logits, targets = mask_rows(logits, valid), mask_rows(targets.to(logits.dtype), valid)
+    per_question = F.binary_cross_entropy_with_logits(logits, targets, reduction="none").sum(1)
     return masked_mean(per_question, valid)
