@@ -109,3 +109,11 @@ def test_pad_to_fixed_length_and_tensor_targets_are_stacked():
     batch = collate(samples)
     assert batch.inputs["audio"].values.shape == (2, 16) and batch.inputs["audio"].mask.sum(1).tolist() == [5, 6]
     assert batch.targets["scores"].shape == (2, 3) and batch.targets["label"].tolist() == [0, 1]
+
+
+def test_a_sequence_absent_from_the_whole_batch_takes_its_fallback_length():
+    collate = MultimodalCollate(["audio", "text"], targets=(), shapes={"audio": [16]})
+    batch = collate([{"id": "a", "audio": None, "text": None}])
+    assert batch.inputs["audio"].values.shape == (1, 16) and not batch.inputs["audio"].mask.any()
+    assert batch.inputs["text"].values.shape == (1, 1) and not batch.inputs["text"].present.any()
+    assert batch.inputs["text"].values.dtype == torch.int64 and batch.inputs["audio"].values.dtype == torch.float32

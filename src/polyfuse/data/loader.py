@@ -37,12 +37,21 @@ class BadSampleLoader(DataLoader):
         return self._tracked(super().__iter__())
 
     def _tracked(self, batches: Iterator[Any]) -> Iterator[Any]:
-        complete = False
+        complete, ended, seen = False, False, 0
+        try:
+            expected: int | None = len(self)
+        except TypeError:  # an iterable dataset without a length: the epoch ends at StopIteration
+            expected = None
         try:
             for batch in batches:
                 if isinstance(batch, Batch):
                     self.tracker.observe(batch)  # pops extras["bad_samples"]; placeholder rows stay
+                seen += 1
+                if seen == expected:  # Lightning never asks a sized loader for more than its length
+                    ended = True
+                    self.tracker.end_epoch(complete=True)  # all ranks at their last batch: global counts
                 yield batch
             complete = True
         finally:  # an epoch cut short (sanity check, limit_*_batches) is summarised, not checked
-            self.tracker.end_epoch(complete=complete)
+            if not ended:
+                self.tracker.end_epoch(complete=complete)
