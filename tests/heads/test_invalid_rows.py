@@ -85,3 +85,20 @@ def test_metrics_see_only_valid_rows():
     none = _batch(torch.zeros(6, dtype=torch.bool))
     update_valid_metrics(model.head, empty, model(none).outputs, none)
     assert all(metric.update_count == 0 for metric in empty.values())
+
+
+def test_image_text_matching_never_pairs_a_placeholder():
+    from polyfuse.heads import ITMHead
+
+    model = cases.model(partial(ITMHead, embed_dim=8), fusion="early")
+    batch = _batch(VALID)
+    outputs = model(batch).outputs
+    keep = outputs["keep"]
+    assert keep[:6].tolist() == VALID.tolist() and keep[6:].all()  # positives of placeholders are left out
+    assert len(outputs["logits"]) - 6 <= int(VALID.sum())  # negatives only for valid anchors
+    loss = valid_rows_loss(model.head, outputs, batch)
+    assert torch.isfinite(loss["loss"] if isinstance(loss, dict) else loss)
+    none = _batch(torch.zeros(6, dtype=torch.bool))
+    zero = valid_rows_loss(model.head, model(none).outputs, none)
+    zero = zero["loss"] if isinstance(zero, dict) else zero
+    assert zero.item() == 0.0 and zero.requires_grad

@@ -2,9 +2,10 @@
 
 :class:`SampleDecoder` applies the image / audio / text pipelines to a raw sample
 (:mod:`polyfuse.data.reader`). :class:`DecodedDataset` and :class:`DecodedIterableDataset` wrap
-any reader with a decoder: a sample that fails (corrupt or missing file, empty caption) becomes a
-:class:`~polyfuse.data.errors.BadSample` that the collate function drops and counts, or in strict
-mode raises :class:`~polyfuse.data.io.DataFileError` naming the file.
+any reader with a decoder: a sample that fails (corrupt or missing file, empty caption, any decoder,
+transform or tokenizer error) becomes a :class:`~polyfuse.data.errors.BadSample` that the collate
+function turns into a placeholder row and the loader counts, or in strict mode raises
+:class:`~polyfuse.data.io.DataFileError` naming the file.
 """
 
 from __future__ import annotations

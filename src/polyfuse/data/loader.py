@@ -1,4 +1,4 @@
-"""A DataLoader that counts bad samples in the main process and never yields an empty batch."""
+"""A DataLoader that counts bad samples in the main process (bad samples are placeholder rows)."""
 
 from __future__ import annotations
 
@@ -16,8 +16,11 @@ class BadSampleLoader(DataLoader):
 
     Each batch's ``extras["bad_samples"]`` (filled by
     :class:`~polyfuse.data.collate.MultimodalCollate` in the workers) is removed and recorded in
-    ``tracker``; a batch whose samples were all bad is skipped; when an epoch's iteration ends
-    the tracker logs its summary and checks ``max_bad_fraction``. Before each epoch the dataset's
+    ``tracker`` (:meth:`~polyfuse.data.errors.BadSampleTracker.observe`); bad samples stay in the
+    batch as placeholder rows (``batch.valid``), so every DDP rank runs the same steps. When the
+    epoch's last batch is observed (a sized loader: Lightning never asks past its length) or the
+    iteration ends, the tracker sums the counts over the ranks, logs its summary and checks
+    ``max_bad_fraction``. Before each epoch the dataset's
     ``set_epoch`` (streaming shards reshuffle with it) is called, in step on every rank.
 
     Args:
