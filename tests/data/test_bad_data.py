@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from polyfuse.data import DataFileError, DecodedDataset, DecodedIterableDataset, SampleDecoder, ShardReader
-from polyfuse.data.errors import BadSample
+from polyfuse.data.collate import MultimodalCollate
+from polyfuse.data.errors import BadSample, BadSamplePolicy, BadSampleTracker
 from polyfuse.data.shard_writer import write_shards
 
 from .media import write_audio, write_image
@@ -71,6 +72,12 @@ def test_each_bad_file_is_one_bad_sample_with_its_reason(tmp_path, pipelines):
     assert "cannot decode audio file" in bad["noise"].reason and bad["noise"].source.endswith("broken.wav")
     assert "image file not found" in bad["gone"].reason
     assert "empty caption" in bad["blank"].reason
+    # collated: placeholder rows, counted by the tracker with their reasons
+    batch = MultimodalCollate(("image", "audio", "text"), targets=())(samples)
+    assert batch.batch_size == 6 and batch.valid.tolist() == [True] + [False] * 5
+    tracker = BadSampleTracker("train", BadSamplePolicy(max_bad_fraction=1.0))
+    tracker.observe(batch)
+    assert tracker.end_epoch() == {"epoch": 0, "good": 1, "bad": 5, "index_errors": 0}
 
 
 @pytest.mark.parametrize("index, name", [(1, "bomb.png"), (2, "truncated.jpg"), (3, "broken.wav")])

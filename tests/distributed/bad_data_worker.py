@@ -27,7 +27,9 @@ EPOCHS, BATCH = 2, 4
 def overrides(root: str, tokenizer: str) -> list[str]:
     return ["trainer=ddp_sim", "data=av_folder", f"data.root={root}", f"data.text.tokenizer={tokenizer}",
             "data.image.size=32", "data.image.mode=L", "data.image.mean=[0.5]", "data.image.std=[0.5]",
-            "data.audio.max_seconds=0.5", "data.audio.sample_rate=8000", "+data.audio.pad_to_max=true", "data.num_workers=0",
+            # pad_to_max: an all-placeholder batch needs audio of a few frames (see the report / docs)
+            "data.audio.max_seconds=0.5", "data.audio.sample_rate=8000", "+data.audio.pad_to_max=true",
+            "data.num_workers=0",
             f"data.batch_size={BATCH}", "data.bad_samples.max_bad_fraction=0.5", "data.num_classes=2",
             "model/head=contrastive", "model.fusion=null", "model.scheduler=null", "attention_backend=sdpa",
             f"trainer.max_epochs={EPOCHS}", "trainer.num_sanity_val_steps=0", "trainer.enable_model_summary=false",

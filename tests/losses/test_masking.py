@@ -47,8 +47,8 @@ def test_classification_cross_entropy():
     labels = torch.tensor([0, 2, 1, 3, 0, 2])
 
     def loss(logits, valid):
-        per_row = F.cross_entropy(mask_rows(logits, valid), labels if valid is not None or len(logits) == 6 else labels[VALID],
-                                  label_smoothing=0.1, reduction="none")
+        rows = labels if len(logits) == 6 else labels[VALID]
+        per_row = F.cross_entropy(mask_rows(logits, valid), rows, label_smoothing=0.1, reduction="none")
         return masked_mean(per_row, valid)
 
     _check(loss, _leaf(6, 4))

@@ -53,7 +53,8 @@ class ClassificationHead(TaskHead):
         return batch.targets[self.target]
 
     def loss(self, outputs: Tensor, batch: Batch) -> Tensor:
-        per_row = F.cross_entropy(mask_rows(outputs, batch.valid), self._labels(batch), label_smoothing=self.label_smoothing, reduction="none")
+        per_row = F.cross_entropy(mask_rows(outputs, batch.valid), self._labels(batch),
+                                  label_smoothing=self.label_smoothing, reduction="none")
         return masked_mean(per_row, batch.valid)
 
     def make_metrics(self, stage: str = "val") -> MetricCollection:

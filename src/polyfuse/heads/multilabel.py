@@ -62,7 +62,8 @@ class MultiLabelClassificationHead(TaskHead):
         return labels
 
     def loss(self, outputs: Tensor, batch: Batch) -> Tensor:
-        per_label = F.binary_cross_entropy_with_logits(mask_rows(outputs, batch.valid), self._labels(batch).to(outputs.dtype),
+        labels = self._labels(batch).to(outputs.dtype)
+        per_label = F.binary_cross_entropy_with_logits(mask_rows(outputs, batch.valid), labels,
                                                        pos_weight=self.pos_weight, reduction="none")
         return masked_mean(per_label, batch.valid)  # the element mean over valid rows
 
