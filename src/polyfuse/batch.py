@@ -127,12 +127,22 @@ class Batch:
         targets: target name -> tensor (e.g. ``"label": (B,)`` class indices).
         ids: sample identifiers, length ``B``.
         extras: anything else a task needs (raw strings such as captions or answers).
+        valid: ``(B,)`` bool, ``False`` for a placeholder row standing in for a sample that could not
+            be read (:class:`~polyfuse.data.collate.MultimodalCollate` keeps the batch size equal on
+            every DDP rank instead of dropping it); ``None`` = every row is valid. A placeholder row
+            has every modality absent (``present=False``) and zero targets; losses and metrics
+            leave it out (:mod:`polyfuse.losses.masking`). ``batch_size`` counts it.
     """
 
     inputs: dict[str, ModalityInput]
     targets: dict[str, Tensor] = field(default_factory=dict)
     ids: list[str] = field(default_factory=list)
     extras: dict[str, Any] = field(default_factory=dict)
+    valid: Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.valid is not None:
+            _check_bool("valid", self.valid, (self.batch_size,), "Batch")
 
     @property
     def batch_size(self) -> int:
@@ -155,4 +165,16 @@ class Batch:
                 return {key: move(item) for key, item in value.items()}
             return value
 
-        return Batch(move(self.inputs), move(self.targets), list(self.ids), move(self.extras))
+        return Batch(move(self.inputs), move(self.targets), list(self.ids), move(self.extras), move(self.valid))
+
+    def valid_or_full(self) -> Tensor:
+        """The validity flags, materialised (all ``True`` when ``valid is None``)."""
+        if self.valid is not None:
+            return self.valid
+        device = next(iter(self.inputs.values())).values.device if self.inputs else None
+        return full_present(self.batch_size, device)
+
+    @property
+    def num_valid(self) -> int:
+        """Rows that hold a real sample (``batch_size`` minus placeholders)."""
+        return self.batch_size if self.valid is None else int(self.valid.sum())

@@ -64,15 +64,43 @@ def test_missing_target_names_the_sample():
         collate([sample])
 
 
-def test_bad_sample_markers_are_dropped_and_handed_on():
+def test_bad_samples_become_placeholder_rows_with_the_shapes_of_a_good_batch():
     from polyfuse.data.errors import BadSample
 
-    collate = MultimodalCollate(["image", "text", "audio"])
+    collate = MultimodalCollate(["image", "text", "audio"], targets=("label", "scores"))
     bad = BadSample("s9", "/data/9.jpg", "cannot decode image file")
-    batch = collate([_sample(0, 3, 10), bad, _sample(2, 4, 6)])
-    assert batch.ids == ["s0", "s2"] and batch.extras["bad_samples"] == [bad]
-    empty = collate([bad, None])
-    assert empty.batch_size == 0 and empty.inputs == {} and len(empty.extras["bad_samples"]) == 2
+    samples = [dict(_sample(i, 3 + i, 10 - i), scores=torch.full((3,), float(i + 1))) for i in range(3)]
+    good = collate(samples)
+    batch = collate([samples[0], bad, samples[2]])
+    assert batch.ids == ["s0", "s9", "s2"] and batch.extras["bad_samples"] == [bad]
+    assert batch.valid.tolist() == [True, False, True] and good.valid is None and batch.num_valid == 2
+    assert batch.batch_size == good.batch_size == 3
+    for name in ("image", "text", "audio"):
+        assert batch.inputs[name].present.tolist() == [True, False, True]
+        assert batch.inputs[name].values[1].abs().sum() == 0
+    assert batch.inputs["image"].values.shape == good.inputs["image"].values.shape
+    assert not batch.inputs["text"].mask[1].any() and not batch.inputs["audio"].mask[1].any()
+    for name in ("label", "scores"):
+        assert batch.targets[name].shape == good.targets[name].shape
+        assert batch.targets[name].dtype == good.targets[name].dtype and batch.targets[name][1].abs().sum() == 0
+    assert batch.extras["caption"] == ["caption 0", None, "caption 2"]
+
+
+def test_a_batch_of_bad_samples_is_a_batch_of_placeholders():
+    from polyfuse.data.errors import BadSample
+
+    collate = MultimodalCollate(["image", "text"], targets=("label", "scores", "caption_ids"),
+                                shapes={"image": (1, 4, 4)}, target_shapes={"scores": [3], "caption_ids": [5]},
+                                target_dtypes={"caption_ids": "int64"})
+    bad = BadSample("s9", "/data/9.jpg", "cannot decode image file")
+    batch = collate([bad, None])
+    assert batch.batch_size == 2 and batch.valid.tolist() == [False, False] and batch.num_valid == 0
+    assert len(batch.extras["bad_samples"]) == 2
+    assert batch.inputs["image"].values.shape == (2, 1, 4, 4)
+    assert not batch.inputs["image"].present.any() and not batch.inputs["text"].mask.any()
+    assert batch.targets["label"].shape == (2,) and batch.targets["label"].dtype == torch.int64
+    assert batch.targets["scores"].shape == (2, 3) and batch.targets["scores"].dtype == torch.float32
+    assert batch.targets["caption_ids"].shape == (2, 5) and batch.targets["caption_ids"].dtype == torch.int64
 
 
 def test_pad_to_fixed_length_and_tensor_targets_are_stacked():
@@ -81,3 +109,11 @@ def test_pad_to_fixed_length_and_tensor_targets_are_stacked():
     batch = collate(samples)
     assert batch.inputs["audio"].values.shape == (2, 16) and batch.inputs["audio"].mask.sum(1).tolist() == [5, 6]
     assert batch.targets["scores"].shape == (2, 3) and batch.targets["label"].tolist() == [0, 1]
+
+
+def test_a_sequence_absent_from_the_whole_batch_takes_its_fallback_length():
+    collate = MultimodalCollate(["audio", "text"], targets=(), shapes={"audio": [16]})
+    batch = collate([{"id": "a", "audio": None, "text": None}])
+    assert batch.inputs["audio"].values.shape == (1, 16) and not batch.inputs["audio"].mask.any()
+    assert batch.inputs["text"].values.shape == (1, 1) and not batch.inputs["text"].present.any()
+    assert batch.inputs["text"].values.dtype == torch.int64 and batch.inputs["audio"].values.dtype == torch.float32

@@ -36,11 +36,13 @@ def test_bad_samples_from_workers_are_counted_in_the_main_process(tmp_path, pipe
                      workers=2)
     with caplog.at_level(logging.WARNING, logger="polyfuse.data.errors"):
         batches = list(loader)
-    # batch 2 (samples 4-7) is entirely bad: skipped, never handed to the model
-    assert [b.batch_size for b in batches] == [3, 4] and all("bad_samples" not in b.extras for b in batches)
+    # bad samples are placeholder rows (batch.valid False); batch 2 (samples 4-7) is all placeholders
+    assert [b.batch_size for b in batches] == [4, 4, 4] and all("bad_samples" not in b.extras for b in batches)
+    assert [b.num_valid for b in batches] == [3, 0, 4]
     assert loader.tracker.history == [{"epoch": 0, "good": 7, "bad": 5, "index_errors": 0}]
     assert "1.jpg" in caplog.text and "skipped 5 of 12 samples (5 cannot decode image)" in caplog.text
-    assert sorted(x for b in batches for x in b.ids) == sorted(f"data:{i + 2}" for i in (0, 2, 3, 8, 9, 10, 11))
+    valid_ids = [x for b in batches for x, ok in zip(b.ids, b.valid_or_full().tolist()) if ok]
+    assert sorted(valid_ids) == sorted(f"data:{i + 2}" for i in (0, 2, 3, 8, 9, 10, 11))
     list(loader)  # the second epoch starts from zero
     assert loader.tracker.history[1]["bad"] == 5
 

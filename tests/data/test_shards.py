@@ -189,7 +189,7 @@ def test_bad_members_and_truncated_shards_are_counted(tmp_path, pipelines):
     assert "a.tar:k2.flac" in bad[1].source and "cannot decode audio" in bad[1].reason
     assert results[3]["image"] is None and results[3]["text"] is None and results[3]["audio"].shape == (2000,)
     assert any("b.tar" in b.source and "truncated" in b.reason for b in bad)
-    assert bad[-1].source.endswith("gone.tar") and bad[-1].reason == "shard file not found"
+    assert bad[-1].source.endswith("gone.tar") and bad[-1].reason.startswith("shard file not found")
     with pytest.raises(Exception, match="a.tar:k1.json"):
         list(DecodedIterableDataset(ShardReader(str(tmp_path / "a.tar")), SampleDecoder(AV, **pipelines),
                                     strict=True))

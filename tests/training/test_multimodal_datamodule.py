@@ -64,7 +64,7 @@ def test_av_folder_config_gives_batches_with_presence_and_counts_bad_files(compo
     datamodule: MultimodalDataModule = hydra.utils.instantiate(cfg.data)
     datamodule.setup("fit")
     batches = list(datamodule.train_dataloader())
-    assert sum(b.batch_size for b in batches) == 7  # 8 samples, one corrupt frame skipped
+    assert sum(b.num_valid for b in batches) == 7 and sum(b.batch_size for b in batches) == 8  # one placeholder
     batch = next(iter(datamodule.val_dataloader()))
     assert batch.inputs["image"].values.shape == (4, 1, 32, 32)
     assert batch.inputs["image"].present.tolist() == [True, False, True, True]

@@ -64,7 +64,7 @@ class AudioPipeline:
                 audio = clip.read(window, dtype="float32", always_2d=True)
         except DataFileError:
             raise
-        except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as error:
+        except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, OSError, EOFError) as error:
             raise DataFileError(f"cannot decode audio file {name}: {error}") from error
         if audio.shape[0] == 0:
             raise DataFileError(f"audio file {name} is empty")

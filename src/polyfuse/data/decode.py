@@ -2,13 +2,15 @@
 
 :class:`SampleDecoder` applies the image / audio / text pipelines to a raw sample
 (:mod:`polyfuse.data.reader`). :class:`DecodedDataset` and :class:`DecodedIterableDataset` wrap
-any reader with a decoder: a sample that fails (corrupt or missing file, empty caption) becomes a
-:class:`~polyfuse.data.errors.BadSample` that the collate function drops and counts, or in strict
-mode raises :class:`~polyfuse.data.io.DataFileError` naming the file.
+any reader with a decoder: a sample that fails (corrupt or missing file, empty caption, any decoder,
+transform or tokenizer error) becomes a :class:`~polyfuse.data.errors.BadSample` that the collate
+function turns into a placeholder row and the loader counts, or in strict mode raises
+:class:`~polyfuse.data.io.DataFileError` naming the file.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from torch.utils.data import Dataset, IterableDataset
@@ -16,9 +18,13 @@ from torch.utils.data import Dataset, IterableDataset
 from polyfuse.data.audio import AudioPipeline
 from polyfuse.data.errors import BadSample
 from polyfuse.data.image import ImagePipeline
-from polyfuse.data.io import DataFileError, source_name
+from polyfuse.data.io import DataFileError, EncodedMedia, source_name
 from polyfuse.data.reader import MODALITIES, SOURCE_KEY
 from polyfuse.data.text import TextPipeline
+
+
+#: what a pipeline may raise on bad input besides DataFileError (decoders, transforms, tokenizers)
+DECODE_ERRORS = (OSError, ValueError, RuntimeError, EOFError, TypeError, IndexError)
 
 
 class SampleDecoder:
@@ -53,15 +59,22 @@ class SampleDecoder:
                 sample[modality] = None
                 continue
             if modality == "text":
+                source = str(raw.get(SOURCE_KEY, "annotations"))
                 if not isinstance(value, str) or not value.strip():
-                    source = raw.get(SOURCE_KEY, "annotations")
-                    return BadSample(sample_id, str(source), f"empty caption/text {value!r}")
-                sample["text"] = self.pipelines["text"](value)
+                    return BadSample(sample_id, source, f"empty caption/text {value!r}")
+                try:
+                    sample["text"] = self.pipelines["text"](value)
+                except DECODE_ERRORS as error:
+                    return BadSample(sample_id, source, f"cannot tokenize text: {type(error).__name__}: {error}")
                 continue
             try:
                 sample[modality] = self.pipelines[modality](value, train=self.train)
             except DataFileError as error:
                 return BadSample(sample_id, source_name(value), str(error))
+            except DECODE_ERRORS as error:  # a transform failing on what the decoder returned
+                name = source_name(value) if isinstance(value, (str, Path, EncodedMedia)) else repr(value)[:80]
+                return BadSample(sample_id, name, f"cannot decode {modality} file {name}: "
+                                                  f"{type(error).__name__}: {error}")
         return sample
 
 

@@ -7,6 +7,8 @@ in memory: a tar member of a WebDataset shard, a Hugging Face ``{"bytes", "path"
 from __future__ import annotations
 
 import io
+import struct
+import zlib
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -87,6 +89,11 @@ def open_image(path: MediaSource, mode: str = "L", draft_size: tuple[int, int] |
     With ``draft_size = (W, H)`` a JPEG is decoded directly at the smallest power-of-two reduction
     that is still at least that large (PIL's ``draft``), which skips most of the inverse DCT and
     colour conversion when the model input is much smaller than the stored image.
+
+    Every decoder failure raises :class:`DataFileError` naming the file: not an image, truncated
+    or corrupt data (``OSError``, ``SyntaxError``, ``ValueError``, ``EOFError``, ...), and a
+    decompression bomb (PIL's ``DecompressionBombError`` above ``2 * Image.MAX_IMAGE_PIXELS``, and
+    ``DecompressionBombWarning`` above ``MAX_IMAGE_PIXELS`` when warnings are turned into errors).
     """
     from PIL import Image, UnidentifiedImageError
 
@@ -98,8 +105,11 @@ def open_image(path: MediaSource, mode: str = "L", draft_size: tuple[int, int] |
             return image.convert(mode)  # convert() loads the pixels and returns a new image
     except DataFileError:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        raise DataFileError(f"cannot decode image file {name}: {error}") from error
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise DataFileError(f"cannot decode image file {name}: decompression bomb: {error}") from error
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, RuntimeError, TypeError,
+            IndexError, struct.error, zlib.error) as error:
+        raise DataFileError(f"cannot decode image file {name}: {type(error).__name__}: {error}") from error
 
 
 def load_image(path: MediaSource, mode: str = "L", draft_size: tuple[int, int] | None = None) -> Tensor:
@@ -124,7 +134,7 @@ def load_audio(path: MediaSource, sample_rate: int | None = None) -> Tensor:
         audio, rate = sf.read(native_source(path, "audio"), dtype="float32", always_2d=True)
     except DataFileError:
         raise
-    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as error:
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, OSError, EOFError) as error:
         raise DataFileError(f"cannot decode audio file {source_name(path)}: {error}") from error
     audio = audio.mean(axis=1)
     if audio.size == 0:

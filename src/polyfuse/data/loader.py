@@ -17,7 +17,10 @@ shards). It gives each of them the same guarantees:
   shards are padded to equal length on every rank (ranks take the same number of steps),
   evaluation shards are unpadded (every sample scored exactly once);
 * **bad samples counted** -- every batch goes through the split's
-  :class:`~polyfuse.data.errors.BadSampleTracker`, which closes each epoch's count.
+  :class:`~polyfuse.data.errors.BadSampleTracker` (bad samples stay in the batch as placeholder
+  rows, ``batch.valid``, so every rank runs the same steps); the epoch's count is closed, summed
+  over ranks and checked at its last batch (a sized loader: Lightning never asks past its length)
+  or when the iteration ends.
 """
 
 from __future__ import annotations
@@ -281,7 +284,8 @@ class MultimodalLoader(StatefulDataLoader):
         self._start_pass()
         lag = lightning_prefetch_lag(self)
         self._lagged, self._consumed, self._complete = [], 0, False
-        complete = False
+        complete = ended = False
+        expected = None if lag else len(self)  # Lightning never asks a sized loader past its length
         try:
             iterator = super().__iter__()
             while True:
@@ -293,16 +297,16 @@ class MultimodalLoader(StatefulDataLoader):
                     break
                 finally:
                     self._consumed = max(0, self._fetched() - lag)
-                if isinstance(batch, Batch):
-                    if self.tracker is not None:
-                        self.tracker.observe(batch)
-                    if batch.batch_size == 0:
-                        continue
+                if isinstance(batch, Batch) and self.tracker is not None:
+                    self.tracker.observe(batch)  # pops extras["bad_samples"]; placeholder rows stay
+                    if self._fetched() == expected:  # every rank at its last batch: global counts now
+                        ended = True
+                        self.tracker.end_epoch(complete=True)
                 yield batch
             complete = self._complete = True
             self._consumed = self._fetched()
         finally:  # an epoch cut short (sanity check, limit_*_batches) is summarised, not checked
-            if self.tracker is not None:
+            if self.tracker is not None and not ended:
                 self.tracker.end_epoch(complete=complete)
 
     # ---- state -------------------------------------------------------------------------------

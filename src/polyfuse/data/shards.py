@@ -21,8 +21,10 @@ smallest share of any (rank, worker) this epoch, computed from the per-shard cou
 epoch, as the shard order is reshuffled); with equal shards nothing is. Evaluation splits, which
 must see every sample exactly once, keep ``balance=False`` (uneven evaluation batches are safe:
 metrics are reduced at the end).
-A corrupt member or malformed JSON is one bad sample; a truncated or unreadable shard is one bad
-record naming the shard (the rest of that shard is lost, which the summary shows).
+A corrupt member or malformed JSON is one bad sample. A truncated, corrupt or missing shard yields
+one bad sample (a placeholder row after collation) for every sample of it that could not be
+delivered -- its count in ``index.json`` minus those read before the damage; without an index
+entry, one -- so the counts stay exact and, with ``balance``, every rank still runs the same steps.
 """
 
 from __future__ import annotations
@@ -123,7 +125,7 @@ class ShardReader(IterableDataset):
         self.targets = tuple(self.index.get("targets", ())) if targets is None else tuple(targets)
         self.modalities = tuple(self.index.get("modalities", MODALITIES))
         self.balance = (self.world_size > 1 and shuffle) if balance is None else balance
-        self._shard_sizes = self._read_shard_sizes() if self.balance else {}
+        self._shard_sizes = self._read_shard_sizes() if self.balance else self._listed_shard_sizes()
         self.bad_records: list[BadSample] = []
         self._epoch = torch.zeros((), dtype=torch.long).share_memory_()  # seen by persistent workers
 
@@ -151,6 +153,10 @@ class ShardReader(IterableDataset):
         return min(sum(self._shard_sizes[Path(url).name] for url in self.shards_for(worker, num_workers, rank))
                    for rank in range(self.world_size) for worker in range(num_workers))
 
+    def _listed_shard_sizes(self) -> dict[str, int]:
+        """``shard file name -> samples`` for the shards ``index.json`` lists (may be empty)."""
+        return {Path(entry["url"]).name: int(entry["samples"]) for entry in self.index.get("shards", [])}
+
     def _read_shard_sizes(self) -> dict[str, int]:
         """``url -> samples`` from ``index.json`` (matched by file name)."""
         counts = {Path(entry["url"]).name: int(entry["samples"]) for entry in self.index.get("shards", [])}
@@ -177,7 +183,7 @@ class ShardReader(IterableDataset):
         yield from stream
 
     def _read_shard(self, url: str) -> Iterator[dict[str, Any] | BadSample]:
-        key, members = None, {}
+        key, members, delivered = None, {}, 0
         try:
             stream = import_webdataset().gopen(url) if "://" in url or url.startswith("pipe:") else open(url, "rb")
             with stream:
@@ -188,17 +194,31 @@ class ShardReader(IterableDataset):
                         continue  # no extension, a hidden file, or WebDataset metadata
                     prefix = name[:dot]
                     if prefix != key and members:
+                        delivered += 1
                         yield self._raw(url, key, members)
                         members = {}
                     key = prefix
                     members[name[dot + 1:].lower()] = data
             if members:
+                delivered += 1
                 yield self._raw(url, key, members)
         except FileNotFoundError:
-            yield BadSample("?", url, "shard file not found")
+            yield from self._lost(url, delivered, None, "shard file not found")
         except (TarFormatError, OSError, EOFError) as error:
-            yield BadSample(str(key or "?"), url, f"corrupt or truncated shard after sample {key!r}: {error}; "
-                                                   "the rest of this shard is skipped")
+            yield from self._lost(url, delivered, key, f"corrupt or truncated shard after sample {key!r}: {error}")
+
+    def _lost(self, url: str, delivered: int, key: str | None, reason: str) -> Iterator[BadSample]:
+        """One :class:`BadSample` per sample of ``url`` not delivered: ``index.json``'s count minus
+        ``delivered`` (at least one; one when the shard is not listed)."""
+        expected = self._shard_sizes.get(Path(url).name)
+        lost = max(expected - delivered, 1) if expected is not None else 1
+        if expected is None:
+            detail = f"{reason}; the rest of this shard is lost (it is not in {INDEX_FILE}: counted as 1 sample)"
+        else:
+            detail = f"{reason}; {lost} of its {expected} samples lost ({delivered} read)"
+        first = str(Path(key).name) if key else "?"
+        for position in range(lost):
+            yield BadSample(first if position == 0 else f"{Path(url).name}#{delivered + position}", url, detail)
 
     def _raw(self, url: str, key: str, members: dict[str, bytes]) -> dict[str, Any] | BadSample:
         source = f"{url}:{key}"
@@ -219,7 +239,7 @@ class ShardReader(IterableDataset):
                     raw["audio"] = EncodedMedia(data, f"{source}.{suffix}")
                 elif extension == "npy":
                     raw[suffix[: -len(".npy")]] = torch.from_numpy(np.load(io.BytesIO(data), allow_pickle=False))
-            except (ValueError, UnicodeDecodeError) as error:
+            except (ValueError, UnicodeDecodeError, OSError, EOFError) as error:
                 return BadSample(Path(key).name, f"{source}.{suffix}", f"malformed member {suffix!r}: {error}")
         return raw
 

@@ -10,8 +10,9 @@ from torchmetrics import MetricCollection
 
 from polyfuse.batch import Batch, Encoded, ModalityInput
 from polyfuse.fusion.base import FusionOutput
+from polyfuse.losses.masking import select_rows, zero_with_graph
 
-__all__ = ["TaskHead", "HeadContext", "HeadFactory", "LossOutput"]
+__all__ = ["TaskHead", "HeadContext", "HeadFactory", "LossOutput", "valid_rows_loss", "update_valid_metrics"]
 
 #: a loss is a scalar, or a dict with the scalar to optimise under ``"loss"`` plus named terms to log
 LossOutput = Tensor | dict[str, Tensor]
@@ -51,6 +52,11 @@ class TaskHead(nn.Module):
       scores) belong to the evaluation stages;
     * :meth:`update_metrics` ``(metrics, outputs, batch)``.
 
+    Placeholder rows (``batch.valid``, samples that could not be read): a head that leaves them out
+    of its loss itself sets ``masks_invalid_rows = True`` (with :mod:`polyfuse.losses.masking`);
+    for any other head the LightningModule calls :meth:`loss` on the valid rows only
+    (:func:`~polyfuse.losses.masking.select_rows`). Metrics are always updated with valid rows only.
+
     ``monitor`` names the validation metric that selects the best checkpoint, ``monitor_mode``
     whether higher (``"max"``) or lower is better. ``needs_fusion = False`` marks heads that work
     on the per-modality encodings alone.
@@ -62,6 +68,7 @@ class TaskHead(nn.Module):
     monitor: str = "loss"
     monitor_mode: str = "min"
     needs_fusion: bool = True
+    masks_invalid_rows: bool = False
 
     def __init__(self, in_dim: int | None, dims: Mapping[str, int] | None = None) -> None:
         super().__init__()
@@ -93,3 +100,39 @@ class TaskHead(nn.Module):
 
 
 HeadFactory = Callable[..., TaskHead]
+
+
+def _float_tensors(value: Any) -> list[Tensor]:
+    if isinstance(value, Tensor):
+        return [value] if value.is_floating_point() and value.requires_grad else []
+    if isinstance(value, dict):
+        return [t for item in value.values() for t in _float_tensors(item)]
+    if isinstance(value, (list, tuple)):
+        return [t for item in value for t in _float_tensors(item)]
+    return []
+
+
+def valid_rows_loss(head: TaskHead, outputs: Any, batch: Batch) -> LossOutput:
+    """``head.loss`` without the placeholder rows of ``batch`` (``batch.valid``).
+
+    A head with ``masks_invalid_rows`` gets the whole batch (contrastive losses need equal sizes on
+    every rank); any other head gets only the valid rows of its outputs and batch
+    (:func:`~polyfuse.losses.masking.select_rows`). Without a valid row the loss is ``0`` with a
+    graph through the outputs (DDP still all-reduces the gradients on that rank).
+    """
+    if batch.valid is None or head.masks_invalid_rows:
+        return head.loss(outputs, batch)
+    if batch.num_valid == 0:
+        tensors = _float_tensors(outputs)
+        return zero_with_graph(*tensors) if tensors else head.loss(outputs, batch)
+    return head.loss(select_rows(outputs, batch.valid, batch.batch_size), select_rows(batch, batch.valid))
+
+
+def update_valid_metrics(head: TaskHead, metrics: MetricCollection, outputs: Any, batch: Batch) -> None:
+    """``head.update_metrics`` with only the valid rows of ``outputs`` and ``batch``; nothing when
+    the batch holds no valid row."""
+    if batch.valid is None:
+        head.update_metrics(metrics, outputs, batch)
+    elif batch.num_valid:
+        head.update_metrics(metrics, select_rows(outputs, batch.valid, batch.batch_size),
+                            select_rows(batch, batch.valid))

@@ -50,6 +50,7 @@ class CaptioningHead(TaskHead):
 
     monitor = "CIDEr"
     monitor_mode = "max"
+    masks_invalid_rows = True
 
     def __init__(self, in_dim: int, dims: Mapping[str, int] | None = None, *, vocab_size: int,
                  tokenizer: str | Path | None = None, dim: int = 128, depth: int = 2, heads: int = 4,
@@ -105,7 +106,8 @@ class CaptioningHead(TaskHead):
             raise KeyError(f"{type(self).__name__} needs token ids in batch.targets[{self.target!r}]; targets: "
                            f"{list(batch.targets)} (AV-digits: data.task=captioning)")
         ids = batch.targets[self.target]
-        length = int((ids != self.pad_id).sum(dim=1).max())  # drop columns that are padding everywhere
+        # drop columns that are padding everywhere; keep [BOS] + one token for a batch of placeholders
+        length = max(int((ids != self.pad_id).sum(dim=1).max()), 2)
         if length > self.max_length + 1:
             raise ValueError(f"{self.target} has {length} tokens; max_length={self.max_length} allows "
                              f"{self.max_length + 1} ([BOS] + text + [EOS])")
@@ -166,7 +168,8 @@ class CaptioningHead(TaskHead):
         return outputs
 
     def loss(self, outputs: dict[str, Any], batch: Batch) -> Tensor:
-        return sequence_cross_entropy(outputs["logits"], outputs["labels"], IGNORE, self.label_smoothing)
+        return sequence_cross_entropy(outputs["logits"], outputs["labels"], IGNORE, self.label_smoothing,
+                                      valid=batch.valid)
 
     def make_metrics(self, stage: str = "val") -> MetricCollection:
         if stage == "train":  # nothing is generated while training

@@ -12,12 +12,14 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 from polyfuse.batch import Batch
 from polyfuse.fusion.base import FusionOutput
 from polyfuse.heads.base import HeadContext, TaskHead
+from polyfuse.losses.masking import mask_rows, masked_mean
 
 
 class ClassificationHead(TaskHead):
     """``logits = MLP(fused.pooled)``; cross-entropy with optional label smoothing.
 
-    Metrics: accuracy (micro, ``acc``) and macro F1 (``f1_macro``) via torchmetrics.
+    Metrics: accuracy (micro, ``acc``) and macro F1 (``f1_macro``) via torchmetrics. Placeholder
+    rows (``batch.valid``) are left out of the loss.
 
     Args:
         in_dim: fused width. dims: encoder widths (unused). num_classes: number of classes.
@@ -28,6 +30,7 @@ class ClassificationHead(TaskHead):
 
     monitor = "acc"
     monitor_mode = "max"
+    masks_invalid_rows = True
 
     def __init__(self, in_dim: int, num_classes: int, hidden: int = 0, dropout: float = 0.0,
                  label_smoothing: float = 0.0, target: str = "label", dims: Mapping[str, int] | None = None) -> None:
@@ -50,7 +53,9 @@ class ClassificationHead(TaskHead):
         return batch.targets[self.target]
 
     def loss(self, outputs: Tensor, batch: Batch) -> Tensor:
-        return F.cross_entropy(outputs, self._labels(batch), label_smoothing=self.label_smoothing)
+        per_row = F.cross_entropy(mask_rows(outputs, batch.valid), self._labels(batch),
+                                  label_smoothing=self.label_smoothing, reduction="none")
+        return masked_mean(per_row, batch.valid)
 
     def make_metrics(self, stage: str = "val") -> MetricCollection:
         return MetricCollection({

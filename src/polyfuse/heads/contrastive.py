@@ -32,7 +32,8 @@ class ContrastiveHead(TaskHead):
     training does). One scale (and bias) is shared by all pairs.
 
     Missing modalities: a pair's loss only uses samples where both modalities are present; so do
-    the retrieval metrics.
+    the retrieval metrics. Placeholder rows (``batch.valid``) are neither positives nor negatives
+    on any rank.
 
     Metrics: :class:`~polyfuse.metrics.RetrievalRecall` per pair over the whole evaluation split
     (``{a}_to_{b}/R@k``, ..., ``rsum``). Modalities in ``dedupe`` merge identical inputs into one
@@ -57,6 +58,7 @@ class ContrastiveHead(TaskHead):
     monitor = "rsum"
     monitor_mode = "max"
     needs_fusion = False
+    masks_invalid_rows = True
 
     def __init__(self, in_dim: int | None = None, dims: Mapping[str, int] | None = None, *,
                  modalities: Sequence[str] | None = None, pairs: Sequence[Sequence[str]] | None = None,
@@ -135,6 +137,8 @@ class ContrastiveHead(TaskHead):
         terms = {}
         for a, b in self.pairs:
             valid = outputs["present"][a] & outputs["present"][b]
+            if batch.valid is not None:
+                valid = valid & batch.valid.to(valid.device)
             valid_or_none = None if bool(valid.all()) else valid
             emb_a, emb_b = outputs["embeddings"][a], outputs["embeddings"][b]
             if self.loss_kind == "clip":

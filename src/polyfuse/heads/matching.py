@@ -14,6 +14,7 @@ from polyfuse.batch import Batch, Encoded
 from polyfuse.fusion.base import FusionOutput
 from polyfuse.heads.base import HeadContext, LossOutput, TaskHead
 from polyfuse.losses import ContrastiveLoss
+from polyfuse.losses.masking import mask_rows, masked_mean
 from polyfuse.metrics import content_key
 
 
@@ -49,6 +50,7 @@ class ITMHead(TaskHead):
     """
 
     monitor = "itm_acc"
+    masks_invalid_rows = True  # placeholder rows: no positive pair, never a negative partner
     monitor_mode = "max"
 
     def __init__(self, in_dim: int, dims: Mapping[str, int] | None = None, *, swap: str = "text",
@@ -90,6 +92,8 @@ class ITMHead(TaskHead):
             raise KeyError(f"ITMHead swaps modality {self.swap!r}; encoded: {list(context.encoded)}")
         swap_encoded = context.encoded[self.swap]
         valid = swap_encoded.present_or_full()
+        if batch.valid is not None:
+            valid = valid & batch.valid.to(valid.device)
         outputs: dict[str, Any] = {"similarity": None}
         similarity = None
         if self.hard_negatives:
@@ -103,6 +107,7 @@ class ITMHead(TaskHead):
         positive_logits = self.classifier(fused.pooled).squeeze(-1)
         has_negative = partners >= 0
         logits, labels = [positive_logits], [torch.ones_like(positive_logits)]
+        keep = [batch.valid_or_full().to(positive_logits.device)]  # which logits are real pairs
         if bool(has_negative.any()):
             rows = torch.nonzero(has_negative).squeeze(1)
             negative = {name: swap_rows(enc, rows) for name, enc in context.encoded.items()}
@@ -110,11 +115,14 @@ class ITMHead(TaskHead):
             negative_logits = self.classifier(context.fuse(negative).pooled).squeeze(-1)
             logits.append(negative_logits)
             labels.append(torch.zeros_like(negative_logits))
-        outputs.update(logits=torch.cat(logits), labels=torch.cat(labels))
+            keep.append(torch.ones_like(negative_logits, dtype=torch.bool))
+        outputs.update(logits=torch.cat(logits), labels=torch.cat(labels), keep=torch.cat(keep))
         return outputs
 
     def loss(self, outputs: dict[str, Any], batch: Batch) -> LossOutput:
-        itm = F.binary_cross_entropy_with_logits(outputs["logits"], outputs["labels"])
+        keep = outputs["keep"]
+        itm = masked_mean(F.binary_cross_entropy_with_logits(mask_rows(outputs["logits"], keep), outputs["labels"],
+                                                             reduction="none"), keep)
         if not self.hard_negatives or self.itc_weight == 0:
             return itm
         valid = outputs["valid"]
@@ -126,4 +134,5 @@ class ITMHead(TaskHead):
         return MetricCollection({"itm_acc": BinaryAccuracy()})
 
     def update_metrics(self, metrics: MetricCollection, outputs: dict[str, Any], batch: Batch) -> None:
-        metrics.update(outputs["logits"].detach().sigmoid(), outputs["labels"].long())
+        keep = outputs["keep"]
+        metrics.update(outputs["logits"].detach()[keep].sigmoid(), outputs["labels"][keep].long())

@@ -12,6 +12,7 @@ from torchmetrics.classification import BinaryF1Score, MultilabelF1Score
 from polyfuse.batch import Batch
 from polyfuse.fusion.base import FusionOutput
 from polyfuse.heads.base import HeadContext, TaskHead
+from polyfuse.losses.masking import mask_rows, masked_mean
 
 
 class MultiLabelClassificationHead(TaskHead):
@@ -30,6 +31,7 @@ class MultiLabelClassificationHead(TaskHead):
 
     monitor = "f1_micro"
     monitor_mode = "max"
+    masks_invalid_rows = True
 
     def __init__(self, in_dim: int, num_labels: int, hidden: int = 0, dropout: float = 0.0, threshold: float = 0.5,
                  pos_weight: list[float] | None = None, target: str = "labels",
@@ -60,8 +62,10 @@ class MultiLabelClassificationHead(TaskHead):
         return labels
 
     def loss(self, outputs: Tensor, batch: Batch) -> Tensor:
-        return F.binary_cross_entropy_with_logits(outputs, self._labels(batch).to(outputs.dtype),
-                                                  pos_weight=self.pos_weight)
+        labels = self._labels(batch).to(outputs.dtype)
+        per_label = F.binary_cross_entropy_with_logits(mask_rows(outputs, batch.valid), labels,
+                                                       pos_weight=self.pos_weight, reduction="none")
+        return masked_mean(per_label, batch.valid)  # the element mean over valid rows
 
     def make_metrics(self, stage: str = "val") -> MetricCollection:
         options = dict(num_labels=self.num_labels, threshold=self.threshold)

@@ -10,7 +10,7 @@ from torchmetrics.wrappers.abstract import WrapperMetric
 
 from polyfuse.batch import Batch
 from polyfuse.fusion.base import FusionOutput
-from polyfuse.heads.base import HeadContext, LossOutput, TaskHead
+from polyfuse.heads.base import HeadContext, LossOutput, TaskHead, update_valid_metrics, valid_rows_loss
 
 
 class TaskMetrics(WrapperMetric):
@@ -52,6 +52,7 @@ class MultiTaskHead(TaskHead):
     """
 
     needs_fusion = False
+    masks_invalid_rows = True  # each task head's loss is masked on its own (valid_rows_loss)
 
     def __init__(self, in_dim: int | None, dims: Mapping[str, int] | None = None, *,
                  heads: Mapping[str, Callable[..., TaskHead] | TaskHead], weights: Mapping[str, float] | None = None,
@@ -82,7 +83,7 @@ class MultiTaskHead(TaskHead):
         terms: dict[str, Tensor] = {}
         total: Tensor | float = 0.0
         for name, head in self.heads.items():
-            value = head.loss(outputs[name], batch)
+            value = valid_rows_loss(head, outputs[name], batch)
             if isinstance(value, dict):
                 terms.update({f"{name}/{key}": term for key, term in value.items() if key != "loss"})
                 value = value["loss"]

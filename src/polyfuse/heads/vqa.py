@@ -68,6 +68,8 @@ def soft_scores(answers: Sequence[Sequence[str]], vocabulary: AnswerVocabulary, 
     """``(B, A)`` soft targets from each question's human answers (normalised; out-of-vocabulary ignored)."""
     targets = torch.zeros(len(answers), len(vocabulary))
     for row, question in enumerate(answers):
+        if question is None:  # a placeholder row (a sample that could not be read)
+            continue
         counts = Counter(normalize_vqa_answer(a) for a in question)
         for answer, count in counts.items():
             if answer in vocabulary.index:
@@ -94,6 +96,7 @@ class VQAHead(TaskHead):
 
     monitor = "vqa_acc"
     monitor_mode = "max"
+    masks_invalid_rows = True
 
     def __init__(self, in_dim: int, vocabulary: AnswerVocabulary | Sequence[str], hidden: int | None = None,
                  dropout: float = 0.1, score_rule: ScoreRule = "butd", answers_field: str = "answers",
@@ -107,6 +110,8 @@ class VQAHead(TaskHead):
                                         nn.GELU(), nn.Linear(hidden, len(self.vocabulary)))
 
     def _answers(self, batch: Batch) -> list[Sequence[str]]:
+        if self.answers_field not in batch.extras and batch.num_valid == 0:
+            return [[] for _ in range(batch.batch_size)]  # a batch of placeholders has no extras
         if self.answers_field not in batch.extras:
             raise KeyError(f"VQAHead needs the human answers in batch.extras[{self.answers_field!r}]; extras has "
                            f"{list(batch.extras)} (AV-digits: data.task=vqa)")
@@ -118,7 +123,7 @@ class VQAHead(TaskHead):
 
     def loss(self, outputs: Tensor, batch: Batch) -> Tensor:
         targets = soft_scores(self._answers(batch), self.vocabulary, self.score_rule).to(outputs.device)
-        return vqa_soft_bce(outputs, targets)
+        return vqa_soft_bce(outputs, targets, batch.valid)
 
     def predict(self, outputs: Tensor) -> list[str]:
         """The arg-max answer of each question."""

@@ -7,14 +7,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from polyfuse.losses.gather import distributed_world, gather_features
+from polyfuse.losses.masking import mask_rows, zero_with_graph
 
 __all__ = ["ContrastiveLoss"]
-
-
-def _zero_loss(*inputs: Tensor | float) -> Tensor:
-    """A zero that keeps the autograd graph of ``inputs`` (no valid pair in the batch)."""
-    tensors = [value for value in inputs if isinstance(value, Tensor)]
-    return sum(value.sum() * 0.0 for value in tensors)  # type: ignore[return-value]
 
 
 class ContrastiveLoss(nn.Module):
@@ -33,8 +28,13 @@ class ContrastiveLoss(nn.Module):
     * ``gather_with_grad``: gradients flow back through the gather to the rank that produced the
       features (needed for the exact global gradient with ``local_loss=True``).
 
-    Missing modalities: ``valid: (B,)`` (both modalities present) drops invalid samples as queries
-    and as negatives; ``valid=None`` uses every sample. Batch sizes must agree across ranks.
+    Missing modalities and placeholder rows: ``valid: (B,)`` (both modalities present, a real
+    sample) drops invalid samples as queries and as negatives on every rank (the flags are
+    gathered with the features); ``valid=None`` uses every sample. Batch sizes must agree across
+    ranks. With ``local_loss`` a rank's loss is its valid rows' sum divided by the global number of
+    valid rows per rank, so DDP's gradient average is the global mean. A rank without a valid query
+    returns ``0`` whose graph still reaches the gathered features, so the backward of
+    ``gather_with_grad`` (a collective) runs on every rank.
 
     Args:
         local_loss, gather_with_grad: see above. rank, world_size: override the process group
@@ -50,7 +50,16 @@ class ContrastiveLoss(nn.Module):
     def logits(self, a_features: Tensor, b_features: Tensor, logit_scale: Tensor | float,
                valid: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
         """``(logits_a (rows, N), logits_b (rows, N), labels (rows,), valid rows or None)``."""
+        return self._logits(a_features, b_features, logit_scale, valid)[:4]
+
+    def _logits(self, a_features: Tensor, b_features: Tensor, logit_scale: Tensor | float,
+                valid: Tensor | None) -> tuple[Tensor, Tensor, Tensor, Tensor | None, Tensor | None]:
+        """:meth:`logits` plus the gathered validity flags ``(N,)`` (``None`` without ``valid``)."""
         rank, world_size = distributed_world(self.rank, self.world_size)
+        if valid is None and world_size > 1:  # another rank may have invalid rows: every rank gathers flags
+            valid = torch.ones(a_features.shape[0], dtype=torch.bool, device=a_features.device)
+        # invalid rows are zeroed before the gather, so no rank multiplies their garbage into its gradient
+        a_features, b_features = mask_rows(a_features, valid), mask_rows(b_features, valid)
         options = dict(local_loss=self.local_loss, gather_with_grad=self.gather_with_grad, rank=rank,
                        world_size=world_size)
         all_a = gather_features(a_features, **options)
@@ -71,7 +80,7 @@ class ContrastiveLoss(nn.Module):
         if all_valid is not None:  # absent samples are never negatives
             logits_a = logits_a.masked_fill(~all_valid[None], torch.finfo(logits_a.dtype).min)
             logits_b = logits_b.masked_fill(~all_valid[None], torch.finfo(logits_b.dtype).min)
-        return logits_a, logits_b, labels, row_valid
+        return logits_a, logits_b, labels, row_valid, all_valid
 
     def forward(self, a_features: Tensor, b_features: Tensor, logit_scale: Tensor | float,
                 valid: Tensor | None = None) -> Tensor:
@@ -80,9 +89,17 @@ class ContrastiveLoss(nn.Module):
         if a_features.shape != b_features.shape:
             raise ValueError(f"ContrastiveLoss needs paired features of equal shape, got "
                              f"{tuple(a_features.shape)} and {tuple(b_features.shape)}")
-        logits_a, logits_b, labels, row_valid = self.logits(a_features, b_features, logit_scale, valid)
-        if row_valid is not None:
-            if not bool(row_valid.any()):
-                return _zero_loss(a_features, b_features, logit_scale)
-            logits_a, logits_b, labels = logits_a[row_valid], logits_b[row_valid], labels[row_valid]
-        return (F.cross_entropy(logits_a, labels) + F.cross_entropy(logits_b, labels)) / 2
+        logits_a, logits_b, labels, row_valid, all_valid = self._logits(a_features, b_features, logit_scale, valid)
+        if row_valid is None or all_valid is None:
+            return (F.cross_entropy(logits_a, labels) + F.cross_entropy(logits_b, labels)) / 2
+        per_row = (F.cross_entropy(logits_a, labels, reduction="none")
+                   + F.cross_entropy(logits_b, labels, reduction="none")) / 2
+        if not bool(row_valid.any()):
+            return zero_with_graph(logits_a, logits_b, logit_scale)
+        total = torch.where(row_valid, per_row, torch.zeros_like(per_row)).sum()
+        world_size = distributed_world(self.rank, self.world_size)[1]
+        if self.local_loss and world_size > 1:
+            # each rank's rows over the global count per rank: DDP's average of the ranks' losses is then
+            # the mean over every valid row of the global batch, however unevenly they are spread
+            return total * world_size / all_valid.sum().to(total.dtype)
+        return total / row_valid.sum().to(total.dtype)

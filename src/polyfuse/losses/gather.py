@@ -31,7 +31,11 @@ def distributed_world(rank: int | None = None, world_size: int | None = None) ->
 
 
 def _all_gather_with_grad(tensor: Tensor) -> list[Tensor]:
-    return list(torch.distributed.nn.functional.all_gather(tensor))
+    # imported here: ``torch.distributed.nn`` is a submodule that ``import torch.distributed`` does not
+    # load (Lightning happens to import it; a plain DDP script does not -- issue #18)
+    from torch.distributed.nn.functional import all_gather
+
+    return list(all_gather(tensor))
 
 
 def _all_gather(tensor: Tensor, world_size: int) -> list[Tensor]:

@@ -11,6 +11,7 @@ from torch import nn
 from torchmetrics import MeanMetric, Metric
 
 from polyfuse.batch import Batch
+from polyfuse.heads.base import update_valid_metrics, valid_rows_loss
 from polyfuse.models.multimodal import FusionFactory, HeadFactory, MultimodalModel
 
 log = logging.getLogger(__name__)
@@ -24,6 +25,12 @@ class PolyfuseLitModule(LightningModule):
 
     Logged names: ``train/loss_step``, ``train/loss_epoch`` (mean over the epoch), ``train/<metric>``,
     ``val/loss``, ``val/<metric>``, ``<test split>/<metric>``.
+
+    Placeholder rows (``batch.valid``, samples that could not be read) are left out of the loss
+    (:func:`~polyfuse.heads.base.valid_rows_loss`), of every metric
+    (:func:`~polyfuse.heads.base.update_valid_metrics`) and of the epoch loss means (weighted by the
+    valid rows); a batch without a valid row still runs forward and backward with loss ``0``, so
+    DDP's gradient all-reduce happens on every rank. Auxiliary objectives see the whole batch.
 
     Epoch accumulators of the training metrics travel in checkpoints (``on_save_checkpoint``), so a
     run resumed mid-epoch reports the same epoch values as an uninterrupted one.
@@ -100,29 +107,31 @@ class PolyfuseLitModule(LightningModule):
 
     def _step(self, batch: Batch, stage: str | None = None):
         output = self.model(batch)
-        loss = self.model.head.loss(output.outputs, batch)
+        loss = valid_rows_loss(self.model.head, output.outputs, batch)
         if isinstance(loss, dict):  # a head may report named terms (per-task losses) besides the loss it optimises
             terms, loss = {k: v for k, v in loss.items() if k != "loss"}, loss["loss"]
             if stage is not None and terms:
                 self.log_dict({f"{stage}/{k}": v.detach() for k, v in terms.items()},
-                              on_step=False, on_epoch=True, batch_size=batch.batch_size)
+                              on_step=False, on_epoch=True, batch_size=batch.num_valid)
         aux = self.auxiliary_losses(output, batch)
         if aux:
             loss = loss + torch.stack([value.to(loss.dtype) for value in aux.values()]).sum()
             if stage is not None:
                 self.log_dict({f"{stage}/aux/{name}": value.detach() for name, value in aux.items()},
-                              on_step=False, on_epoch=True, batch_size=batch.batch_size)
+                              on_step=False, on_epoch=True, batch_size=batch.num_valid)
         return output, loss
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         output, loss = self._step(batch, "train")
-        size = batch.batch_size
-        self.model.head.update_metrics(self.train_metrics, output.outputs, batch)
-        self.train_loss.update(loss.detach(), weight=size)
+        size = batch.num_valid
+        update_valid_metrics(self.model.head, self.train_metrics, output.outputs, batch)
+        if size:
+            self.train_loss.update(loss.detach(), weight=size)
         self.log("train/loss_step", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=size)
         if self._is_last_train_batch():  # epoch values, logged before validation and the epoch-end hooks
-            self.log("train/loss_epoch", self.train_loss.compute(), on_step=False, on_epoch=True, batch_size=size)
-            self.log_dict(self.train_metrics.compute(), on_step=False, on_epoch=True, batch_size=size)
+            self.log("train/loss_epoch", self.train_loss.compute(), on_step=False, on_epoch=True,
+                     batch_size=max(size, 1))
+            self.log_dict(self.train_metrics.compute(), on_step=False, on_epoch=True, batch_size=max(size, 1))
         return loss
 
     def _is_last_train_batch(self) -> bool:
@@ -165,8 +174,8 @@ class PolyfuseLitModule(LightningModule):
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         output, loss = self._step(batch, "val")
-        self.model.head.update_metrics(self.val_metrics, output.outputs, batch)
-        self.log("val/loss", loss, on_epoch=True, prog_bar=True, batch_size=batch.batch_size, sync_dist=True)
+        update_valid_metrics(self.model.head, self.val_metrics, output.outputs, batch)
+        self.log("val/loss", loss, on_epoch=True, prog_bar=True, batch_size=batch.num_valid, sync_dist=True)
 
     def on_validation_epoch_end(self) -> None:
         values = self.val_metrics.compute()
@@ -177,8 +186,8 @@ class PolyfuseLitModule(LightningModule):
         output, loss = self._step(batch)
         name = self.test_names[dataloader_idx] if dataloader_idx < len(self.test_names) else f"test{dataloader_idx}"
         metrics = self.test_metrics[dataloader_idx]
-        self.model.head.update_metrics(metrics, output.outputs, batch)
-        self.log(f"{name}/loss", loss, on_epoch=True, batch_size=batch.batch_size, add_dataloader_idx=False,
+        update_valid_metrics(self.model.head, metrics, output.outputs, batch)
+        self.log(f"{name}/loss", loss, on_epoch=True, batch_size=batch.num_valid, add_dataloader_idx=False,
                  sync_dist=True)
 
     def on_test_epoch_end(self) -> None:
