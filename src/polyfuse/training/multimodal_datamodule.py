@@ -121,6 +121,8 @@ class MultimodalDataModule(PolyfuseDataModule):
         pad = {"text": self.pipelines["text"].pad_id} if "text" in self.modalities else {}
         shapes = {"image": self.pipelines["image"].shape} if "image" in self.modalities else {}
         audio = self.pipelines["audio"]
+        if "audio" in self.modalities and audio.max_samples:  # a batch without audio (all bad) keeps a valid shape
+            shapes["audio"] = (audio.max_samples,)
         pad_to = {"audio": audio.max_samples} if "audio" in self.modalities and audio.pad_to_max else {}
         return MultimodalCollate(self.modalities, targets=tuple(getattr(reader, "targets", ())), pad_values=pad,
                                  shapes=shapes, pad_to=pad_to)
