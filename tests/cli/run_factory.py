@@ -39,3 +39,38 @@ def trained_run(factory: pytest.TempPathFactory, fusion: str = "concat", seed: i
     if not (run / "summary.json").is_file():
         train(compose_config("train", [f"model/fusion={fusion}", f"seed={seed}", *TINY], run))
     return run
+
+
+TIMING_COLUMNS = {"train/samples_per_sec"}  # differ between any two runs
+
+
+def train_process(run_dir: Path, *overrides: str) -> "subprocess.CompletedProcess[str]":
+    """``python -m polyfuse.cli.train`` in a subprocess writing to ``run_dir``, with tests/cli on the
+    path (for test callbacks such as ``crash_callback.CrashAtStep``) and no inherited DDP variables."""
+    import os
+    import subprocess
+    import sys
+
+    from polyfuse.cli.config import repo_root
+
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]),
+               POLYFUSE_ROOT=str(repo_root()), OMP_NUM_THREADS="1")
+    for key in ("LOCAL_RANK", "RANK", "WORLD_SIZE", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(key, None)
+    return subprocess.run([sys.executable, "-m", "polyfuse.cli.train", f"hydra.run.dir={run_dir}", *overrides],
+                          env=env, capture_output=True, text=True, timeout=600)
+
+
+def csv_rows(path: Path) -> list[dict[str, str]]:
+    """Rows of a ``metrics.csv`` without the timing columns."""
+    import csv
+
+    with open(path, newline="") as handle:
+        return [{k: v for k, v in row.items() if k not in TIMING_COLUMNS} for row in csv.DictReader(handle)]
+
+
+def checkpoint_weights(path: Path) -> dict:
+    """The ``state_dict`` of a Lightning checkpoint file."""
+    import torch
+
+    return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]

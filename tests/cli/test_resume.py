@@ -3,9 +3,7 @@ uninterrupted run: same weights, same metrics, same logs (CPU, same seed)."""
 
 from __future__ import annotations
 
-import csv
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from polyfuse.cli.config import repo_root
+from run_factory import checkpoint_weights, csv_rows, train_process  # tests/cli is on sys.path
 
 # 6 batches per epoch, 2 epochs, checkpoints/last.ckpt every 4 steps and at each epoch end.
 COMMON = ["trainer.max_epochs=2", "+trainer.limit_train_batches=6", "+trainer.limit_val_batches=2",
@@ -21,23 +19,13 @@ COMMON = ["trainer.max_epochs=2", "+trainer.limit_train_batches=6", "+trainer.li
           "logger=csv", "trainer.enable_model_summary=false", "trainer.log_every_n_steps=1"]
 # steps 7..12 are epoch 1; the process dies before batch 10, after the step-8 checkpoint (mid-epoch)
 CRASH = ["+callbacks.crash._target_=crash_callback.CrashAtStep", "+callbacks.crash.step=9"]
-TIMING_COLUMNS = {"train/samples_per_sec"}
 
 
 def _train(run_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]),
-               POLYFUSE_ROOT=str(repo_root()))
-    return subprocess.run([sys.executable, "-m", "polyfuse.cli.train", f"hydra.run.dir={run_dir}", *COMMON, *overrides],
-                          env=env, capture_output=True, text=True, timeout=600)
+    return train_process(run_dir, *COMMON, *overrides)
 
 
-def _rows(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as handle:
-        return [{k: v for k, v in row.items() if k not in TIMING_COLUMNS} for row in csv.DictReader(handle)]
-
-
-def _weights(path: Path) -> dict[str, torch.Tensor]:
-    return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+_rows, _weights = csv_rows, checkpoint_weights
 
 
 @pytest.mark.slow

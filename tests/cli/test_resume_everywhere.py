@@ -9,20 +9,15 @@ a scheduler kills a whole job) and each rank resumes its own loader position.
 
 from __future__ import annotations
 
-import csv
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Callable
 
 import pytest
 import torch
 
-from polyfuse.cli.config import repo_root
-
 import format_datasets  # tests/cli is on sys.path (pytest prepend import mode)
+from run_factory import checkpoint_weights, csv_rows, train_process
 
 HERE = Path(__file__).parent
 # 64 training samples, batch 8 per process: 8 steps per epoch in one process, 4 per rank under DDP
@@ -33,7 +28,6 @@ COMMON = ["trainer.max_epochs=2", "+trainer.limit_val_batches=2", "+trainer.limi
 # the step at which the killed run dies: mid second epoch, after the (mid-epoch) checkpoint before it
 KILL_AT = {1: 11, 2: 7}
 DDP = ["trainer=ddp_sim"]
-TIMING_COLUMNS = {"train/samples_per_sec"}
 
 
 def _avdigits(root: Path) -> list[str]:
@@ -43,24 +37,6 @@ def _avdigits(root: Path) -> list[str]:
 DATASETS: dict[str, Callable[[Path], list[str]]] = {
     "avdigits": _avdigits, "csv": format_datasets.csv_dataset, "coco": format_datasets.coco_dataset,
     "shards": format_datasets.shard_dataset}
-
-
-def _train(run_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
-               POLYFUSE_ROOT=str(repo_root()), OMP_NUM_THREADS="1")
-    for key in ("LOCAL_RANK", "RANK", "WORLD_SIZE", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(key, None)
-    return subprocess.run([sys.executable, "-m", "polyfuse.cli.train", f"hydra.run.dir={run_dir}", *overrides],
-                          env=env, capture_output=True, text=True, timeout=600)
-
-
-def _rows(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as handle:
-        return [{k: v for k, v in row.items() if k not in TIMING_COLUMNS} for row in csv.DictReader(handle)]
-
-
-def _weights(path: Path) -> dict[str, torch.Tensor]:
-    return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
 
 
 def _overrides(name: str, processes: int, tmp_path: Path) -> list[str]:
@@ -74,11 +50,11 @@ def test_killed_run_resumes_exactly(name: str, processes: int, tmp_path: Path):
     overrides = _overrides(name, processes, tmp_path)
     reference, resumed = tmp_path / "reference", tmp_path / "resumed"
 
-    done = _train(reference, *overrides)
+    done = train_process(reference, *overrides)
     assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
 
     crash = ["+callbacks.crash._target_=crash_callback.CrashAtStep", f"+callbacks.crash.step={KILL_AT[processes]}"]
-    killed = _train(resumed, *overrides, *crash)
+    killed = train_process(resumed, *overrides, *crash)
     assert killed.returncode != 0, "the crash callback should have killed the run"
     last = resumed / "checkpoints" / "last.ckpt"
     checkpoint = torch.load(last, map_location="cpu", weights_only=True)
@@ -90,14 +66,14 @@ def test_killed_run_resumes_exactly(name: str, processes: int, tmp_path: Path):
     assert [state["rank"] for state in loaders] == list(range(processes)) and not loaders[0]["epoch_end"]
     assert len(checkpoint["callbacks"]["ExactResume"]["rng"]) == processes
 
-    again = _train(resumed, *overrides, "ckpt_path=last")
+    again = train_process(resumed, *overrides, "ckpt_path=last")
     assert again.returncode == 0, (again.stdout + again.stderr)[-4000:]
     assert "resuming from" in again.stdout
 
     actual = json.loads((resumed / "summary.json").read_text())
     assert actual["global_step"] == expected["global_step"]
     assert actual["test"] == expected["test"] and actual["best_score"] == expected["best_score"]
-    assert _rows(resumed / "metrics.csv") == _rows(reference / "metrics.csv")
-    mine, theirs = _weights(resumed / "checkpoints" / "last.ckpt"), _weights(reference / "checkpoints" / "last.ckpt")
+    assert csv_rows(resumed / "metrics.csv") == csv_rows(reference / "metrics.csv")
+    mine, theirs = checkpoint_weights(resumed / "checkpoints" / "last.ckpt"), checkpoint_weights(reference / "checkpoints" / "last.ckpt")
     different = [k for k in theirs if not torch.equal(mine[k], theirs[k])]
     assert mine.keys() == theirs.keys() and not different, f"{len(different)} tensors differ, e.g. {different[:3]}"

@@ -31,14 +31,14 @@ import warnings
 from typing import Any, Callable, Iterator, Sized
 
 import torch
-import torch.distributed as dist
 from torch.utils.data import Dataset, DistributedSampler, IterableDataset, get_worker_info
 from torchdata.stateful_dataloader import StatefulDataLoader
 
 from polyfuse.batch import Batch
+from polyfuse.distributed import rank_and_world
 from polyfuse.data.errors import BAD_SAMPLES_KEY, BadSampleTracker
 
-__all__ = ["EpochSampler", "SampleSeededDataset", "SampleSeededStream", "MultimodalLoader", "mix_seed", "run_seed", "process_group"]
+__all__ = ["EpochSampler", "SampleSeededDataset", "SampleSeededStream", "MultimodalLoader", "mix_seed", "run_seed"]
 
 _MIX = 0x9E3779B97F4A7C15  # golden-ratio constant for mixing integers into one 63-bit seed
 
@@ -60,13 +60,6 @@ def run_seed(seed: int | None = None) -> int:
     if "PL_GLOBAL_SEED" in os.environ:
         return int(os.environ["PL_GLOBAL_SEED"])
     return int(torch.initial_seed()) & 0x7FFFFFFFFFFFFFFF
-
-
-def process_group() -> tuple[int, int]:
-    """``(rank, world_size)`` of the default process group, ``(0, 1)`` outside one."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
 
 
 class EpochSampler(DistributedSampler):
@@ -213,7 +206,7 @@ class MultimodalLoader(StatefulDataLoader):
                  train: bool = False, rank: int | None = None, world_size: int | None = None,
                  tracker: BadSampleTracker | None = None, current_epoch: Callable[[], int | None] | None = None,
                  epoch_length: Callable[[], float | None] | None = None) -> None:
-        group_rank, group_size = process_group()
+        group_rank, group_size = rank_and_world()
         rank = group_rank if rank is None else rank
         world_size = group_size if world_size is None else world_size
         self.seed = run_seed(seed)

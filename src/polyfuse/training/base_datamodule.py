@@ -13,12 +13,12 @@ from __future__ import annotations
 
 from typing import Any, Callable, Mapping
 
-import torch.distributed as dist
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import Dataset
 
 from polyfuse.data.errors import BadSamplePolicy, BadSampleTracker
 from polyfuse.data.loader import MultimodalLoader
+from polyfuse.distributed import gather_from_ranks, rank_and_world
 
 __all__ = ["PolyfuseDataModule"]
 
@@ -108,22 +108,18 @@ class PolyfuseDataModule(LightningDataModule):
         """Every rank's training-loader state (Lightning calls this on every rank when it saves;
         rank 0 writes the file)."""
         local = self._train_loader.state_dict() if self._train_loader is not None else None
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            ranks: list[Any] = [None] * dist.get_world_size()
-            dist.all_gather_object(ranks, local)
-            return {"train_loader": ranks}
-        return {"train_loader": [local]}
+        return {"train_loader": gather_from_ranks(local)}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Hand this rank's saved training-loader state to the training loader (Lightning calls this
         while restoring a checkpoint, before the loaders are built)."""
         ranks = state_dict.get("train_loader") or []
-        rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-        if len(ranks) != max(1, dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1):
+        rank, world = rank_and_world()
+        if len(ranks) != world:
             from lightning.pytorch.utilities import rank_zero_warn
 
-            rank_zero_warn(f"the checkpoint holds the loader positions of {len(ranks)} processes, this run has a "
-                           "different number: the training data starts its epoch afresh")
+            rank_zero_warn(f"the checkpoint holds the loader positions of {len(ranks)} processes, this run has "
+                           f"{world}: the training data starts its epoch afresh")
             return
         mine = ranks[rank]
         if mine is None:
@@ -132,16 +128,3 @@ class PolyfuseDataModule(LightningDataModule):
             self._train_loader.load_state_dict(mine)
         else:
             self._resume_state = mine
-
-    def train_dataloader(self) -> MultimodalLoader:
-        return self.loader(self.train_split)
-
-    def val_dataloader(self) -> MultimodalLoader | list:
-        return self.loader(self.val_split) if self.val_split else []
-
-    def test_dataloader(self) -> list[MultimodalLoader]:
-        return [self.loader(split) for split in self.test_splits]
-
-    def bad_sample_report(self) -> dict[str, list[dict[str, int]]]:
-        """Per split, the good/bad counts of every finished epoch."""
-        return {split: tracker.history for split, tracker in self.trackers.items()}

@@ -13,6 +13,7 @@ from torchmetrics import MeanMetric, Metric
 from polyfuse.batch import Batch
 from polyfuse.heads.base import update_valid_metrics, valid_rows_loss
 from polyfuse.models.multimodal import FusionFactory, HeadFactory, MultimodalModel
+from polyfuse.distributed import gather_from_ranks, rank_and_world
 
 log = logging.getLogger(__name__)
 
@@ -152,18 +153,12 @@ class PolyfuseLitModule(LightningModule):
         local = {name: {"state": {key: _on_cpu(value) for key, value in metric.metric_state.items()},
                         "updates": int(metric._update_count)}
                  for name, metric in self._epoch_accumulators().items()}
-        ranks = [local]
-        if torch.distributed.is_available() and torch.distributed.is_initialized() \
-                and torch.distributed.get_world_size() > 1:
-            ranks = [None] * torch.distributed.get_world_size()
-            torch.distributed.all_gather_object(ranks, local)
-        checkpoint["train_epoch_accumulators"] = {"ranks": ranks}
+        checkpoint["train_epoch_accumulators"] = {"ranks": gather_from_ranks(local)}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         saved = checkpoint.get("train_epoch_accumulators", {})
         if "ranks" in saved:  # this rank's own; another process count starts the epoch's sums afresh
-            rank = torch.distributed.get_rank() if torch.distributed.is_available() \
-                and torch.distributed.is_initialized() else 0
+            rank, _ = rank_and_world()
             ranks = saved["ranks"]
             saved = ranks[rank] if rank < len(ranks) else {}
         for name, metric in self._epoch_accumulators().items():

@@ -22,11 +22,11 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_warn
 
+from polyfuse.distributed import gather_from_ranks
 from polyfuse.training.sharding import is_sharded_checkpoint, read_checkpoint
 
 __all__ = ["ExactResume", "AtomicCheckpointIO", "rng_states", "set_rng_states"]
@@ -79,12 +79,7 @@ class ExactResume(Callback):
         self._pending: list[Any] | None = None
 
     def state_dict(self) -> dict[str, Any]:
-        local = rng_states()
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            ranks: list[Any] = [None] * dist.get_world_size()
-            dist.all_gather_object(ranks, local)
-            return {"rng": ranks}
-        return {"rng": [local]}
+        return {"rng": gather_from_ranks(rng_states())}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._pending = list(state_dict.get("rng") or [])
