@@ -128,3 +128,17 @@ class PolyfuseDataModule(LightningDataModule):
             self._train_loader.load_state_dict(mine)
         else:
             self._resume_state = mine
+
+    # ---- Lightning's loader hooks -------------------------------------------------------------
+    def train_dataloader(self) -> MultimodalLoader:
+        return self.loader(self.train_split)
+
+    def val_dataloader(self) -> MultimodalLoader | list:
+        return self.loader(self.val_split) if self.val_split else []
+
+    def test_dataloader(self) -> list[MultimodalLoader]:
+        return [self.loader(split) for split in self.test_splits]
+
+    def bad_sample_report(self) -> dict[str, list[dict[str, int]]]:
+        """Per split, the good/bad counts of every finished epoch."""
+        return {split: tracker.history for split, tracker in self.trackers.items()}
