@@ -103,7 +103,7 @@ def test_shards_get_the_trainer_rank_and_shuffle_only_for_training(compose_train
     cfg = compose_train(["data=webdataset", f"data.root={root}", f"data.text.tokenizer={_tokenizer(tmp_path / 't.json')}",
                          "data.modalities=[text]", "data.num_workers=0", "data.batch_size=3"])
     datamodule: MultimodalDataModule = hydra.utils.instantiate(cfg.data)
-    datamodule.trainer = SimpleNamespace(global_rank=1, world_size=2)
+    datamodule.trainer = SimpleNamespace(global_rank=1, world_size=2, current_epoch=0, num_training_batches=float("inf"))
     datamodule.setup("fit")
     train, val = datamodule.reader("train"), datamodule.reader("val")
     assert isinstance(train, ShardReader) and (train.rank, train.world_size, train.shuffle) == (1, 2, True)
