@@ -54,6 +54,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, list[dict]
     return ranks, alone
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", worker.PATHS)
 def test_every_sample_is_scored_exactly_once(runs, path: str):
     ranks, alone = runs
@@ -73,6 +74,7 @@ EXPECTED = {"avdigits": ["cls/acc", "cls/f1_macro", "zero_shot/top1", "zero_shot
             "shards": ["cls/acc", "cls/f1_macro", "retrieval/rsum", "itm/itm_rsum"]}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", worker.PATHS)
 def test_metrics_equal_single_process(runs, path: str):
     ranks, alone = runs

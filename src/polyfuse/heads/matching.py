@@ -49,9 +49,9 @@ class ITMHead(TaskHead):
         in_dim: fused width. dims: encoder widths. swap: the modality replaced in negatives.
         anchor: the modality it is matched against (for hard negatives; default: the other one).
         hard_negatives, embed_dim, temperature, itc_weight: see above.
-        ranking: ``None`` or :class:`ITMRanking` options (``ks``, ``candidates``, ``chunk``) for
-            validation and test: rank every ``anchor``-``swap`` pair of the split (ViLT), or the top
-            ``candidates`` of the ITC similarity (ALBEF / BLIP; needs ``hard_negatives``).
+        ranking: ``None`` or :class:`ITMRanking` options (``ks``, ``candidates``, ``chunk``) and
+            ``stages`` (default ``[val, test]``): rank every ``anchor``-``swap`` pair of the split
+            (ViLT), or the top ``candidates`` of the ITC similarity (ALBEF / BLIP; needs ``hard_negatives``).
     """
 
     monitor = "itm_acc"
@@ -68,6 +68,7 @@ class ITMHead(TaskHead):
         self.hard_negatives, self.temperature, self.itc_weight = hard_negatives, temperature, itc_weight
         self.classifier = nn.Linear(in_dim, 1)
         self.ranking = None if ranking is None else dict(ranking)
+        self.ranking_stages = tuple((self.ranking or {}).pop("stages", ("val", "test")))
         if self.ranking is not None:
             if self.anchor is None:
                 raise ValueError(f"ITMHead ranking needs an anchor modality besides {swap!r}; dims: {list(self.dims)}")
@@ -151,7 +152,7 @@ class ITMHead(TaskHead):
 
     def make_metrics(self, stage: str = "val") -> MetricCollection:
         metrics: dict[str, Any] = {"itm_acc": BinaryAccuracy()}
-        if self.ranking is not None and stage != "train":
+        if self.ranking is not None and stage in self.ranking_stages:
             metrics["itm_ranking"] = ITMRanking(self.anchor, self.swap, **self.ranking)
         return MetricCollection(metrics)
 
