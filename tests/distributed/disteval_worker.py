@@ -38,7 +38,8 @@ def write_datasets(root: Path) -> dict[str, list[str]]:
     sys.path.insert(0, str(repo_root()))
     from tests.cli import format_datasets as formats
 
-    spec = importlib.util.spec_from_file_location("finetune_vilt_vqa", repo_root() / "docs/tutorials/finetune_vilt_vqa.py")
+    tutorial_file = repo_root() / "docs" / "tutorials" / "finetune_vilt_vqa.py"
+    spec = importlib.util.spec_from_file_location("finetune_vilt_vqa", tutorial_file)
     tutorial = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tutorial)  # type: ignore[union-attr]
     overrides = {"avdigits": ["data.modalities=[image,text]", "data.text_field=caption", "data.augment=false"],
@@ -92,7 +93,8 @@ class Evaluation:
         self.ranking_top3 = ITMRanking(ks=(1, 5, 10), candidates=3, chunk=64)
         self.vqa = VQAAccuracy() if path == "vqa" else None
         java = shutil.which("java") is not None and importlib.util.find_spec("pycocoevalcap") is not None
-        self.captions = CaptionScores(metrics=("BLEU-1", "BLEU-4", "ROUGE-L", "CIDEr")) if path == "avdigits" and java else None
+        self.captions = (CaptionScores(metrics=("BLEU-1", "BLEU-4", "ROUGE-L", "CIDEr"))
+                         if path == "avdigits" and java else None)
 
     def scorer(self, pairs: dict[str, Encoded]) -> torch.Tensor:
         image, text = pairs["image"].tokens.mean(1), pairs["text"].tokens.mean(1)

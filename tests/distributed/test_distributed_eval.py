@@ -45,7 +45,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, list[dict]
     commands = [[sys.executable, worker.__file__, str(data), str(ddp), str(rank), str(WORLD_SIZE), str(port)]
                 for rank in range(WORLD_SIZE)]
     commands.append([sys.executable, worker.__file__, str(data), str(single), "0", "1", "0"])
-    procs = [subprocess.Popen(c, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for c in commands]
+    procs = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for command in commands]
     logs = [proc.communicate(timeout=300)[0] for proc in procs]
     for proc, log in zip(procs, logs):
         assert proc.returncode == 0, log[-4000:]

@@ -117,7 +117,8 @@ def test_vilt_experiment_groups(compose_train):
                      "model.encoders.text.embeddings.LayerNorm.weight", "model.fusion.blocks.0.attn.q_proj.bias"):
         assert params[excluded][0] == 0.0, excluded
     for decayed in ("model.encoders.image.pos_embed", "model.encoders.image.cls_token",
-                    "model.fusion.project.type_embedding.image", "model.encoders.text.embeddings.position_embeddings.weight",
+                    "model.fusion.project.type_embedding.image",
+                    "model.encoders.text.embeddings.position_embeddings.weight",
                     "model.head.classifier.1.weight", "model.fusion.pooler.0.weight"):
         assert params[decayed][0] == pytest.approx(decay), decayed   # ViLT decays everything else
 

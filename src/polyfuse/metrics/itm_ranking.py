@@ -87,17 +87,22 @@ class ITMRanking(SplitMetric):
             raise ValueError("ITMRanking(candidates=k) re-ranks the ITC top k: pass anchor_embedding and "
                              "swap_embedding (ITMHead(hard_negatives=True) computes them)")
         self.scorer = scorer
-        valid = anchor.present_or_full() & swap.present_or_full()
-        anchor_mask, swap_mask = anchor.mask_or_full(), swap.mask_or_full()
+        cpu = lambda value: value.detach().float().cpu()  # noqa: E731  (one transfer per batch)
+        valid = (anchor.present_or_full() & swap.present_or_full()).cpu()
+        anchor_mask, swap_mask = anchor.mask_or_full().cpu(), swap.mask_or_full().cpu()
+        anchor_tokens, swap_tokens = cpu(anchor.tokens), cpu(swap.tokens)
+        keys = torch.stack([anchor_keys, swap_keys], dim=1).detach().cpu()
+        embeddings = None
+        if anchor_embedding is not None and swap_embedding is not None:
+            embeddings = cpu(anchor_embedding), cpu(swap_embedding)
         for row, sample_id in enumerate(ids):
             if not bool(valid[row]):
                 continue
-            entry = {"anchor": anchor.tokens[row][anchor_mask[row]].detach().float().cpu(),
-                     "swap": swap.tokens[row][swap_mask[row]].detach().float().cpu(),
-                     "keys": torch.stack([anchor_keys[row], swap_keys[row]]).detach().cpu()}
-            if anchor_embedding is not None and swap_embedding is not None:
-                entry["anchor_embedding"] = anchor_embedding[row].detach().float().cpu()
-                entry["swap_embedding"] = swap_embedding[row].detach().float().cpu()
+            entry = {"anchor": anchor_tokens[row][anchor_mask[row]], "swap": swap_tokens[row][swap_mask[row]],
+                     "keys": keys[row].clone()}  # clones: a pickled view would carry the whole batch
+            if embeddings is not None:
+                entry["anchor_embedding"] = embeddings[0][row].clone()
+                entry["swap_embedding"] = embeddings[1][row].clone()
             self.samples[str(sample_id)] = entry
 
     def reset(self) -> None:

@@ -166,7 +166,8 @@ class RetrievalRecall(SplitMetric):
             return None
         count = self._state("embeddings", self.modalities[0]).shape[0]
         if keys.shape[0] != count:
-            raise ValueError(f"RetrievalRecall got ids for {keys.shape[0]} of {count} samples: pass ids in every update")
+            raise ValueError(f"RetrievalRecall got ids for {keys.shape[0]} of {count} samples: "
+                             "pass ids in every update")
         order = torch.sort(keys, stable=True).indices
         sorted_keys = keys[order]
         first = torch.ones_like(sorted_keys, dtype=torch.bool)

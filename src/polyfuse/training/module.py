@@ -80,7 +80,8 @@ class PolyfuseLitModule(LightningModule):
                                          for name, obj in (objectives or {}).items() if obj is not None})
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.warmup_steps, self.warmup_ratio = warmup_steps, warmup_ratio
-        self.optimizer_groups = None if optimizer_groups is None else ParameterGroupSettings.from_config(optimizer_groups)
+        self.optimizer_groups = (None if optimizer_groups is None
+                                 else ParameterGroupSettings.from_config(optimizer_groups))
         self.test_names = list(test_names)
         head_module = self.model.head
         self.train_metrics = head_module.make_metrics("train").clone(prefix="train/")
