@@ -163,4 +163,4 @@ class ContrastiveHead(TaskHead):
         for m in self.dedupe:
             source = self._source_input(m, batch) if m in self.sources else batch.inputs[m]
             keys[m] = content_key(source.values, source.mask)
-        metrics["retrieval"].update(outputs["embeddings"], outputs["present"], keys)
+        metrics["retrieval"].update(outputs["embeddings"], outputs["present"], keys, ids=batch.ids)

@@ -16,6 +16,7 @@ from polyfuse.heads.base import HeadContext, LossOutput, TaskHead
 from polyfuse.losses import ContrastiveLoss
 from polyfuse.losses.masking import mask_rows, masked_mean
 from polyfuse.metrics import content_key
+from polyfuse.metrics.itm_ranking import ITMRanking
 
 
 def swap_rows(encoded: Encoded, index: Tensor) -> Encoded:
@@ -41,12 +42,17 @@ class ITMHead(TaskHead):
     negative. Samples whose ``swap`` or ``anchor`` modality is absent get no negative.
 
     Outputs ``logits (P + N,)`` and ``labels`` (1 = matched). Loss: binary cross-entropy (+ ITC
-    weighted by ``itc_weight`` with hard negatives). Metric: ``itm_acc``.
+    weighted by ``itc_weight`` with hard negatives). Metric: ``itm_acc``; with ``ranking`` also retrieval
+    by ITM ranking over the whole evaluation split (``TR@k``, ``IR@k``, ``itm_rsum``:
+    :class:`~polyfuse.metrics.itm_ranking.ITMRanking`).
 
     Args:
         in_dim: fused width. dims: encoder widths. swap: the modality replaced in negatives.
         anchor: the modality it is matched against (for hard negatives; default: the other one).
         hard_negatives, embed_dim, temperature, itc_weight: see above.
+        ranking: ``None`` or :class:`ITMRanking` options (``ks``, ``candidates``, ``chunk``) and
+            ``stages`` (default ``[val, test]``): rank every ``anchor``-``swap`` pair of the split
+            (ViLT), or the top ``candidates`` of the ITC similarity (ALBEF / BLIP; needs ``hard_negatives``).
     """
 
     monitor = "itm_acc"
@@ -55,7 +61,7 @@ class ITMHead(TaskHead):
 
     def __init__(self, in_dim: int, dims: Mapping[str, int] | None = None, *, swap: str = "text",
                  anchor: str | None = None, hard_negatives: bool = True, embed_dim: int = 64,
-                 temperature: float = 0.07, itc_weight: float = 1.0) -> None:
+                 temperature: float = 0.07, itc_weight: float = 1.0, ranking: Mapping[str, Any] | None = None) -> None:
         super().__init__(in_dim, dims)
         if self.dims and swap not in self.dims:
             raise KeyError(f"ITMHead swaps modality {swap!r}, but the model has {list(self.dims)}")
@@ -63,6 +69,13 @@ class ITMHead(TaskHead):
         self.swap, self.anchor = swap, anchor or (others[0] if others else None)
         self.hard_negatives, self.temperature, self.itc_weight = hard_negatives, temperature, itc_weight
         self.classifier = nn.Linear(in_dim, 1)
+        self.ranking = None if ranking is None else dict(ranking)
+        self.ranking_stages = tuple((self.ranking or {}).pop("stages", ("val", "test")))
+        if self.ranking is not None:
+            if self.anchor is None:
+                raise ValueError(f"ITMHead ranking needs an anchor modality besides {swap!r}; dims: {list(self.dims)}")
+            if self.ranking.get("candidates") is not None and not hard_negatives:
+                raise ValueError("ITMHead ranking with candidates re-ranks the ITC top k: it needs hard_negatives=True")
         if hard_negatives:
             if self.anchor is None or self.anchor not in self.dims:
                 raise ValueError(f"ITMHead hard negatives need an anchor modality besides {swap!r}; "
@@ -117,7 +130,22 @@ class ITMHead(TaskHead):
             labels.append(torch.zeros_like(negative_logits))
             keep.append(torch.ones_like(negative_logits, dtype=torch.bool))
         outputs.update(logits=torch.cat(logits), labels=torch.cat(labels), keep=torch.cat(keep))
+        if self.ranking is not None and not self.training:
+            outputs["ranking"] = self._ranking_inputs(batch, context, outputs)
         return outputs
+
+    def _ranking_inputs(self, batch: Batch, context: HeadContext, outputs: dict[str, Any]) -> dict[str, Any]:
+        """What :class:`ITMRanking` keeps of this batch, and the pair scorer (fusion + classifier)."""
+        anchor_input, swap_input = batch.inputs[self.anchor], batch.inputs[self.swap]
+        fuse = context.fuse
+
+        def scorer(pairs: dict[str, Encoded]) -> Tensor:
+            return self.classifier(fuse(pairs).pooled).squeeze(-1)
+
+        return {"ids": list(batch.ids), "anchor": context.encoded[self.anchor], "swap": context.encoded[self.swap],
+                "anchor_keys": content_key(anchor_input.values, anchor_input.mask),
+                "swap_keys": content_key(swap_input.values, swap_input.mask), "scorer": scorer,
+                "anchor_embedding": outputs.get("anchor_embedding"), "swap_embedding": outputs.get("swap_embedding")}
 
     def loss(self, outputs: dict[str, Any], batch: Batch) -> LossOutput:
         keep = outputs["keep"]
@@ -131,8 +159,16 @@ class ITMHead(TaskHead):
         return {"loss": itm + self.itc_weight * itc, "itm_loss": itm, "itc_loss": itc}
 
     def make_metrics(self, stage: str = "val") -> MetricCollection:
-        return MetricCollection({"itm_acc": BinaryAccuracy()})
+        metrics: dict[str, Any] = {"itm_acc": BinaryAccuracy()}
+        if self.ranking is not None and stage in self.ranking_stages:
+            metrics["itm_ranking"] = ITMRanking(self.anchor, self.swap, **self.ranking)
+        return MetricCollection(metrics)
 
     def update_metrics(self, metrics: MetricCollection, outputs: dict[str, Any], batch: Batch) -> None:
         keep = outputs["keep"]
-        metrics.update(outputs["logits"].detach()[keep].sigmoid(), outputs["labels"][keep].long())
+        for metric in metrics.values(copy_state=False):
+            if isinstance(metric, ITMRanking):
+                if "ranking" in outputs:
+                    metric.update(**outputs["ranking"])
+            else:
+                metric.update(outputs["logits"].detach()[keep].sigmoid(), outputs["labels"][keep].long())

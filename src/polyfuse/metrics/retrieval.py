@@ -11,7 +11,7 @@ from torch import Tensor
 
 from polyfuse.metrics.collected import SplitMetric
 
-__all__ = ["retrieval_recall", "RetrievalRecall", "content_key"]
+__all__ = ["retrieval_recall", "RetrievalRecall", "content_key", "id_key"]
 
 
 def _ranks(scores: Tensor, positive: Tensor) -> Tensor:
@@ -89,6 +89,12 @@ def content_key(values: Tensor, mask: Tensor | None = None) -> Tensor:
     return torch.tensor(keys, dtype=torch.long, device=values.device)
 
 
+def id_key(ids: Sequence[str]) -> Tensor:
+    """``(B,)`` int64 keys of sample ids, equal in every process (unlike Python's salted ``hash``)."""
+    return torch.tensor([int.from_bytes(hashlib.blake2b(str(i).encode(), digest_size=8).digest(), "little", signed=True)
+                         for i in ids], dtype=torch.long)
+
+
 class RetrievalRecall(SplitMetric):
     """Accumulates paired embeddings over an evaluation split and scores retrieval between them.
 
@@ -101,6 +107,9 @@ class RetrievalRecall(SplitMetric):
 
     Output keys: ``{a}_to_{b}/R@k``, ``{b}_to_{a}/R@k``, mean/median ranks, ``{a}_{b}/rsum`` per pair,
     and ``rsum`` (the sum over pairs). Embeddings are gathered across processes (``dist_reduce_fx="cat"``).
+    With ``ids`` (the batch's sample ids) the gathered samples are put in one order, whatever the
+    number of processes, and a sample seen twice (a padded sampler) counts once; the representative of
+    a deduplicated item is then the same in a DDP run and in one process.
 
     Args:
         pairs: ``[(a, b), ...]`` modality pairs. ks: recall cut-offs. dedupe: modalities whose
@@ -123,10 +132,14 @@ class RetrievalRecall(SplitMetric):
             self.add_state(f"present_{name}", default=[], dist_reduce_fx="cat")
             if name in self.dedupe:
                 self.add_state(f"keys_{name}", default=[], dist_reduce_fx="cat")
+        self.add_state("ids", default=[], dist_reduce_fx="cat")
 
     def update(self, embeddings: dict[str, Tensor], present: dict[str, Tensor] | None = None,
-               keys: dict[str, Tensor] | None = None) -> None:
+               keys: dict[str, Tensor] | None = None, ids: Sequence[str] | None = None) -> None:
         present, keys = present or {}, keys or {}
+        if ids is not None:
+            device = next(iter(embeddings.values())).device
+            self.ids.append(id_key(ids).to(device))
         for name in self.modalities:
             if name not in embeddings:
                 raise KeyError(f"RetrievalRecall needs embeddings for {name!r}; got {list(embeddings)}")
@@ -141,25 +154,48 @@ class RetrievalRecall(SplitMetric):
                 getattr(self, f"keys_{name}").append(keys[name])
 
     def _state(self, kind: str, name: str) -> Tensor:
-        value = getattr(self, f"{kind}_{name}")
+        value = getattr(self, f"{kind}_{name}" if name else kind)
         return torch.cat(value) if isinstance(value, list) else value
+
+    def _order(self) -> Tensor | None:
+        """Sample positions sorted by id key, each id once; ``None`` when no ids were given."""
+        if isinstance(self.ids, list) and len(self.ids) == 0:
+            return None
+        keys = self._state("ids", "")
+        if keys.numel() == 0:  # synced across processes, none of which had ids
+            return None
+        count = self._state("embeddings", self.modalities[0]).shape[0]
+        if keys.shape[0] != count:
+            raise ValueError(f"RetrievalRecall got ids for {keys.shape[0]} of {count} samples: "
+                             "pass ids in every update")
+        order = torch.sort(keys, stable=True).indices
+        sorted_keys = keys[order]
+        first = torch.ones_like(sorted_keys, dtype=torch.bool)
+        first[1:] = sorted_keys[1:] != sorted_keys[:-1]
+        return order[first]
 
     def compute(self) -> dict[str, float]:
         state = getattr(self, f"embeddings_{self.modalities[0]}")
         if len(state) == 0:  # a list before DDP sync, a concatenated tensor after it
             return {}
+        order = self._order()
+
+        def gathered(kind: str, name: str) -> Tensor:  # every process's samples, in id order when ids were given
+            value = self._state(kind, name)
+            return value if order is None else value[order.to(value.device)]
+
         out: dict[str, float] = {}
         total = 0.0
         for a, b in self.pairs:
-            valid = self._state("present", a) & self._state("present", b)
-            emb_a = F.normalize(self._state("embeddings", a)[valid].float(), dim=-1)
-            emb_b = F.normalize(self._state("embeddings", b)[valid].float(), dim=-1)
+            valid = gathered("present", a) & gathered("present", b)
+            emb_a = F.normalize(gathered("embeddings", a)[valid].float(), dim=-1)
+            emb_b = F.normalize(gathered("embeddings", b)[valid].float(), dim=-1)
             # orient so that the deduplicated side (if any) is the "a" side of retrieval_recall
             first, second, flipped = (b, a, True) if b in self.dedupe else (a, b, False)
             emb_first, emb_second = (emb_b, emb_a) if flipped else (emb_a, emb_b)
             owner = None
             if first in self.dedupe:
-                keys = self._state("keys", first)[valid]
+                keys = gathered("keys", first)[valid]
                 unique, owner = torch.unique(keys, return_inverse=True)
                 first_index = torch.full((unique.shape[0],), -1, dtype=torch.long, device=keys.device)
                 first_index.scatter_reduce_(0, owner, torch.arange(keys.shape[0], device=keys.device),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -105,6 +105,9 @@ class ViLT(MultimodalModel):
         dim, depth, heads, mlp_hidden, activation, dropout, attn_dropout, eps: the transformer.
         image_size, patch_size, in_chans, max_image_length: the patch embedding.
         attention_backend: see :mod:`polyfuse.attention`.
+        itm_ranking: ``task="retrieval"``: :class:`~polyfuse.metrics.itm_ranking.ITMRanking` options
+            (``ks``, ``chunk``) to rank every image-caption pair of the evaluation splits in the loop
+            (the paper's TR@K / IR@K); ``None``: ITM accuracy only.
     """
 
     def __init__(self, task: str = "vqa", labels: Sequence[str] | AnswerVocabulary | None = None,
@@ -113,7 +116,7 @@ class ViLT(MultimodalModel):
                  dim: int = 768, depth: int = 12, heads: int = 12, mlp_hidden: int = 3072, activation: str = "gelu",
                  dropout: float = 0.0, attn_dropout: float = 0.0, eps: float = 1e-12, image_size: int = 384,
                  patch_size: int = 32, in_chans: int = 3, max_image_length: int = -1, pad_token_id: int = 0,
-                 attention_backend: str | None = None) -> None:
+                 attention_backend: str | None = None, itm_ranking: Mapping[str, Any] | None = None) -> None:
         if task not in TASKS:
             raise ValueError(f"unknown ViLT task {task!r}; valid: {', '.join(TASKS)}")
         if task == "nlvr2" and modality_type_vocab_size < num_images + 1:
@@ -138,7 +141,7 @@ class ViLT(MultimodalModel):
         elif task == "nlvr2":
             head = ImagesAndTextHead(dim, len(labels), num_images, dims=dims)
         elif task == "retrieval":
-            head = ITMHead(dim, dims, swap="text", hard_negatives=False)
+            head = ITMHead(dim, dims, swap="text", hard_negatives=False, ranking=itm_ranking)
         else:
             head = PooledOutputHead(dim, dims)
         super().__init__({"text": text, "image": image}, fusion, head)

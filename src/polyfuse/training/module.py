@@ -14,6 +14,7 @@ from polyfuse.batch import Batch
 from polyfuse.heads.base import update_valid_metrics, valid_rows_loss
 from polyfuse.models.multimodal import FusionFactory, HeadFactory, MultimodalModel
 from polyfuse.distributed import gather_from_ranks, rank_and_world
+from polyfuse.training.param_groups import ParameterGroupSettings, apply_lr_scales, parameter_groups
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,9 @@ class PolyfuseLitModule(LightningModule):
         warmup_ratio: warmup as a fraction of all steps (ViLT: 0.1); overrides ``warmup_steps``.
         model: a ready model (e.g. :meth:`polyfuse.models.ViLT.from_hf`) instead of ``encoders``,
             ``fusion`` and ``head`` (leave those ``None``).
+        optimizer_groups: ``model.optimizer_groups`` -- weight-decay exclusions, layer-wise LR decay and a
+            head LR multiplier (:class:`~polyfuse.training.param_groups.ParameterGroupSettings`);
+            ``None``: one group with every trainable parameter.
         test_names: names of the test dataloaders, in order (e.g. ``["test", "test_real"]``).
         objectives: auxiliary training objectives by name (DCCA, co-learning, ...): modules called as
             ``objective(output: ModelOutput, batch) -> {key: weighted scalar loss}``, or factories
@@ -60,7 +64,8 @@ class PolyfuseLitModule(LightningModule):
                  scheduler: SchedulerFactory | str | None = "cosine", warmup_steps: int = 50,
                  modality_dropout: nn.Module | None = None, test_names: Sequence[str] = ("test",),
                  objectives: Mapping[str, nn.Module | Callable[..., nn.Module]] | None = None,
-                 warmup_ratio: float | None = None, model: MultimodalModel | None = None) -> None:
+                 warmup_ratio: float | None = None, model: MultimodalModel | None = None,
+                 optimizer_groups: Mapping[str, Any] | None = None) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["encoders", "fusion", "head", "optimizer", "scheduler", "modality_dropout",
                                           "objectives", "model"])
@@ -83,6 +88,8 @@ class PolyfuseLitModule(LightningModule):
                                          for name, obj in (objectives or {}).items() if obj is not None})
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.warmup_steps, self.warmup_ratio = warmup_steps, warmup_ratio
+        self.optimizer_groups = (None if optimizer_groups is None
+                                 else ParameterGroupSettings.from_config(optimizer_groups))
         self.test_names = list(test_names)
         head_module = self.model.head
         self.train_metrics = head_module.make_metrics("train").clone(prefix="train/")
@@ -204,8 +211,10 @@ class PolyfuseLitModule(LightningModule):
                                getattr(strategy, "reshard_after_forward", True))
 
     def configure_optimizers(self) -> Any:
-        params = [p for p in self.parameters() if p.requires_grad]
-        optimizer = self.optimizer_factory(params=params)
+        if self.optimizer_groups is None:
+            optimizer = self.optimizer_factory(params=[p for p in self.parameters() if p.requires_grad])
+        else:  # weight-decay exclusions, layer-wise LR decay, head LR multiplier (training/param_groups.py)
+            optimizer = apply_lr_scales(self.optimizer_factory(params=parameter_groups(self, self.optimizer_groups)))
         if self.scheduler_factory is None:
             return optimizer
         if self.scheduler_factory in ("cosine", "linear"):
