@@ -185,8 +185,7 @@ class MultimodalLoader(StatefulDataLoader):
     Args:
         dataset: map-style (``__getitem__`` + ``__len__``) or an ``IterableDataset`` (streaming
             shards, which split themselves across ranks and workers).
-        batch_size, collate_fn, num_workers, drop_last, pin_memory, persistent_workers,
-            prefetch_factor: as ``DataLoader``.
+        batch_size, collate_fn, num_workers, drop_last, pin_memory, persistent_workers, prefetch_factor: as ``DataLoader``.
         shuffle: random order per epoch (map-style; streaming datasets shuffle themselves).
         seed: seeds order and per-sample augmentation (default: the run's seed, :func:`run_seed`).
         train: a training split (padded DDP shards) or an evaluation split (unpadded shards).

@@ -20,8 +20,7 @@ class AVDigitsDataModule(PolyfuseDataModule):
     Args:
         root: dataset directory. modalities: subset of ``image``, ``audio``, ``text``.
         text_field: ``hint`` or ``caption``. num_classes: checked against the dataset.
-        batch_size, eval_batch_size, num_workers, pin_memory, persistent_workers, prefetch_factor,
-            drop_last, seed, bad_samples: loader settings (:class:`PolyfuseDataModule`).
+        batch_size, eval_batch_size, num_workers, pin_memory, persistent_workers, prefetch_factor, drop_last, seed, bad_samples: loader settings (:class:`PolyfuseDataModule`).
         missing: per-modality absence probability applied to every split (robustness experiments);
             ``missing_train`` overrides it for the training split only.
         test_splits: splits evaluated by ``trainer.test`` (names become metric prefixes).

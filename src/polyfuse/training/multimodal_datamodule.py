@@ -42,8 +42,7 @@ class MultimodalDataModule(PolyfuseDataModule):
         train_split, val_split: names in ``splits`` (``val_split=None``: no validation).
         test_splits: splits evaluated by ``trainer.test``, in order (names become metric prefixes).
         num_classes: read by classification heads (``${data.num_classes}``); not used here.
-        batch_size, eval_batch_size, num_workers, pin_memory, persistent_workers, prefetch_factor,
-            drop_last, seed, bad_samples: loader settings (:class:`PolyfuseDataModule`).
+        batch_size, eval_batch_size, num_workers, pin_memory, persistent_workers, prefetch_factor, drop_last, seed, bad_samples: loader settings (:class:`PolyfuseDataModule`).
         root: the dataset's base folder, for the config's interpolations only.
     """
 
