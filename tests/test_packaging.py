@@ -24,7 +24,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 TINY_RUN = ["trainer.max_epochs=1", "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=1",
             "+trainer.limit_test_batches=1", "data.batch_size=32", "trainer.num_sanity_val_steps=0",
-            "callbacks.rich_progress_bar=null"]
+            "callbacks.progress_bar=null"]
 #: variables that would point the installed polyfuse back at a checkout
 CHECKOUT_VARIABLES = ("PYTHONPATH", "POLYFUSE_ROOT", "POLYFUSE_CONFIG_PATH", "VIRTUAL_ENV", "PYTHONHOME")
 

@@ -18,18 +18,19 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from torch.utils.data import DistributedSampler
+
+from polyfuse.data.loader import EpochSampler
 
 from . import bad_data_worker as worker
 
-TRAIN, VAL, SEED = 16, 6, 42  # SEED: configs/train.yaml, which Lightning's DistributedSampler uses
+TRAIN, VAL, SEED = 16, 6, 42  # SEED: configs/train.yaml, the seed of the loaders' sample order
 
 
 def _rank0_first_batch() -> list[int]:
-    """The training indices of rank 0's first batch in epoch 0 (Lightning's DistributedSampler)."""
-    sampler = DistributedSampler(range(TRAIN), num_replicas=2, rank=0, shuffle=True, seed=SEED)
+    """The training indices of rank 0's first batch in epoch 0 (the training loader's EpochSampler)."""
+    sampler = EpochSampler(TRAIN, seed=SEED, shuffle=True, rank=0, world_size=2, pad=True)
     sampler.set_epoch(0)
-    return list(sampler)[: worker.BATCH]
+    return [index for _, index in sampler][: worker.BATCH]
 
 
 def write_image(path: Path, seed: int) -> Path:

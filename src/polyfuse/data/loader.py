@@ -128,8 +128,8 @@ class SampleSeededDataset(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
 
-    def __getitem__(self, key: tuple[int, int]) -> Any:
-        epoch, index = key
+    def __getitem__(self, key: tuple[int, int] | int) -> Any:
+        epoch, index = key if isinstance(key, tuple) else (0, key)  # a plain index: as in epoch 0
         with torch.random.fork_rng(devices=[]):
             torch.default_generator.manual_seed(mix_seed(self.seed, epoch, index))
             return self.dataset[index]
