@@ -87,6 +87,22 @@ def load_causal_lm(source: str | Path | Mapping[str, Any] | nn.Module, vocab_siz
     return AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True)
 
 
+def resize_embeddings(lm: nn.Module, size: int) -> None:
+    """Grow the LM's vocabulary to ``size`` (the placeholders); new input and output rows are the mean
+    of the old ones -- deterministic, so a saved adapter fits any model built the same way."""
+    old = lm.get_input_embeddings().num_embeddings
+    if old >= size:
+        return
+    lm.resize_token_embeddings(size, mean_resizing=False)
+    with torch.no_grad():
+        for layer in (lm.get_input_embeddings(), lm.get_output_embeddings()):
+            if layer is not None and layer.weight.shape[0] >= size:
+                layer.weight[old:] = layer.weight[:old].mean(0)
+                bias = getattr(layer, "bias", None)
+                if bias is not None:
+                    bias[old:] = bias[:old].mean()
+
+
 class MultimodalLM(nn.Module):
     """LLaVA-style multimodal LM: ``batch -> encoders -> connector -> splice at placeholders -> causal LM``.
 
@@ -138,8 +154,7 @@ class MultimodalLM(nn.Module):
         self.placeholder_ids = {m: int(self.tokenizer.convert_tokens_to_ids(t)) for m, t in self.placeholders.items()}
         self.template = template if isinstance(template, ChatTemplate) else ChatTemplate(**dict(template or {}))
         self.lm = load_causal_lm(lm, vocab_size=len(self.tokenizer) if isinstance(lm, Mapping) else None)
-        if self.lm.get_input_embeddings().num_embeddings < len(self.tokenizer):
-            self.lm.resize_token_embeddings(len(self.tokenizer))
+        resize_embeddings(self.lm, len(self.tokenizer))
         self.hidden_size = int(self.lm.get_input_embeddings().embedding_dim)
         self.encoders = nn.ModuleDict({m: encoders[m] for m in self.modalities})
         dims = {m: int(self.encoders[m].out_dim) for m in self.modalities}
@@ -297,7 +312,7 @@ class MultimodalLM(nn.Module):
         spliced = self.splice(ids, features, padding_side="left")
         eos = self.tokenizer.eos_token_id
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else eos
-        settings = {"do_sample": False, "num_beams": 1, "max_new_tokens": max_new_tokens, "eos_token_id": eos,
+        settings = {"suppress_tokens": sorted(self.placeholder_ids.values()), "do_sample": False, "num_beams": 1, "max_new_tokens": max_new_tokens, "eos_token_id": eos,
                     "pad_token_id": pad, **options}
         out = self.lm.generate(inputs_embeds=spliced.inputs_embeds, attention_mask=spliced.attention_mask, **settings)
         rows = []
