@@ -8,7 +8,8 @@ the modality gets no token for it at all. The loss is next-token cross-entropy o
 only (:mod:`polyfuse.models.chat`). Training stages (LLaVA, Liu et al. 2023):
 
 * ``stage=1``: only the connector trains; encoders and LM are frozen (feature alignment).
-* ``stage=2``: the connector and LoRA adapters on the LM train (``peft``, :mod:`polyfuse.models.lora`).
+* ``stage=2``: the connector and LoRA adapters on the LM train (``peft``, :mod:`polyfuse.models.lora`),
+  or the connector and the whole LM without ``lora`` (LLaVA's full fine-tuning).
 """
 
 from __future__ import annotations
@@ -121,8 +122,9 @@ class MultimodalLM(nn.Module):
         tokenizer: a tokenizer, its directory or a ``tokenizer.json``; default: the ``lm`` directory's.
         placeholders: modality -> placeholder token (added to the tokenizer as special tokens).
         template: the :class:`~polyfuse.models.chat.ChatTemplate` (or its fields as a mapping).
-        stage: ``1`` (connector only) or ``2`` (connector + LoRA); encoders stay frozen unless
-            ``train_encoders``. lora: :func:`polyfuse.models.lora.add_lora` options for stage 2.
+        stage: ``1`` (connector only) or ``2`` (connector + LoRA adapters when ``lora`` is set, else the
+            whole LM); encoders stay frozen unless ``train_encoders``. lora: :func:`polyfuse.models.lora.add_lora`
+            options for stage 2. connector_checkpoint: start the connector from this checkpoint (stage 1's).
         modalities: which encoders to use (default: all). max_length: spliced sequences are cut to it.
         conversations_key: extras key of the conversations.
     """
@@ -132,7 +134,7 @@ class MultimodalLM(nn.Module):
                  placeholders: Mapping[str, str] | None = None, template: ChatTemplate | Mapping[str, Any] | None = None,
                  stage: int = 1, lora: Mapping[str, Any] | None = None, modalities: Sequence[str] | None = None,
                  max_length: int = 2048, conversations_key: str = "conversations",
-                 train_encoders: bool = False) -> None:
+                 train_encoders: bool = False, connector_checkpoint: str | Path | None = None) -> None:
         super().__init__()
         if stage not in (1, 2):
             raise ValueError(f"MultimodalLM stage must be 1 (connector only) or 2 (connector + LoRA), got {stage}")
@@ -166,8 +168,21 @@ class MultimodalLM(nn.Module):
         self.lm.requires_grad_(False)
         self.encoders.requires_grad_(train_encoders)
         self.train_encoders = train_encoders
-        if stage == 2:
-            self.lm = lora_lib.add_lora(self.lm, **dict(lora or {}))
+        if connector_checkpoint is not None:
+            self.load_connector(connector_checkpoint)
+        if stage == 2 and lora is not None:
+            self.lm = lora_lib.add_lora(self.lm, **dict(lora))
+        elif stage == 2:
+            self.lm.requires_grad_(True)  # LLaVA's stage 2 without LoRA: the full LM trains
+
+    def load_connector(self, path: str | Path) -> None:
+        """Connector weights from a training checkpoint (``model.connector.*`` of a Lightning ``.ckpt``)
+        or a plain connector state dict -- stage 2 starts from stage 1's connector."""
+        state = torch.load(str(path), map_location="cpu", weights_only=False)
+        state = state.get("state_dict", state)
+        prefix = next((p for p in ("model.connector.", "connector.") if any(k.startswith(p) for k in state)), "")
+        own = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)} if prefix else state
+        self.connector.load_state_dict(own)
 
     def train(self, mode: bool = True) -> "MultimodalLM":
         """Frozen parts stay in eval mode (no dropout, no BatchNorm statistics updates): the encoders
