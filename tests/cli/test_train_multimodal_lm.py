@@ -1,0 +1,26 @@
+"""The LLaVA-style experiments train end to end through the CLI's code path (tiny random LM, AV-digits)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from polyfuse.cli.train import train
+
+SHORT = ["trainer.max_epochs=1", "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=1",
+         "+trainer.limit_test_batches=1", "data.batch_size=8"]
+
+
+def test_stage1_trains_only_the_connector_then_stage2_adds_lora(compose_train, tmp_path: Path):
+    summary = train(compose_train(["experiment=avdigits_llava_stage1", *SHORT]))
+    assert set(summary["test"]) >= {"test/loss", "test_real/loss"}
+    checkpoint = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    state = torch.load(checkpoint, weights_only=False, map_location="cpu")["state_dict"]
+    assert any(key.startswith("model.connector.") for key in state)
+    pytest.importorskip("peft", reason="stage 2 (LoRA) needs the `llm` extra (peft)")
+    cfg = compose_train(["experiment=avdigits_llava_stage2", *SHORT, f"model.model.connector_checkpoint={checkpoint}"])
+    train(cfg)
+    state = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False, map_location="cpu")
+    assert any("lora_" in key for key in state["state_dict"])
