@@ -24,3 +24,4 @@ def test_stage1_trains_only_the_connector_then_stage2_adds_lora(compose_train, t
     train(cfg)
     state = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False, map_location="cpu")
     assert any("lora_" in key for key in state["state_dict"])
+    assert (tmp_path / "run" / "lora" / "adapter_model.safetensors").is_file()  # the adapters alone

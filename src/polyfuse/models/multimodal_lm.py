@@ -21,6 +21,7 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torchmetrics import MeanMetric, MetricCollection
 
 from polyfuse.batch import Batch, Encoded
 from polyfuse.fusion.connectors import Connector
@@ -65,6 +66,20 @@ class LanguageModelingHead(TaskHead):
         if outputs.loss is None:
             raise ValueError("MultimodalLM produced no loss: the batch has no conversations with answers")
         return outputs.loss
+
+    def make_metrics(self, stage: str = "val") -> MetricCollection:
+        """``answer_token_acc``: teacher-forced next-token accuracy over answer tokens (EOS included)."""
+        return MetricCollection({"answer_token_acc": MeanMetric()})
+
+    def update_metrics(self, metrics: MetricCollection, outputs: LMOutput, batch: Batch) -> None:
+        if outputs.labels is None:
+            return
+        targets = outputs.labels[:, 1:]
+        answer = targets != IGNORE_INDEX
+        if bool(answer.any()):
+            correct = (outputs.logits[:, :-1].argmax(-1) == targets) & answer
+            total = answer.sum()
+            metrics["answer_token_acc"].update(correct.sum() / total, weight=total)
 
 
 def load_causal_lm(source: str | Path | Mapping[str, Any] | nn.Module, vocab_size: int | None = None) -> nn.Module:
