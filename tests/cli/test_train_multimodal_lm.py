@@ -25,3 +25,10 @@ def test_stage1_trains_only_the_connector_then_stage2_adds_lora(compose_train, t
     state = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False, map_location="cpu")
     assert any("lora_" in key for key in state["state_dict"])
     assert (tmp_path / "run" / "lora" / "adapter_model.safetensors").is_file()  # the adapters alone
+
+
+def test_another_connector_and_missing_audio_run(compose_train):
+    cfg = compose_train(["experiment=avdigits_llava_stage1", "debug=fdr", "data.batch_size=4",
+                         "+model/fusion@model.model.connector=qformer_connector", "model.model.connector.depth=1",
+                         "data.splits.train.missing={audio: 0.5}"])
+    train(cfg)

@@ -131,3 +131,19 @@ def test_errors_name_what_is_wrong(lm_dirs):
     batch.extras = {}
     with pytest.raises(KeyError, match="conversations"):
         model(batch)
+
+
+def test_answer_token_accuracy_counts_answer_words_not_eos(lm_dirs):
+    model = build(lm_dirs["llama"])
+    batch = tiny_batch([True], [True], [CONVERSATION])
+    with torch.no_grad():
+        outputs = model(batch).outputs
+    labels = outputs.labels
+    perfect = torch.full_like(outputs.logits, -10.0)
+    targets = labels[0, 1:]
+    perfect[0, :-1][targets != IGNORE_INDEX, targets[targets != IGNORE_INDEX]] = 10.0
+    eos = model.tokenizer.eos_token_id
+    perfect[0, :-1][targets == eos] = -10.0  # every EOS wrong: the accuracy ignores them
+    metrics = model.head.make_metrics("val")
+    model.head.update_metrics(metrics, type(outputs)(perfect, None, labels), batch)
+    assert metrics.compute()["answer_token_acc"] == 1.0

@@ -56,11 +56,19 @@ class Spliced:
 
 
 class LanguageModelingHead(TaskHead):
-    """The training module's view of :class:`MultimodalLM`: the loss is the LM's answer-token loss."""
+    """The training module's view of :class:`MultimodalLM`: the loss is the LM's answer-token loss.
+
+    Args: dims: modality -> encoder width. eos_id: the EOS token, left out of the accuracy (it
+    closes every answer, so counting it would credit short answers for their ending alone).
+    """
 
     needs_fusion = False
     monitor = "loss"
     monitor_mode = "min"
+
+    def __init__(self, dims: Mapping[str, int] | None = None, eos_id: int | None = None) -> None:
+        super().__init__(None, dims)
+        self.eos_id = eos_id
 
     def loss(self, outputs: LMOutput, batch: Batch) -> Tensor:
         if outputs.loss is None:
@@ -68,14 +76,14 @@ class LanguageModelingHead(TaskHead):
         return outputs.loss
 
     def make_metrics(self, stage: str = "val") -> MetricCollection:
-        """``answer_token_acc``: teacher-forced next-token accuracy over answer tokens (EOS included)."""
+        """``answer_token_acc``: teacher-forced next-token accuracy over answer tokens (EOS excluded)."""
         return MetricCollection({"answer_token_acc": MeanMetric()})
 
     def update_metrics(self, metrics: MetricCollection, outputs: LMOutput, batch: Batch) -> None:
         if outputs.labels is None:
             return
         targets = outputs.labels[:, 1:]
-        answer = targets != IGNORE_INDEX
+        answer = (targets != IGNORE_INDEX) & (targets != (-1 if self.eos_id is None else self.eos_id))
         if bool(answer.any()):
             correct = (outputs.logits[:, :-1].argmax(-1) == targets) & answer
             total = answer.sum()
@@ -178,7 +186,7 @@ class MultimodalLM(nn.Module):
         self.connector = connector if isinstance(connector, nn.Module) else connector(dims=dims, out_dim=self.hidden_size)
         if getattr(self.connector, "out_dim", self.hidden_size) != self.hidden_size:
             raise ValueError(f"connector out_dim {self.connector.out_dim} != the LM's hidden size {self.hidden_size}")
-        self.head = LanguageModelingHead(None, dims)
+        self.head = LanguageModelingHead(dims, self.tokenizer.eos_token_id)
         self.stage, self.max_length, self.conversations_key = stage, int(max_length), conversations_key
         self.lm.requires_grad_(False)
         self.encoders.requires_grad_(train_encoders)
