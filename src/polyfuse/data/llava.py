@@ -20,6 +20,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from polyfuse.data.io import DataFileError
 from polyfuse.data.reader import SOURCE_KEY, RecordReader, read_json
 
 __all__ = ["LlavaConversationReader", "AVDigitsInstructionReader", "check_conversation"]
@@ -72,8 +73,6 @@ class LlavaConversationReader(RecordReader):
         self.path = Path(annotations).expanduser()
         data = read_json(self.path, "a LLaVA conversation file (a JSON list of records)")
         if not isinstance(data, list):
-            from polyfuse.data.io import DataFileError
-
             raise DataFileError(f"{self.path}: expected a JSON list of records, got {type(data).__name__}")
         roots = {"image": Path(image_root).expanduser(), "audio": Path(audio_root or image_root).expanduser()}
         for number, record in enumerate(data[:limit] if limit else data):
