@@ -63,8 +63,8 @@ class LanguageModelingHead(TaskHead):
     """
 
     needs_fusion = False
-    monitor = "loss"
-    monitor_mode = "min"
+    monitor = "answer_token_acc"  # what polyfuse-eval reports by default; the experiments select on val/loss
+    monitor_mode = "max"
 
     def __init__(self, dims: Mapping[str, int] | None = None, eos_id: int | None = None) -> None:
         super().__init__(None, dims)
