@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from polyfuse.batch import Batch, ModalityInput
+from polyfuse.encoders import ViTEncoder
 from polyfuse.models.chat import load_chat_tokenizer
 from polyfuse.models.llava_convert import multimodal_lm_from_hf_llava
 
@@ -33,12 +34,20 @@ def tiny_llava(tokenizer, feature_layer, strategy: str):
     return LlavaForConditionalGeneration(config).eval()
 
 
-@pytest.mark.parametrize("feature_layer,strategy", [(-2, "default"), (-1, "full"), ([-3, -2], "default")])
-def test_logits_equal_hf_llava(feature_layer, strategy):
+@pytest.mark.parametrize("feature_layer,strategy,vision", [(-2, "default", "polyfuse"), (-1, "full", "polyfuse"),
+                                                           (1, "default", "polyfuse"), (-2, "default", "hf"),
+                                                           ([-3, -2], "default", "polyfuse")])
+def test_logits_equal_hf_llava(feature_layer, strategy, vision):
     tokenizer = load_chat_tokenizer(TOKENIZER)
     tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"]})
     llava = tiny_llava(tokenizer, feature_layer, strategy)
-    model = multimodal_lm_from_hf_llava(llava, tokenizer).eval()
+    model = multimodal_lm_from_hf_llava(llava, tokenizer, vision=vision).eval()
+    image_encoder = model.encoders["image"]
+    own_vit = isinstance(getattr(image_encoder, "encoder", image_encoder), ViTEncoder)
+    assert own_vit == (vision == "polyfuse" and isinstance(feature_layer, int))
+    if own_vit:  # cut at the feature layer: the blocks after it are not even built
+        depth = feature_layer if feature_layer >= 0 else 3 + 1 + feature_layer
+        assert len(getattr(image_encoder, "encoder", image_encoder).blocks) == depth
     image_id = model.placeholder_ids["image"]
     pixels = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     batch = Batch(inputs={"image": ModalityInput(pixels)}, extras={"conversations": CONVERSATIONS})

@@ -1,9 +1,12 @@
-"""A Hugging Face vision tower (e.g. ``CLIPVisionModel``) as a polyfuse image encoder, LLaVA's way.
+"""Hugging Face vision towers (``CLIPVisionModel``) as polyfuse image encoders, LLaVA's way.
 
 LLaVA (Liu et al., 2023) feeds the language model the patch features of the *penultimate* layer of
 CLIP's vision tower (``vision_feature_layer=-2``) without the [CLS] token
 (``vision_feature_select_strategy="default"``; ``"full"`` keeps it). A list of layers concatenates
 their features along the width, as Hugging Face's ``LlavaModel.get_image_features`` does.
+
+:func:`vit_from_hf_clip_vision` maps a CLIP tower onto polyfuse's own :class:`ViTEncoder` (one feature
+layer); :class:`HFVisionTowerEncoder` wraps any tower as it is (also several feature layers).
 """
 
 from __future__ import annotations
@@ -13,7 +16,9 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
+from polyfuse.batch import Encoded, ModalityInput
 from polyfuse.encoders.base import Encoder
+from polyfuse.encoders.vision import ViTEncoder
 
 STRATEGIES = ("default", "full")
 
@@ -50,3 +55,63 @@ class HFVisionTowerEncoder(Encoder):
         if self.select_strategy == "default":
             selected = [h[:, 1:] for h in selected]
         return torch.cat(selected, dim=-1), None
+
+
+class DropPrefixTokens(nn.Module):
+    """``encoder`` with its first ``count`` output tokens dropped (a ViT's [CLS]: LLaVA's
+    ``vision_feature_select_strategy="default"``). ``out_dim``, mask and presence are kept."""
+
+    def __init__(self, encoder: nn.Module, count: int = 1) -> None:
+        super().__init__()
+        self.encoder, self.count, self.out_dim = encoder, int(count), int(encoder.out_dim)
+
+    def forward(self, inputs: ModalityInput | Tensor) -> Encoded:
+        encoded = self.encoder(inputs)
+        mask = None if encoded.mask is None else encoded.mask[:, self.count:]
+        return Encoded(encoded.tokens[:, self.count:], mask, encoded.present)
+
+
+CLIP_LAYER_RENAMES = (("self_attn.q_proj.", "attn.q_proj."), ("self_attn.k_proj.", "attn.k_proj."),
+                      ("self_attn.v_proj.", "attn.v_proj."), ("self_attn.out_proj.", "attn.out_proj."),
+                      ("layer_norm1.", "norm1."), ("layer_norm2.", "norm2."), ("mlp.fc1.", "mlp.fc1."),
+                      ("mlp.fc2.", "mlp.fc2."))
+
+
+def vit_from_hf_clip_vision(tower: nn.Module, feature_layer: int = -2) -> ViTEncoder:
+    """A Hugging Face ``CLIPVisionModel`` (or its ``vision_model``) as polyfuse's own :class:`ViTEncoder`,
+    cut at ``feature_layer``: its tokens are ``hidden_states[feature_layer]`` ([CLS] first).
+
+    ``hidden_states[k]`` is the output of the first ``k`` blocks after CLIP's pre-LayerNorm, so the
+    encoder keeps those ``k`` blocks and no final norm (CLIP's ``post_layernorm`` acts on the pooled
+    token only). Wrap it in :class:`DropPrefixTokens` for LLaVA's ``"default"`` strategy.
+    """
+    from polyfuse.encoders.pretrained.hf import ACTIVATIONS
+
+    config = tower.config
+    layers = int(config.num_hidden_layers)
+    depth = feature_layer if feature_layer >= 0 else layers + 1 + feature_layer
+    if not 0 <= depth <= layers:
+        raise ValueError(f"vision feature_layer {feature_layer} is outside the tower's {layers} layers")
+    if config.hidden_act not in ACTIVATIONS:
+        raise ValueError(f"CLIP vision activation {config.hidden_act!r} is not supported; supported: {sorted(ACTIVATIONS)}")
+    state = getattr(tower, "vision_model", tower).state_dict()
+    converted = {"cls_token": state["embeddings.class_embedding"].reshape(1, 1, -1),
+                 "pos_embed": state["embeddings.position_embedding.weight"].unsqueeze(0),
+                 "patch_embed.proj.weight": state["embeddings.patch_embedding.weight"],
+                 "norm_pre.weight": state["pre_layrnorm.weight"], "norm_pre.bias": state["pre_layrnorm.bias"]}
+    for key, value in state.items():
+        parts = key.split(".")
+        if key.startswith("encoder.layers.") and int(parts[2]) < depth:
+            rest = ".".join(parts[3:])
+            for old, new in CLIP_LAYER_RENAMES:
+                if rest.startswith(old):
+                    converted[f"blocks.{parts[2]}.{new}{rest[len(old):]}"] = value
+                    break
+    hidden = int(config.hidden_size)
+    encoder = ViTEncoder(image_size=int(config.image_size), patch_size=int(config.patch_size),
+                         in_chans=int(config.num_channels), dim=hidden, depth=depth,
+                         heads=int(config.num_attention_heads), mlp_ratio=config.intermediate_size / hidden,
+                         eps=float(config.layer_norm_eps), class_token=True, pre_norm=True, final_norm=False,
+                         activation=ACTIVATIONS[config.hidden_act], patch_bias=False)
+    encoder.load_state_dict(converted, strict=True)
+    return encoder
