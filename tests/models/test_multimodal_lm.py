@@ -147,3 +147,20 @@ def test_answer_token_accuracy_counts_answer_words_not_eos(lm_dirs):
     metrics = model.head.make_metrics("val")
     model.head.update_metrics(metrics, type(outputs)(perfect, None, labels), batch)
     assert metrics.compute()["answer_token_acc"] == 1.0
+
+
+def test_eval_generate_answers_the_last_question_and_scores_exact_match(lm_dirs):
+    model = build(lm_dirs["llama"], eval_generate=3)
+    batch = tiny_batch([True, True], [True, False], [CONVERSATION, SHORT])
+    with torch.no_grad():
+        outputs = model(batch).outputs
+    assert outputs.references == ["no", "nine"]
+    assert outputs.generated == model.generate(batch, max_new_tokens=3)
+    metrics = model.head.make_metrics("test")
+    model.head.update_metrics(metrics, type(outputs)(outputs.logits, None, None, [" No ", "eight"], ["no", "nine"]),
+                              batch)
+    assert metrics["answer_exact_match"].compute() == 0.5
+    assert "answer_exact_match" not in model.head.make_metrics("train").keys(keep_base=True)
+    assert "answer_exact_match" not in build(lm_dirs["llama"]).head.make_metrics("test").keys(keep_base=True)
+    model.train()
+    assert model(batch).outputs.generated is None  # never while training

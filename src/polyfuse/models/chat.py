@@ -23,7 +23,7 @@ IGNORE_INDEX = -100
 USER_ROLES = ("human", "user")
 ASSISTANT_ROLES = ("gpt", "assistant")
 
-__all__ = ["ChatTemplate", "IGNORE_INDEX", "load_chat_tokenizer", "turns"]
+__all__ = ["ChatTemplate", "IGNORE_INDEX", "last_answer", "load_chat_tokenizer", "turns"]
 
 
 def load_chat_tokenizer(source: Any) -> Any:
@@ -67,6 +67,12 @@ def turns(conversation: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:
             raise ValueError(f"conversation turn {index} has no text ('value' / 'content'), got {text!r}")
         out.append((role, text))
     return out
+
+
+def last_answer(conversation: Sequence[Mapping[str, Any]]) -> str:
+    """The text of the conversation's final assistant turn ("" when it has none)."""
+    answers = [text for role, text in turns(conversation) if role == "assistant"]
+    return answers[-1].strip() if answers else ""
 
 
 @dataclass

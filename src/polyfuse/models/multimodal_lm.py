@@ -27,7 +27,7 @@ from polyfuse.batch import Batch, Encoded
 from polyfuse.fusion.connectors import Connector
 from polyfuse.heads.base import TaskHead
 from polyfuse.models import lora as lora_lib
-from polyfuse.models.chat import IGNORE_INDEX, ChatTemplate, load_chat_tokenizer
+from polyfuse.models.chat import IGNORE_INDEX, ChatTemplate, last_answer, load_chat_tokenizer
 from polyfuse.models.multimodal import ModelOutput
 
 __all__ = ["MultimodalLM", "LMOutput", "LanguageModelingHead", "Spliced", "load_causal_lm"]
@@ -37,11 +37,15 @@ DEFAULT_PLACEHOLDERS = {"image": "<image>", "audio": "<audio>"}
 
 @dataclass
 class LMOutput:
-    """``logits (B, L, V)``; ``loss``: mean over answer tokens (``None`` without labels); ``labels (B, L)``."""
+    """``logits (B, L, V)``; ``loss``: mean over answer tokens (``None`` without labels); ``labels (B, L)``;
+    ``generated``: greedy answers to each conversation's last question when the model generates in
+    evaluation (``eval_generate``), with ``references`` the conversations' last answers."""
 
     logits: Tensor
     loss: Tensor | None = None
     labels: Tensor | None = None
+    generated: list[str] | None = None
+    references: list[str] | None = None
 
 
 @dataclass
@@ -60,15 +64,17 @@ class LanguageModelingHead(TaskHead):
 
     Args: dims: modality -> encoder width. eos_id: the EOS token, left out of the accuracy (it
     closes every answer, so counting it would credit short answers for their ending alone).
+    exact_match: also score generated answers (``answer_exact_match``) in validation and test.
     """
 
     needs_fusion = False
     monitor = "answer_token_acc"  # what polyfuse-eval reports by default; the experiments select on val/loss
     monitor_mode = "max"
 
-    def __init__(self, dims: Mapping[str, int] | None = None, eos_id: int | None = None) -> None:
+    def __init__(self, dims: Mapping[str, int] | None = None, eos_id: int | None = None,
+                 exact_match: bool = False) -> None:
         super().__init__(None, dims)
-        self.eos_id = eos_id
+        self.eos_id, self.exact_match = eos_id, exact_match
 
     def loss(self, outputs: LMOutput, batch: Batch) -> Tensor:
         if outputs.loss is None:
@@ -76,10 +82,20 @@ class LanguageModelingHead(TaskHead):
         return outputs.loss
 
     def make_metrics(self, stage: str = "val") -> MetricCollection:
-        """``answer_token_acc``: teacher-forced next-token accuracy over answer tokens (EOS excluded)."""
-        return MetricCollection({"answer_token_acc": MeanMetric()})
+        """``answer_token_acc``: teacher-forced next-token accuracy over answer tokens (EOS excluded);
+        with ``exact_match`` (the model generates in evaluation, ``eval_generate``) and outside training
+        also ``answer_exact_match``: generated answer == reference after lower-casing and whitespace
+        normalisation."""
+        metrics = {"answer_token_acc": MeanMetric()}
+        if stage != "train" and self.exact_match:
+            metrics["answer_exact_match"] = MeanMetric()
+        return MetricCollection(metrics)
 
     def update_metrics(self, metrics: MetricCollection, outputs: LMOutput, batch: Batch) -> None:
+        if outputs.generated is not None and outputs.references is not None and \
+                "answer_exact_match" in metrics.keys(keep_base=True):
+            for generated, reference in zip(outputs.generated, outputs.references):
+                metrics["answer_exact_match"].update(float(normalise(generated) == normalise(reference)))
         if outputs.labels is None:
             return
         targets = outputs.labels[:, 1:]
@@ -88,6 +104,11 @@ class LanguageModelingHead(TaskHead):
             correct = (outputs.logits[:, :-1].argmax(-1) == targets) & answer
             total = answer.sum()
             metrics["answer_token_acc"].update(correct.sum() / total, weight=total)
+
+
+def normalise(text: str) -> str:
+    """Lower-case, single spaces: how generated and reference answers are compared."""
+    return " ".join(text.lower().split())
 
 
 def load_causal_lm(source: str | Path | Mapping[str, Any] | nn.Module, vocab_size: int | None = None) -> nn.Module:
@@ -150,6 +171,8 @@ class MultimodalLM(nn.Module):
             options for stage 2. connector_checkpoint: start the connector from this checkpoint (stage 1's).
         modalities: which encoders to use (default: all). max_length: spliced sequences are cut to it.
         conversations_key: extras key of the conversations.
+        eval_generate: outside training, also answer each conversation's last question greedily with
+            up to this many new tokens (``LMOutput.generated``, metric ``answer_exact_match``); 0 = off.
     """
 
     def __init__(self, lm: str | Path | Mapping[str, Any] | nn.Module, encoders: Mapping[str, nn.Module],
@@ -157,7 +180,8 @@ class MultimodalLM(nn.Module):
                  placeholders: Mapping[str, str] | None = None, template: ChatTemplate | Mapping[str, Any] | None = None,
                  stage: int = 1, lora: Mapping[str, Any] | None = None, modalities: Sequence[str] | None = None,
                  max_length: int = 2048, conversations_key: str = "conversations",
-                 train_encoders: bool = False, connector_checkpoint: str | Path | None = None) -> None:
+                 train_encoders: bool = False, connector_checkpoint: str | Path | None = None,
+                 eval_generate: int = 0) -> None:
         super().__init__()
         if stage not in (1, 2):
             raise ValueError(f"MultimodalLM stage must be 1 (connector only) or 2 (connector + LoRA), got {stage}")
@@ -186,11 +210,11 @@ class MultimodalLM(nn.Module):
         self.connector = connector if isinstance(connector, nn.Module) else connector(dims=dims, out_dim=self.hidden_size)
         if getattr(self.connector, "out_dim", self.hidden_size) != self.hidden_size:
             raise ValueError(f"connector out_dim {self.connector.out_dim} != the LM's hidden size {self.hidden_size}")
-        self.head = LanguageModelingHead(dims, self.tokenizer.eos_token_id)
+        self.head = LanguageModelingHead(dims, self.tokenizer.eos_token_id, exact_match=int(eval_generate) > 0)
         self.stage, self.max_length, self.conversations_key = stage, int(max_length), conversations_key
         self.lm.requires_grad_(False)
         self.encoders.requires_grad_(train_encoders)
-        self.train_encoders = train_encoders
+        self.train_encoders, self.eval_generate = train_encoders, int(eval_generate)
         if connector_checkpoint is not None:
             self.load_connector(connector_checkpoint)
         if stage == 2 and lora is not None:
@@ -318,9 +342,15 @@ class MultimodalLM(nn.Module):
     def forward(self, batch: Batch, return_attention: bool = False) -> ModelOutput:
         """Teacher-forced pass over the batch's conversations; ``outputs`` is an :class:`LMOutput`."""
         features = self.encode(batch)
-        ids, labels = self.tokenize(self.conversations(batch))
+        conversations = self.conversations(batch)
+        ids, labels = self.tokenize(conversations)
         spliced = self.splice(ids, features, labels, padding_side="right")
         outputs = self.language_model(spliced)
+        if self.eval_generate and not self.training:
+            prompts, _ = self.tokenize(conversations, generation=True)
+            rows = self.generate_ids(prompts, features, max_new_tokens=self.eval_generate)
+            outputs.generated = [self.tokenizer.decode(row, skip_special_tokens=True).strip() for row in rows]
+            outputs.references = [last_answer(c) for c in conversations]
         return ModelOutput(encoded=features, fused=None, outputs=outputs)
 
     def language_model(self, spliced: Spliced) -> LMOutput:
