@@ -7,7 +7,7 @@ from pathlib import Path
 import hydra
 import pytest
 import torch
-from hydra.errors import ConfigCompositionException, MissingConfigException
+from hydra.errors import ConfigCompositionException, InstantiationException, MissingConfigException
 from omegaconf import DictConfig, OmegaConf
 
 from polyfuse.cli.config import config_dir
@@ -120,7 +120,12 @@ def test_config_composes_and_instantiates(compose_train, tiny_open_clip, tiny_vi
         encoder = hydra.utils.instantiate(cfg.model.encoders.image)
         assert encoder.out_dim > 0
         return
-    _instantiate_all(cfg)
+    try:
+        _instantiate_all(cfg)
+    except (ImportError, InstantiationException) as error:  # an optional extra (peft: polyfuse[llm]) is missing
+        if "pip install 'polyfuse[" not in str(error):
+            raise
+        pytest.skip(str(error))
 
 
 def test_default_config_instantiates(compose_train):

@@ -31,6 +31,10 @@ SMALL: dict[str, dict] = {
     "mbt": {"heads": 2, "depth": 2, "bottlenecks": 2},
     "perceiver": {"heads": 2, "latents": 4, "depth": 2},
     "translation": {"hidden": 16, "translator_options": {"hidden": 8}},
+    "linear_connector": {},
+    "mlp_connector": {"hidden": 16},
+    "resampler_connector": {"heads": 2, "latents": 3, "depth": 1},
+    "qformer_connector": {"heads": 2, "queries": 3, "depth": 2, "cross_attention_freq": 2},
 }
 
 # Every sample pattern of (image, audio, text) presence that keeps at least one modality; each
@@ -61,5 +65,6 @@ def make_inputs(seed: int = 0, presence: torch.Tensor | None = None, dims: dict[
     return out
 
 
-TOKEN_LEVEL = {"early", "hybrid", "cross_attention", "co_attention", "mult", "mbt", "perceiver", "film"}
+CONNECTORS = {"linear_connector", "mlp_connector", "resampler_connector", "qformer_connector"}
+TOKEN_LEVEL = {"early", "hybrid", "cross_attention", "co_attention", "mult", "mbt", "perceiver", "film"} | CONNECTORS
 ATTENTION = {"early", "hybrid", "cross_attention", "co_attention", "mult", "mbt", "perceiver"}

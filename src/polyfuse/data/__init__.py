@@ -2,7 +2,8 @@
 
 Readers (raw samples, no decoding): :class:`CocoCaptionsReader`, :class:`KarpathyCaptionsReader`,
 :class:`VQAv2Reader`, :class:`CsvCaptionsReader`, :class:`HFDatasetReader`,
-:class:`MediaFolderReader`, :class:`ShardReader` (WebDataset, streaming).
+:class:`MediaFolderReader`, :class:`ShardReader` (WebDataset, streaming), :class:`LlavaConversationReader`
+and :class:`AVDigitsInstructionReader` (conversations for :class:`~polyfuse.models.MultimodalLM`).
 Decoding in workers: :class:`ImagePipeline`, :class:`AudioPipeline`, :class:`TextPipeline`,
 :class:`SampleDecoder`. Batching: :class:`MultimodalCollate`; loading: :class:`MultimodalLoader`.
 Bad input: :class:`BadSample`, :class:`BadSamplePolicy`, :class:`BadSampleTracker`.
@@ -18,6 +19,7 @@ from polyfuse.data.folder import MediaFolderReader
 from polyfuse.data.hf import HFDatasetReader
 from polyfuse.data.image import ImagePipeline
 from polyfuse.data.io import DataFileError, EncodedMedia
+from polyfuse.data.llava import AVDigitsInstructionReader, LlavaConversationReader
 from polyfuse.data.loader import EpochSampler, MultimodalLoader
 from polyfuse.data.shard_writer import write_shards
 from polyfuse.data.shards import ShardReader
@@ -27,7 +29,7 @@ from polyfuse.data.vqa import VQAv2Reader
 __all__ = [
     "AudioPipeline", "BadSample", "BadSamplePolicy", "BadSampleTracker", "CocoCaptionsReader",
     "CsvCaptionsReader", "DataFileError", "DecodedDataset", "DecodedIterableDataset", "EncodedMedia", "EpochSampler",
-    "HFDatasetReader", "ImagePipeline", "KarpathyCaptionsReader", "MediaFolderReader", "MultimodalCollate",
+    "AVDigitsInstructionReader", "HFDatasetReader", "ImagePipeline", "KarpathyCaptionsReader", "LlavaConversationReader", "MediaFolderReader", "MultimodalCollate",
     "MultimodalLoader",
     "SampleDecoder", "ShardReader", "TextPipeline", "TooManyBadSamplesError", "VQAv2Reader", "write_shards",
 ]

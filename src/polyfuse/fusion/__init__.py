@@ -14,6 +14,7 @@ from polyfuse.fusion.base import Fusion, FusionOutput, available, build, get_cla
 from polyfuse.fusion.bilinear import BilinearFusion
 from polyfuse.fusion.co_attention import CoAttentionFusion
 from polyfuse.fusion.concat import ConcatFusion
+from polyfuse.fusion.connectors import Connector, LinearConnector, MLPConnector
 from polyfuse.fusion.cross_attention import CrossAttentionFusion
 from polyfuse.fusion.early import EarlyFusion
 from polyfuse.fusion.film import FiLMFusion
@@ -25,6 +26,8 @@ from polyfuse.fusion.mbt import BottleneckFusion
 from polyfuse.fusion.modality_dropout import ModalityDropout
 from polyfuse.fusion.mult import MultimodalTransformer
 from polyfuse.fusion.perceiver import PerceiverFusion
+from polyfuse.fusion.qformer import QFormerConnector
+from polyfuse.fusion.resampler import PerceiverResamplerConnector
 from polyfuse.fusion.sum import MeanFusion, SumFusion
 from polyfuse.fusion.tensor import TensorFusion
 from polyfuse.fusion.translation import TranslationFusion
@@ -34,4 +37,5 @@ __all__ = [
     "BilinearFusion", "BottleneckFusion", "CoAttentionFusion", "ConcatFusion", "CrossAttentionFusion", "EarlyFusion",
     "FiLMFusion", "GatedMultimodalUnit", "HybridFusion", "LateFusion", "LowRankTensorFusion", "MeanFusion",
     "MultimodalTransformer", "PerceiverFusion", "SumFusion", "TensorFusion", "TranslationFusion",
+    "Connector", "LinearConnector", "MLPConnector", "PerceiverResamplerConnector", "QFormerConnector",
 ]

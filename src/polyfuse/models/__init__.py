@@ -2,6 +2,7 @@
 
 from polyfuse.models.clip import CLIP
 from polyfuse.models.multimodal import ModelOutput, MultimodalModel
+from polyfuse.models.multimodal_lm import MultimodalLM
 from polyfuse.models.vilt import ViLT
 
-__all__ = ["MultimodalModel", "ModelOutput", "CLIP", "ViLT"]
+__all__ = ["MultimodalModel", "ModelOutput", "CLIP", "ViLT", "MultimodalLM"]
