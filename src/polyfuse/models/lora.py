@@ -19,12 +19,9 @@ DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "c_attn", "c_proj")
 
 def require_peft() -> Any:
     """The ``peft`` module, or an ImportError that names the extra to install."""
-    try:
-        import peft
-    except ImportError as error:
-        raise ImportError("LoRA (MultimodalLM stage 2) needs `peft` (and `accelerate`): "
-                          "pip install 'polyfuse[llm]'") from error
-    return peft
+    from polyfuse._optional import import_optional
+
+    return import_optional("peft", extra="llm", feature="LoRA (MultimodalLM stage 2)")
 
 
 def _targets(lm: nn.Module, wanted: Sequence[str]) -> list[str]:
