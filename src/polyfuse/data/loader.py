@@ -119,7 +119,8 @@ class SampleSeededDataset(Dataset):
 
     Indexed by the ``(epoch, index)`` pairs of :class:`EpochSampler`. Random transforms that draw
     from torch's global generator (torchvision's) become a function of the sample and the epoch,
-    whichever worker or process computes it; the global RNG state is restored after each sample.
+    whichever worker or process computes it; in the main process (``num_workers=0``) the global RNG
+    state is restored after each sample.
     """
 
     def __init__(self, dataset: Dataset, seed: int) -> None:
@@ -130,6 +131,9 @@ class SampleSeededDataset(Dataset):
 
     def __getitem__(self, key: tuple[int, int] | int) -> Any:
         epoch, index = key if isinstance(key, tuple) else (0, key)  # a plain index: as in epoch 0
+        if get_worker_info() is not None:  # a worker's global RNG feeds nothing else: no need to restore it
+            torch.default_generator.manual_seed(mix_seed(self.seed, epoch, index))
+            return self.dataset[index]
         with torch.random.fork_rng(devices=[]):
             torch.default_generator.manual_seed(mix_seed(self.seed, epoch, index))
             return self.dataset[index]
