@@ -51,7 +51,7 @@ def test_missing_ids_in_some_updates_is_an_error():
 
 def test_gather_by_id_merges_ranks_once_in_id_order(monkeypatch):
     ranks = [{"10": "a", "2": "b"}, {"1": "c", "2": "b-again"}]
-    monkeypatch.setattr(gather, "gather_objects", lambda local: ranks)
+    monkeypatch.setattr(gather, "gather_from_ranks", lambda local: ranks)
     merged = gather.gather_by_id({})
     assert list(merged) == ["1", "2", "10"]                 # numeric ids sort as numbers
     assert merged["2"] == "b"                               # a duplicate is kept once

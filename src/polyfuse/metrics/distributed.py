@@ -9,37 +9,20 @@ once -- sorted by id, so every rank (and a single-process run) sees the same ord
 
 from __future__ import annotations
 
-from typing import Any, Mapping, TypeVar
+from typing import Mapping, TypeVar
 
-import torch.distributed as dist
+from polyfuse.distributed import gather_from_ranks
 
-__all__ = ["world", "gather_by_id", "gather_objects"]
+__all__ = ["gather_by_id"]
 
 T = TypeVar("T")
-
-
-def world() -> tuple[int, int]:
-    """``(rank, world_size)`` of the default process group, ``(0, 1)`` outside one."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def gather_objects(local: Any) -> list[Any]:
-    """Every rank's ``local`` (picklable), in rank order; ``[local]`` outside a process group."""
-    _, size = world()
-    if size == 1:
-        return [local]
-    gathered: list[Any] = [None] * size
-    dist.all_gather_object(gathered, local)
-    return gathered
 
 
 def gather_by_id(local: Mapping[str, T]) -> dict[str, T]:
     """``{sample id: value}`` of every rank, each id once, sorted by id (numerically when every id is an
     integer). Values should be CPU tensors or plain Python objects (they are pickled)."""
     merged: dict[str, T] = {}
-    for part in gather_objects(dict(local)):
+    for part in gather_from_ranks(dict(local)):
         for key, value in part.items():
             merged.setdefault(str(key), value)
     keys = list(merged)

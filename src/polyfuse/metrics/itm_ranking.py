@@ -28,7 +28,8 @@ from torch import Tensor
 
 from polyfuse.batch import Encoded
 from polyfuse.metrics.collected import SplitMetric
-from polyfuse.metrics.distributed import gather_by_id, gather_objects, world
+from polyfuse.distributed import gather_from_ranks, rank_and_world
+from polyfuse.metrics.distributed import gather_by_id
 from polyfuse.metrics.retrieval import _ranks, _summary
 
 __all__ = ["ITMRanking", "PairScorer"]
@@ -132,11 +133,11 @@ class ITMRanking(SplitMetric):
     def _matrix(self, queries: Encoded, items: Encoded, columns: list[Tensor] | None, query_is_anchor: bool,
                 device: torch.device) -> Tensor:
         """``(#queries, #items)`` scores; query rows split over the ranks, gathered on every rank."""
-        rank, size = world()
+        rank, size = rank_and_world()
         mine = self._score_rows(queries, items, list(range(rank, queries.tokens.shape[0], size)), columns,
                                 query_is_anchor, device)
         matrix = torch.full((queries.tokens.shape[0], items.tokens.shape[0]), float("-inf"), dtype=torch.float64)
-        for part in gather_objects(mine):
+        for part in gather_from_ranks(mine):
             for row, scores in part.items():
                 if columns is None:
                     matrix[row] = scores
