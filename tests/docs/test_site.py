@@ -108,6 +108,9 @@ def test_catalogue_numbers_are_the_measured_table():
     catalogue = _markdown_rows(text[text.index("## Catalogue"):text.index("### Interface")])
     assert sorted(catalogue) == sorted(polyfuse.fusion.available())
     for name, cells in catalogue.items():
+        if cells[5] == "– " or cells[5] == "–":  # LM connectors: not a classifier fusion, not in the AV-digits table
+            assert name.endswith("_connector") and name not in measured, name
+            continue
         assert name in measured, f"{name} has a catalogue row but no measured run in the table"
         test_acc, no_audio, half_absent = measured[name][1], measured[name][4], measured[name][7]
         assert cells[5].split(";")[0].strip() == test_acc, f"{name}: catalogue test acc {cells[5]} != table {test_acc}"

@@ -65,16 +65,9 @@ def test_lora_only_in_stage2_saved_alone_and_merged(tmp_path, kind):
 
 
 def test_missing_peft_names_the_extra(monkeypatch, tmp_path):
-    import builtins
+    import sys
 
-    real_import = builtins.__import__
-
-    def no_peft(name, *args, **kwargs):
-        if name == "peft":
-            raise ImportError("no peft")
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_peft)
+    monkeypatch.setitem(sys.modules, "peft", None)  # an import of peft now fails, installed or not
     from polyfuse.models.lora import require_peft
 
     with pytest.raises(ImportError, match=r"polyfuse\[llm\]"):
