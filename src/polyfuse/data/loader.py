@@ -26,7 +26,6 @@ shards). It gives each of them the same guarantees:
 from __future__ import annotations
 
 import copy
-import multiprocessing
 import os
 import warnings
 from typing import Any, Callable, Iterator, Sized
@@ -40,10 +39,6 @@ from polyfuse.distributed import rank_and_world
 from polyfuse.data.errors import BAD_SAMPLES_KEY, BadSampleTracker
 
 __all__ = ["EpochSampler", "SampleSeededDataset", "SampleSeededStream", "MultimodalLoader", "mix_seed", "run_seed"]
-
-# Workers start from a fork server (see MultimodalLoader): it imports the data stack once, so a
-# worker starts as fast as a plain fork and unpickles its dataset without importing anything.
-multiprocessing.set_forkserver_preload(["polyfuse.data", "polyfuse.training"])
 
 _MIX = 0x9E3779B97F4A7C15  # golden-ratio constant for mixing integers into one 63-bit seed
 
@@ -203,10 +198,10 @@ class MultimodalLoader(StatefulDataLoader):
         current_epoch: returns the trainer's epoch (datamodules pass ``trainer.current_epoch``);
             each pass reads it first, so streaming datasets reshuffle in step with the trainer.
             Without it, map-style loaders follow ``set_epoch`` and streaming ones count passes.
-        multiprocessing_context: how workers start: ``forkserver`` (default) forks them from a clean
-            single-threaded server; ``fork`` forks this process, which can deadlock a worker at
-            start-up when another thread (gloo, a previous loader's queue feeder) holds CPython's
-            thread-state lock at that moment (seen under DDP on CPython 3.11); ``None``: the platform's.
+        multiprocessing_context: how workers start: ``spawn`` (default) starts fresh interpreters;
+            ``fork`` forks this process, which can deadlock a worker at start-up when another thread
+            (gloo, a previous loader's queue feeder) holds CPython's thread-state lock at that moment
+            (seen under DDP on CPython 3.11); ``None``: the platform's default.
         epoch_length: returns the batches the trainer takes per epoch (``trainer.num_training_batches``,
             which ``limit_train_batches`` may cut short): a state saved after that many batches is an
             epoch end, and a restart continues with the next epoch.
@@ -218,7 +213,7 @@ class MultimodalLoader(StatefulDataLoader):
                  train: bool = False, rank: int | None = None, world_size: int | None = None,
                  tracker: BadSampleTracker | None = None, current_epoch: Callable[[], int | None] | None = None,
                  epoch_length: Callable[[], float | None] | None = None,
-                 multiprocessing_context: str | None = "forkserver") -> None:
+                 multiprocessing_context: str | None = "spawn") -> None:
         group_rank, group_size = rank_and_world()
         rank = group_rank if rank is None else rank
         world_size = group_size if world_size is None else world_size
