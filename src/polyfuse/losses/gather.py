@@ -17,17 +17,15 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from polyfuse.distributed import rank_and_world
+
 __all__ = ["distributed_world", "gather_features"]
 
 
 def distributed_world(rank: int | None = None, world_size: int | None = None) -> tuple[int, int]:
     """``(rank, world_size)``: the given values, else those of the default process group, else ``(0, 1)``."""
-    initialised = dist.is_available() and dist.is_initialized()
-    if world_size is None:
-        world_size = dist.get_world_size() if initialised else 1
-    if rank is None:
-        rank = dist.get_rank() if initialised else 0
-    return rank, world_size
+    group_rank, group_size = rank_and_world()
+    return (group_rank if rank is None else rank), (group_size if world_size is None else world_size)
 
 
 def _all_gather_with_grad(tensor: Tensor) -> list[Tensor]:
