@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from polyfuse.attention import attention, auto
+from polyfuse.attention import AttentionArgs, attention, auto
 from polyfuse.attention.flex import flex_padded_attention, padding_block_mask
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -126,7 +126,7 @@ def contenders(case: Case, mask: Tensor | None, device: str) -> dict[str, Attend
                 continue  # the math backend materialises B*H*Lq*Lk scores
             named[f"sdpa-{short}"] = pinned(backend)
         block_mask = padding_block_mask(mask, case.lq, case.lk, causal=causal, device=torch.device(device))
-        named["flex"] = lambda q, k, v: flex_padded_attention(q, k, v, mask, causal=causal)[0]
+        named["flex"] = lambda q, k, v: flex_padded_attention(AttentionArgs(q, k, v, mask, causal=causal))[0]
         named["flex-prebuilt-mask"] = lambda q, k, v: _compiled_flex(q, k, v, block_mask)
     else:
         named["reference"] = lambda q, k, v: attention(q, k, v, mask, causal=causal, backend="reference")
@@ -308,7 +308,7 @@ def interpreter_check() -> int:
         out = attention(*leaves, mask, causal=causal, backend="triton")
         grads = torch.autograd.grad(out, leaves, torch.ones_like(out))
         exact = [t.detach().float().requires_grad_() for t in leaves]
-        ref = reference_attention(*exact, mask, causal=causal)[0]
+        ref = reference_attention(AttentionArgs(*exact, mask, causal=causal))[0]
         ref_grads = torch.autograd.grad(ref, exact, torch.ones_like(ref))
         out_err = (out.float() - ref).abs().max().item()
         grad_err = max((g.float() - r).abs().max().item() for g, r in zip(grads, ref_grads))
@@ -371,7 +371,7 @@ def main() -> int:
                 case = summary["case"]
                 q, k, v, mask = make_inputs(case, DTYPES[dtype_name], "cpu")
                 named = {"sdpa": contenders(case, mask, "cpu")["sdpa"],
-                         "flex": lambda q, k, v: flex_padded_attention(q, k, v, mask, causal=case.causal)[0]}
+                         "flex": lambda q, k, v: flex_padded_attention(AttentionArgs(q, k, v, mask, causal=case.causal))[0]}
                 res = measure_all(named, q, k, v, "cpu", args.repeats, backward=False)
                 print(f"| {case.name} | {res['flex']['fwd'] / res['sdpa']['fwd']:.2f} |", flush=True)
     return check.returncode

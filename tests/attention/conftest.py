@@ -15,6 +15,7 @@ import os
 import pytest
 import torch
 
+from polyfuse.attention.args import AttentionArgs
 from polyfuse.attention.reference import reference_attention
 
 if not torch.cuda.is_available():
@@ -63,7 +64,7 @@ def check_against_reference():
         if key_lengths is not None:
             mask = torch.arange(k.shape[2])[None, :] < key_lengths[:, None]
         leaves = [t.detach().float().requires_grad_() for t in (q, k, v)]
-        ref, _ = reference_attention(*leaves, mask, causal=causal, scale=scale)
+        ref, _ = reference_attention(AttentionArgs(*leaves, mask, causal=causal, scale=scale))
         ref_grads = torch.autograd.grad(ref, leaves, grad_out.float()) if grads is not None else None
         out_tol, grad_tol = TOLERANCES[q.dtype]
         assert out.dtype == q.dtype and out.shape == q.shape

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from polyfuse.attention.flex import flex_padded_attention, padding_block_mask
+from polyfuse.attention.args import AttentionArgs
 from polyfuse.attention.reference import reference_attention
 
 
@@ -13,8 +14,8 @@ from polyfuse.attention.reference import reference_attention
 def test_eager_flex_matches_reference(make_qkv, padding_mask, causal):
     q, k, v = (t.detach() for t in make_qkv(3, 2, 21, 13, 32))
     mask = padding_mask(3, 13, empty_rows=(1,))
-    out, lse = flex_padded_attention(q, k, v, mask, causal=causal, compiled=False, return_lse=True)
-    ref, _ = reference_attention(q, k, v, mask, causal=causal)
+    out, lse = flex_padded_attention(AttentionArgs(q, k, v, mask, causal=causal), compiled=False, return_lse=True)
+    ref, _ = reference_attention(AttentionArgs(q, k, v, mask, causal=causal))
     torch.testing.assert_close(out, ref, atol=2e-5, rtol=2e-5)
     assert torch.equal(out[1], torch.zeros_like(out[1]))
     allowed = mask[:, None, None, :] & (torch.ones(21, 13, dtype=torch.bool).tril(-8) if causal else True)
@@ -27,9 +28,9 @@ def test_compiled_flex_matches_reference_on_cpu(make_qkv, padding_mask):
     """The fused (compiled) CPU kernel: inference only."""
     q, k, v = (t.detach() for t in make_qkv(2, 2, 24, 40, 32))
     mask = padding_mask(2, 40, empty_rows=(0,))
-    out, lse = flex_padded_attention(q, k, v, mask, return_lse=True)
+    out, lse = flex_padded_attention(AttentionArgs(q, k, v, mask), return_lse=True)
     assert lse is None  # compiled CPU flex cannot return it
-    torch.testing.assert_close(out, reference_attention(q, k, v, mask)[0], atol=2e-5, rtol=2e-5)
+    torch.testing.assert_close(out, reference_attention(AttentionArgs(q, k, v, mask))[0], atol=2e-5, rtol=2e-5)
 
 
 def test_block_mask_skips_padding_blocks():
@@ -44,6 +45,6 @@ def test_block_mask_skips_padding_blocks():
 def test_cpu_limits_are_explained(make_qkv):
     q, k, v = make_qkv(1, 1, 8, 8, 16)
     with pytest.raises(NotImplementedError, match="no backward on CPU"):
-        flex_padded_attention(q, k, v)
+        flex_padded_attention(AttentionArgs(q, k, v))
     with pytest.raises(ValueError, match="no dropout"):
-        flex_padded_attention(q.detach(), k.detach(), v.detach(), dropout_p=0.1)
+        flex_padded_attention(AttentionArgs(q.detach(), k.detach(), v.detach(), dropout_p=0.1))

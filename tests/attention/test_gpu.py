@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from polyfuse.attention import attention
+from polyfuse.attention import AttentionArgs, attention
 from polyfuse.attention.masks import allowed_mask
 from polyfuse.attention.reference import reference_attention
 
@@ -63,8 +63,8 @@ def test_backend_is_as_accurate_as_low_precision_pytorch(case, backend, dtype):
     q, k, v, mask, causal = _inputs(case, dtype)
     grad_out = torch.randn_like(q)
     ours = _forward_backward(lambda q, k, v: attention(q, k, v, mask, causal=causal, backend=backend), q, k, v, grad_out)
-    exact = _forward_backward(lambda q, k, v: reference_attention(q.float(), k.float(), v.float(), mask,
-                                                                  causal=causal)[0], q, k, v, grad_out.float())
+    exact = _forward_backward(lambda q, k, v: reference_attention(AttentionArgs(q.float(), k.float(), v.float(),
+                                                                                mask, causal=causal))[0], q, k, v, grad_out.float())
     lowp = _forward_backward(lambda q, k, v: _lowp_attention(q, k, v, mask, causal), q, k, v, grad_out)
     for name, mine, ref, base in zip(("out", "dq", "dk", "dv"), ours, exact, lowp):
         assert torch.isfinite(mine).all(), f"{name} has NaN/inf"
@@ -80,7 +80,7 @@ def test_backend_is_as_accurate_as_low_precision_pytorch(case, backend, dtype):
 def test_attention_maps_from_the_lse(backend):
     q, k, v, mask, _ = _inputs("image->text-77", torch.bfloat16)
     _, probs = attention(q, k, v, mask, backend=backend, need_weights=True)
-    _, ref_probs = reference_attention(q.detach(), k.detach(), v.detach(), mask)
+    _, ref_probs = reference_attention(AttentionArgs(q.detach(), k.detach(), v.detach(), mask))
     torch.testing.assert_close(probs.float(), ref_probs.float(), atol=2e-2, rtol=0)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from polyfuse.attention.args import AttentionArgs
 from polyfuse.attention.reference import reference_attention
 from polyfuse.attention.sdpa import sdpa_attention, sdpa_backend_names
 
@@ -18,19 +19,19 @@ def test_fully_masked_rows_are_zero_without_nan_gradients(make_qkv, padding_mask
     q, k, v = make_qkv(3, 2, 11, 9, 16)
     mask = padding_mask(3, 9, empty_rows=(0, 2))
     pinned = [sdpa_backend_names()[backend]] if backend else None
-    out = sdpa_attention(q, k, v, mask, causal=causal, sdpa_backends=pinned)
+    out = sdpa_attention(AttentionArgs(q, k, v, mask, causal=causal), sdpa_backends=pinned)
     grads = torch.autograd.grad(out.square().sum(), (q, k, v))
     assert torch.equal(out[0], torch.zeros_like(out[0])) and torch.equal(out[2], torch.zeros_like(out[2]))
     assert all(torch.isfinite(g).all() for g in grads)
     assert torch.equal(grads[1][0], torch.zeros_like(grads[1][0]))
-    torch.testing.assert_close(out, reference_attention(q, k, v, mask, causal=causal)[0], atol=2e-5, rtol=2e-5)
+    torch.testing.assert_close(out, reference_attention(AttentionArgs(q, k, v, mask, causal=causal))[0], atol=2e-5, rtol=2e-5)
 
 
 def test_causal_with_unequal_lengths_is_aligned_to_the_end(make_qkv):
     """SDPA's own ``is_causal`` aligns to the start when Lq != Lk; ours must align to the end."""
     q, k, v = (t.detach() for t in make_qkv(1, 1, 4, 10, 16))
-    out = sdpa_attention(q, k, v, causal=True)
-    torch.testing.assert_close(out, reference_attention(q, k, v, causal=True)[0], atol=2e-5, rtol=2e-5)
+    out = sdpa_attention(AttentionArgs(q, k, v, causal=True))
+    torch.testing.assert_close(out, reference_attention(AttentionArgs(q, k, v, causal=True))[0], atol=2e-5, rtol=2e-5)
     # the last query sees every key
     full = torch.softmax(q[..., -1:, :] @ k.transpose(-1, -2) / 4.0, -1) @ v
     torch.testing.assert_close(out[..., -1:, :], full, atol=2e-5, rtol=2e-5)

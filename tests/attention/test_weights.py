@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from polyfuse.attention.args import AttentionArgs
 from polyfuse.attention.reference import reference_attention
 from polyfuse.attention.weights import probabilities_from_lse
 
@@ -13,7 +14,7 @@ def test_probabilities_from_lse_match_softmax_and_mask_rows(make_qkv, padding_ma
     mask = padding_mask(2, 13, empty_rows=(1,))
     # huge scores on padded keys: masking after exp() would overflow to inf * 0 = NaN
     k = k + 50.0 * (~mask)[:, None, :, None]
-    _, ref_probs = reference_attention(q, k, k, mask, causal=True, scale=0.5)
+    _, ref_probs = reference_attention(AttentionArgs(q, k, k, mask, causal=True, scale=0.5))
     allowed = mask[:, None, None, :] & torch.ones(10, 13, dtype=torch.bool).tril(3)
     scores = (q @ k.transpose(-1, -2) * 0.5).masked_fill(~allowed, float("-inf"))
     lse = torch.logsumexp(scores, -1)  # -inf on rows without keys (the flex convention)

@@ -1,7 +1,9 @@
 """One attention entry point for the whole library.
 
 Every attention in polyfuse (encoders, fusions, decoders) calls :func:`attention`; the backend is a
-string chosen per call or globally (:func:`set_default_backend`, ``attention.backend`` in configs):
+string chosen per call or globally (:func:`set_default_backend`, ``attention_backend`` in run configs).
+Layers (:class:`polyfuse.layers.MultiHeadAttention`) read the global default once, when they are
+built. Every backend takes one :class:`AttentionArgs`:
 
 - ``reference``: plain PyTorch in fp32, the oracle.
 - ``sdpa``: ``torch.nn.functional.scaled_dot_product_attention`` with the mask in the form it takes.
@@ -12,16 +14,20 @@ string chosen per call or globally (:func:`set_default_backend`, ``attention.bac
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from torch import Tensor
 from torch.nn.attention import SDPBackend
 
 from polyfuse.attention import auto as auto_selection
-from polyfuse.attention.masks import lengths_to_padding_mask, validate_inputs
+from polyfuse.attention.args import AttentionArgs
+from polyfuse.attention.masks import validate_inputs
 from polyfuse.attention.reference import reference_attention
 from polyfuse.attention.sdpa import sdpa_attention
 from polyfuse.attention.weights import probabilities_from_lse
 
-__all__ = ["attention", "available_backends", "set_default_backend", "get_default_backend", "MultiHeadAttention"]
+__all__ = ["attention", "AttentionArgs", "available_backends", "set_default_backend", "get_default_backend",
+           "MultiHeadAttention"]
 
 _BACKENDS = ("reference", "sdpa", "flex", "triton", "auto")
 _default_backend = "auto"
@@ -49,32 +55,29 @@ def get_default_backend() -> str:
     return _default_backend
 
 
-def _run_backend(name: str, q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Tensor | None,
-                 key_lengths: Tensor | None, causal: bool, dropout_p: float, scale: float | None,
-                 need_lse: bool) -> tuple[Tensor, Tensor | None]:
+def _triton(args: AttentionArgs) -> tuple[Tensor, Tensor]:
+    try:  # lazy: TRITON_INTERPRET is read when the kernels are defined
+        from polyfuse.attention.kernels import triton_attention
+    except ImportError as error:
+        raise RuntimeError(f"attention backend 'triton' needs the triton package ({error}); "
+                           "use 'auto' or 'sdpa'") from error
+
+    return triton_attention(args.q, args.k, args.v, args.key_padding_mask, args.key_lengths, causal=args.causal,
+                            dropout_p=args.dropout_p, scale=args.scale)
+
+
+def _run_backend(name: str, args: AttentionArgs, need_lse: bool) -> tuple[Tensor, Tensor | None]:
     """``(out, lse or None)`` from one named backend (never ``auto``)."""
     if name == "triton":
-        try:  # lazy: TRITON_INTERPRET is read when the kernels are defined
-            from polyfuse.attention.kernels import triton_attention
-        except ImportError as error:
-            raise RuntimeError(f"attention backend 'triton' needs the triton package ({error}); "
-                               "use 'auto' or 'sdpa'") from error
-
-        return triton_attention(q, k, v, key_padding_mask, key_lengths, causal=causal, dropout_p=dropout_p,
-                                scale=scale)
-    if key_lengths is not None:
-        key_padding_mask = lengths_to_padding_mask(key_lengths, k.shape[2])
+        return _triton(args)
     if name == "flex":
         from polyfuse.attention.flex import flex_padded_attention  # lazy: importing FlexAttention is slow
 
-        return flex_padded_attention(q, k, v, key_padding_mask, causal=causal, dropout_p=dropout_p, scale=scale,
-                                     return_lse=need_lse)
+        return flex_padded_attention(args, return_lse=need_lse)
+    args = args.with_mask()
     if name in ("sdpa", "sdpa-math"):  # "sdpa-math" (SDPA pinned to its math kernel) is an auto candidate on CPU
-        pinned = [SDPBackend.MATH] if name == "sdpa-math" else None
-        return sdpa_attention(q, k, v, key_padding_mask, causal=causal, dropout_p=dropout_p, scale=scale,
-                              sdpa_backends=pinned), None
-    out, _ = reference_attention(q, k, v, key_padding_mask, causal=causal, dropout_p=dropout_p, scale=scale)
-    return out, None
+        return sdpa_attention(args, sdpa_backends=[SDPBackend.MATH] if name == "sdpa-math" else None), None
+    return reference_attention(args)[0], None
 
 
 def attention(
@@ -110,24 +113,31 @@ def attention(
     """
     name = _check_name(_default_backend if backend is None else backend)
     validate_inputs(q, k, v, key_padding_mask, key_lengths)
+    args = AttentionArgs(q, k, v, key_padding_mask, key_lengths, causal, dropout_p, scale)
     if name == "reference" and need_weights:
-        mask = key_padding_mask if key_lengths is None else lengths_to_padding_mask(key_lengths, k.shape[2])
-        return reference_attention(q, k, v, mask, causal=causal, dropout_p=dropout_p, scale=scale)
+        return reference_attention(args.with_mask())
     if name == "auto":
         def run(chosen: str, q_: Tensor, k_: Tensor, v_: Tensor) -> Tensor:
-            return _run_backend(chosen, q_, k_, v_, key_padding_mask, key_lengths, causal, dropout_p, scale, False)[0]
+            return _run_backend(chosen, args.with_qkv(q_, k_, v_), False)[0]
 
-        has_mask = key_padding_mask is not None or key_lengths is not None
-        name = auto_selection.choose_backend(q, k, v, has_mask=has_mask, causal=causal, dropout_p=dropout_p, run=run)
-    out, lse = _run_backend(name, q, k, v, key_padding_mask, key_lengths, causal, dropout_p, scale, need_weights)
+        name = auto_selection.choose_backend(q, k, v, has_mask=args.has_mask, causal=causal, dropout_p=dropout_p,
+                                             run=run)
+    out, lse = _run_backend(name, args, need_weights)
     if not need_weights:
         return out
-    mask = key_padding_mask if key_lengths is None else lengths_to_padding_mask(key_lengths, k.shape[2])
     if lse is not None:
-        probs = probabilities_from_lse(q, k, lse, mask, causal=causal, scale=scale)
-    else:
-        probs = reference_attention(q.detach(), k.detach(), v.detach(), mask, causal=causal, scale=scale)[1]
+        probs = probabilities_from_lse(q, k, lse, args.padding_mask(), causal=causal, scale=scale)
+    else:  # detached and without dropout (which would draw random numbers): only the map is wanted
+        probs = reference_attention(replace(args.with_qkv(q.detach(), k.detach(), v.detach()).with_mask(),
+                                            dropout_p=0.0))[1]
     return out, probs
 
 
-from polyfuse.attention.modules import MultiHeadAttention  # noqa: E402  (module uses attention())
+def __getattr__(name: str) -> object:
+    """``polyfuse.attention.MultiHeadAttention``: documented alias of :class:`polyfuse.layers.MultiHeadAttention`
+    (the layer moved to :mod:`polyfuse.layers`; resolved lazily so this package imports nothing above it)."""
+    if name == "MultiHeadAttention":
+        from polyfuse.layers.attention import MultiHeadAttention
+
+        return MultiHeadAttention
+    raise AttributeError(f"module 'polyfuse.attention' has no attribute {name!r}")

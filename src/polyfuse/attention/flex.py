@@ -19,6 +19,8 @@ import torch
 from torch import Tensor
 from torch.nn.attention.flex_attention import AuxRequest, BlockMask, create_block_mask, flex_attention
 
+from polyfuse.attention.args import AttentionArgs
+
 _MaskMod = Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]
 
 
@@ -61,20 +63,13 @@ def _compiled_flex(device_type: str) -> Callable[..., object]:
     return torch.compile(flex_attention, dynamic=False if device_type == "cpu" else None)
 
 
-def flex_padded_attention(
-    q: Tensor,
-    k: Tensor,
-    v: Tensor,
-    key_padding_mask: Tensor | None = None,
-    *,
-    causal: bool = False,
-    dropout_p: float = 0.0,
-    scale: float | None = None,
-    return_lse: bool = False,
-    compiled: bool = True,
-) -> tuple[Tensor, Tensor | None]:
-    """``(out (B, H, Lq, D), lse (B, H, Lq) or None)``; ``compiled=False`` runs the unfused eager path."""
-    if dropout_p > 0.0:
+def flex_padded_attention(args: AttentionArgs, *, return_lse: bool = False,
+                          compiled: bool = True) -> tuple[Tensor, Tensor | None]:
+    """``(out (B, H, Lq, D), lse (B, H, Lq) or None)`` for ``args`` (see :class:`AttentionArgs`);
+    ``compiled=False`` runs the unfused eager path."""
+    args = args.with_mask()
+    q, k, v, key_padding_mask, causal, scale = args.q, args.k, args.v, args.key_padding_mask, args.causal, args.scale
+    if args.dropout_p > 0.0:
         raise ValueError("attention backend 'flex' has no dropout; use 'triton', 'sdpa' or 'reference'")
     cpu = q.device.type == "cpu"
     if cpu and torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v)):

@@ -20,30 +20,20 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from polyfuse.attention.masks import allowed_mask
+from polyfuse.attention.args import AttentionArgs
 
 
-def sdpa_attention(
-    q: Tensor,
-    k: Tensor,
-    v: Tensor,
-    key_padding_mask: Tensor | None = None,
-    *,
-    causal: bool = False,
-    dropout_p: float = 0.0,
-    scale: float | None = None,
-    sdpa_backends: Sequence[SDPBackend] | None = None,
-) -> Tensor:
-    """``q: (B, H, Lq, D)``, ``k, v: (B, H, Lk, D)``, mask ``(B, Lk)`` -> ``(B, H, Lq, D)``.
+def sdpa_attention(args: AttentionArgs, sdpa_backends: Sequence[SDPBackend] | None = None) -> Tensor:
+    """``(B, H, Lq, D)`` for ``args`` (see :class:`AttentionArgs`).
 
     Query rows with no allowed key give zeros (never NaN) and zero gradients.
     """
     scope = sdpa_kernel(list(sdpa_backends)) if sdpa_backends else contextlib.nullcontext()
-    lq, lk = q.shape[-2], k.shape[-2]
+    q, k, v, dropout_p, scale = args.q, args.k, args.v, args.dropout_p, args.scale
     with scope:
-        if key_padding_mask is None and (not causal or lq == lk):
-            return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=causal, scale=scale)
-        allowed = allowed_mask(key_padding_mask, lq, lk, causal=causal, device=q.device)
+        if not args.has_mask and (not args.causal or q.shape[-2] == k.shape[-2]):
+            return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=args.causal, scale=scale)
+        allowed = args.allowed()
         row_has_key = allowed.any(-1, keepdim=True)
         if q.device.type == "cpu" and bool(row_has_key.all()):
             return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=dropout_p, scale=scale)

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from polyfuse.encoders.base import Encoder, Output, checkpointed
-from polyfuse.encoders.transformer import TransformerBlock
+from polyfuse.layers import TransformerBlock
 
 
 class CLIPTextEncoder(Encoder):
@@ -50,18 +50,27 @@ class CLIPTextEncoder(Encoder):
 
     def encode(self, values: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor | None]:
         """``values: (B, L)`` token ids, ``L <= context_length`` -> ``(tokens (B, L, D), mask)``."""
+        tokens, mask, _ = self.encode_with_attention(values, mask, need_weights=False)
+        return tokens, mask
+
+    def encode_with_attention(self, values: Tensor, mask: Tensor | None,
+                              need_weights: bool = True) -> tuple[Tensor, Tensor | None, list[Tensor]]:
+        """:meth:`encode` plus each block's self-attention ``(B, H, L, L)``, input to output (``[]``
+        unless ``need_weights``)."""
         if values.dim() != 2 or values.dtype not in (torch.int64, torch.int32):
             raise ValueError(f"CLIPTextEncoder expects token ids (B, L) int64, got {tuple(values.shape)} {values.dtype}")
         length = values.shape[1]
         if length > self.context_length:
             raise ValueError(f"text of {length} tokens exceeds the context length {self.context_length}")
         x = self.token_embedding(values.long()) + self.positional_embedding[:length]
+        maps = []
         for block in self.blocks:
-            x = checkpointed(block, self.grad_checkpointing, x, mask)
+            x, probs = checkpointed(block, self.grad_checkpointing, x, mask, need_weights=need_weights)
+            maps += [] if probs is None else [probs]
         x = self.ln_final(x)
         if mask is not None:
             x = x * mask[..., None].to(x.dtype)
-        return x, mask
+        return x, mask, maps
 
     def pool_tokens(self, tokens: Tensor, mask: Tensor | None, values: Tensor) -> Tensor:
         rows = torch.arange(tokens.shape[0], device=tokens.device)

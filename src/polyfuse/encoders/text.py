@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from polyfuse.encoders.base import Encoder, Output, checkpointed
-from polyfuse.encoders.transformer import TransformerBlock
+from polyfuse.layers import TransformerBlock
 
 PositionIds = Literal["absolute", "from_mask"]
 
@@ -89,17 +89,26 @@ class TextTransformerEncoder(Encoder):
 
     def encode(self, values: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor | None]:
         """``values: (B, L)`` token ids -> ``(tokens (B, L, D), mask)``; padded outputs are zero."""
+        tokens, mask, _ = self.encode_with_attention(values, mask, need_weights=False)
+        return tokens, mask
+
+    def encode_with_attention(self, values: Tensor, mask: Tensor | None,
+                              need_weights: bool = True) -> tuple[Tensor, Tensor | None, list[Tensor]]:
+        """:meth:`encode` plus each block's self-attention ``(B, H, L, L)``, input to output (``[]``
+        unless ``need_weights``)."""
         if values.dim() != 2 or values.dtype not in (torch.int64, torch.int32):
             raise ValueError(f"TextTransformerEncoder expects token ids (B, L) int64, got {tuple(values.shape)} {values.dtype}")
         values = values.long()
         if self.input_map is not None:
             values, mask = self.input_map(values, mask)
         x = self.embeddings(values, mask=mask)
+        maps = []
         for block in self.blocks:
-            x = checkpointed(block, self.grad_checkpointing, x, mask)
+            x, probs = checkpointed(block, self.grad_checkpointing, x, mask, need_weights=need_weights)
+            maps += [] if probs is None else [probs]
         if mask is not None:
             x = x * mask[..., None].to(x.dtype)
-        return x, mask
+        return x, mask, maps
 
     def stem_modules(self) -> list[nn.Module]:
         return [self.embeddings]

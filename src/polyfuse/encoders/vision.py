@@ -6,7 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from polyfuse.encoders.base import Encoder, Output, checkpointed
-from polyfuse.encoders.transformer import TransformerBlock
+from polyfuse.layers import TransformerBlock
 
 
 class PatchEmbed(nn.Module):
@@ -75,6 +75,13 @@ class ViTEncoder(Encoder):
 
     def encode(self, values: Tensor, mask: Tensor | None) -> tuple[Tensor, None]:
         """``values: (B, C, H, W)`` -> ``(tokens (B, prefix + N, D), None)``."""
+        tokens, _, _ = self.encode_with_attention(values, mask, need_weights=False)
+        return tokens, None
+
+    def encode_with_attention(self, values: Tensor, mask: Tensor | None,
+                              need_weights: bool = True) -> tuple[Tensor, None, list[Tensor]]:
+        """:meth:`encode` plus each block's self-attention ``(B, H, L, L)``, input to output (``[]``
+        unless ``need_weights``)."""
         if values.dim() != 4 or values.shape[1] != self.in_chans or tuple(values.shape[-2:]) != (self.image_size,) * 2:
             raise ValueError(f"ViTEncoder expects images (B, {self.in_chans}, {self.image_size}, "
                              f"{self.image_size}), got {tuple(values.shape)}")
@@ -82,9 +89,11 @@ class ViTEncoder(Encoder):
         if self.cls_token is not None:
             x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
         x = self.norm_pre(self.pos_drop(x + self.pos_embed))
+        maps = []
         for block in self.blocks:
-            x = checkpointed(block, self.grad_checkpointing, x)
-        return self.norm(x), None
+            x, probs = checkpointed(block, self.grad_checkpointing, x, need_weights=need_weights)
+            maps += [] if probs is None else [probs]
+        return self.norm(x), None, maps
 
     def pool_tokens(self, tokens: Tensor, mask: Tensor | None, values: Tensor) -> Tensor:
         if self.pool == "cls":

@@ -1,6 +1,6 @@
 """Layers shared by the token-level fusions: projection to a common width, masked cross-attention, FFN.
 
-All attention goes through :class:`polyfuse.attention.MultiHeadAttention` (so every backend and
+All attention goes through :class:`polyfuse.layers.MultiHeadAttention` (so every backend and
 kernel applies). Cross-attention here has one extra guarantee over the raw layer: a query whose
 context has no valid key (an absent modality) receives *no update at all* (not the output
 projection's bias), so an absent context is exactly equivalent to having no such context.
@@ -13,12 +13,10 @@ from typing import Mapping
 import torch
 from torch import Tensor, nn
 
-from polyfuse.attention import MultiHeadAttention
 from polyfuse.batch import Encoded
-from polyfuse.encoders.transformer import Mlp, TransformerBlock
+from polyfuse.layers import Mlp, MultiHeadAttention, TransformerBlock
 
-__all__ = ["ModalityProjection", "ContextAttention", "MultiContextAttention", "FeedForward", "run_block",
-           "run_blocks"]
+__all__ = ["ModalityProjection", "ContextAttention", "MultiContextAttention", "FeedForward", "run_blocks"]
 
 
 class ModalityProjection(nn.Module):
@@ -117,26 +115,16 @@ class FeedForward(nn.Module):
         return x + self.mlp(self.norm(x))
 
 
-def run_block(block: TransformerBlock, x: Tensor, mask: Tensor, keep_attention: bool) -> tuple[Tensor, Tensor | None]:
-    """One :class:`TransformerBlock` with key padding mask ``(B, L)``; also its probabilities when asked.
-
-    The block's ``last_attention`` is cleared afterwards so no map outlives the forward pass.
-    """
-    block.keep_attention = keep_attention
-    try:
-        x = block(x, key_padding_mask=mask)
-        probs = block.last_attention if keep_attention else None
-    finally:
-        block.keep_attention, block.last_attention = False, None
-    return x, probs
-
-
 def run_blocks(blocks: nn.ModuleList, x: Tensor, mask: Tensor, name: str,
-               keep_attention: bool) -> tuple[Tensor, dict[str, Tensor]]:
-    """Blocks in sequence; maps named by ``name`` with ``{i}`` replaced by the block index."""
+               need_weights: bool) -> tuple[Tensor, dict[str, Tensor]]:
+    """:class:`TransformerBlock` s in sequence over ``x (B, L, D)`` with key padding mask ``(B, L)``.
+
+    Returns ``(x, maps)``: each block's probabilities ``(B, H, L, L)`` when ``need_weights``, named
+    by ``name`` with ``{i}`` replaced by the block index.
+    """
     maps: dict[str, Tensor] = {}
     for index, block in enumerate(blocks):
-        x, probs = run_block(block, x, mask, keep_attention)
+        x, probs = block(x, mask, need_weights)
         if probs is not None:
             maps[name.replace("{i}", str(index))] = probs
     return x, maps

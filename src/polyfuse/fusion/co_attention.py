@@ -8,10 +8,10 @@ import torch
 from torch import Tensor, nn
 
 from polyfuse.batch import Encoded
-from polyfuse.encoders.transformer import TransformerBlock
 from polyfuse.fusion.base import Fusion, FusionOutput, register
-from polyfuse.fusion.blocks import MultiContextAttention, run_block
+from polyfuse.fusion.blocks import MultiContextAttention
 from polyfuse.fusion.masking import masked_mean, substitute_missing_token, zero_invalid
+from polyfuse.layers import TransformerBlock
 
 
 class CoAttentionLayer(nn.Module):
@@ -37,8 +37,7 @@ class CoAttentionLayer(nn.Module):
             contexts = {o: (streams[o], masks[o]) for o in streams if o != name}
             update, probs = self.cross[name](x, contexts, need_weights=return_attention)
             maps.update({f"{name}->{o}/layer{index}": p for o, p in probs.items()})
-            updated[name], self_probs = run_block(self.blocks[name], x + self.drop(update), masks[name],
-                                                  return_attention)
+            updated[name], self_probs = self.blocks[name](x + self.drop(update), masks[name], return_attention)
             if self_probs is not None:
                 maps[f"{name}->{name}/layer{index}"] = self_probs
         return updated, maps

@@ -8,10 +8,10 @@ import torch
 from torch import Tensor, nn
 
 from polyfuse.batch import Encoded
-from polyfuse.encoders.transformer import TransformerBlock
 from polyfuse.fusion.base import Fusion, FusionOutput, register
 from polyfuse.fusion.blocks import ModalityProjection, run_blocks
 from polyfuse.fusion.masking import zero_invalid
+from polyfuse.layers import TransformerBlock
 
 
 @register("early")

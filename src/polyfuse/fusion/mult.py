@@ -8,10 +8,10 @@ import torch
 from torch import Tensor, nn
 
 from polyfuse.batch import Encoded
-from polyfuse.encoders.transformer import TransformerBlock
 from polyfuse.fusion.base import Fusion, FusionOutput, register
 from polyfuse.fusion.blocks import ContextAttention, FeedForward, run_blocks
 from polyfuse.fusion.masking import masked_mean, substitute_missing_token, zero_invalid
+from polyfuse.layers import TransformerBlock
 
 
 class CrossmodalTransformer(nn.Module):

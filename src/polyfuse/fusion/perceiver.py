@@ -8,9 +8,9 @@ import torch
 from torch import Tensor, nn
 
 from polyfuse.batch import Encoded
-from polyfuse.encoders.transformer import TransformerBlock
 from polyfuse.fusion.base import Fusion, FusionOutput, register
 from polyfuse.fusion.blocks import ContextAttention, FeedForward, ModalityProjection, run_blocks
+from polyfuse.layers import TransformerBlock
 
 
 @register("perceiver")

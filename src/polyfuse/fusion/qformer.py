@@ -7,10 +7,10 @@ from typing import Mapping
 import torch
 from torch import Tensor, nn
 
-from polyfuse.encoders.transformer import TransformerBlock
 from polyfuse.fusion.base import register
 from polyfuse.fusion.blocks import ContextAttention, FeedForward
 from polyfuse.fusion.connectors import Connector
+from polyfuse.layers import TransformerBlock
 
 
 class QFormerLayer(nn.Module):
@@ -30,7 +30,7 @@ class QFormerLayer(nn.Module):
 
     def forward(self, queries: Tensor, context: Tensor, context_mask: Tensor) -> Tensor:
         """``queries (B, Q, W)``, ``context (B, L, D)``, ``context_mask (B, L)`` -> ``(B, Q, W)``."""
-        queries = self.self_block(queries)
+        queries, _ = self.self_block(queries)
         if self.cross is not None and self.ffn is not None:
             update, _ = self.cross(queries, context, context_mask)
             queries = self.ffn(queries + update)

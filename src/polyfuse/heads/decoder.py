@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from polyfuse import attention as attention_api
-from polyfuse.attention import MultiHeadAttention
+from polyfuse.layers import MultiHeadAttention
 
 
 def _split(x: Tensor, heads: int) -> Tensor:  # (B, L, D) -> (B, H, L, D / H)

@@ -1,9 +1,10 @@
 """Attention maps of a trained model: encoder self-attention (with rollout) and fusion attention.
 
-* Encoders: every :class:`~polyfuse.encoders.transformer.TransformerBlock` keeps its last
-  attention probabilities while :func:`collect_attention` runs (``keep_attention=True``).
-  :func:`attention_rollout` combines a stack of them (Abnar & Zuidema, "Quantifying Attention Flow
-  in Transformers", ACL 2020): ``R = prod_l (0.5 A_l + 0.5 I)``, heads averaged, rows renormalised.
+* Encoders: a transformer encoder (ViT, BERT-style, CLIP text) returns its blocks' probabilities
+  from ``encode_with_attention(values, mask)`` (:class:`AttentionEncoder`); nothing is kept on the
+  modules. :func:`attention_rollout` combines a stack of them (Abnar & Zuidema, "Quantifying
+  Attention Flow in Transformers", ACL 2020): ``R = prod_l (0.5 A_l + 0.5 I)``, heads averaged,
+  rows renormalised.
 * Fusions: ``model(batch, return_attention=True)`` returns the fusion's maps by name,
   ``"{query}->{key}/layer{i}"`` (cross-attention, co-attention), ``(B, H, Lq, Lk)``.
 """
@@ -11,17 +12,16 @@
 from __future__ import annotations
 
 import re
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
 
-from polyfuse.batch import Batch
-from polyfuse.encoders.transformer import TransformerBlock
+from polyfuse.batch import Batch, ModalityInput
 
-__all__ = ["AttentionMaps", "collect_attention", "attention_rollout", "parse_map_name", "query_average"]
+__all__ = ["AttentionEncoder", "AttentionMaps", "collect_attention", "encoder_attention", "attention_rollout",
+           "parse_map_name", "query_average"]
 
 _NAME = re.compile(r"^(?P<query>[^/>-]+)->(?P<key>[^/]+)(?:/layer(?P<layer>\d+))?$")
 
@@ -41,37 +41,37 @@ class AttentionMaps:
     logits: Tensor | None = None
 
 
-def _blocks(module: nn.Module) -> list[TransformerBlock]:
-    return [m for m in module.modules() if isinstance(m, TransformerBlock)]
+@runtime_checkable
+class AttentionEncoder(Protocol):
+    """An encoder that returns its self-attention maps with its tokens."""
+
+    def encode_with_attention(self, values: Tensor, mask: Tensor | None,
+                              need_weights: bool = True) -> tuple[Tensor, Tensor | None, list[Tensor]]:
+        """``(tokens (B, L, D), mask (B, L) | None, per-block probabilities (B, H, L, L))``."""
 
 
-@contextmanager
-def _keep_attention(encoders: dict[str, nn.Module]) -> Iterator[dict[str, list[TransformerBlock]]]:
-    blocks = {name: _blocks(encoder) for name, encoder in encoders.items()}
-    previous = {id(b): b.keep_attention for bs in blocks.values() for b in bs}
-    for bs in blocks.values():
-        for block in bs:
-            block.keep_attention = True
-    try:
-        yield blocks
-    finally:
-        for bs in blocks.values():
-            for block in bs:
-                block.keep_attention = previous[id(block)]
-                block.last_attention = None
+def encoder_attention(encoder: nn.Module, inputs: ModalityInput) -> list[Tensor]:
+    """The per-block self-attention ``(B, H, L, L)`` of ``encoder`` on ``inputs`` (``[]`` for an
+    encoder without attention, e.g. the audio CNN)."""
+    if not isinstance(encoder, AttentionEncoder):
+        return []
+    return [probs.detach() for probs in encoder.encode_with_attention(inputs.values, inputs.mask)[2]]
 
 
 @torch.no_grad()
 def collect_attention(model: nn.Module, batch: Batch) -> AttentionMaps:
     """Run ``model`` (a :class:`~polyfuse.models.MultimodalModel`) on ``batch`` in eval mode and
-    return every encoder and fusion attention map it computed."""
+    return every encoder and fusion attention map it computes.
+
+    Fusion maps come back from ``model(batch, return_attention=True)``, encoder maps from each
+    encoder's :meth:`~AttentionEncoder.encode_with_attention` on the same inputs.
+    """
     was_training = model.training
     model.eval()
     try:
-        with _keep_attention(dict(model.encoders.items())) as blocks:
-            output = model(batch, return_attention=True)
-            encoders = {name: [b.last_attention.detach() for b in bs if b.last_attention is not None]
-                        for name, bs in blocks.items()}
+        output = model(batch, return_attention=True)
+        encoders = {name: encoder_attention(encoder, batch.inputs[name]) for name, encoder in model.encoders.items()
+                    if name in batch.inputs}
     finally:
         model.train(was_training)
     fusion = {name: value.detach() for name, value in (output.attentions or {}).items() if isinstance(value, Tensor)}

@@ -47,8 +47,8 @@ from lightning.fabric.plugins.collectives.torch_collective import default_pg_tim
 from lightning.pytorch.strategies import ModelParallelStrategy
 from torch import nn
 
-from polyfuse.encoders.transformer import TransformerBlock
 from polyfuse.fusion.blocks import ContextAttention, FeedForward
+from polyfuse.layers import TransformerBlock
 
 if TYPE_CHECKING:
     from lightning.pytorch import LightningModule

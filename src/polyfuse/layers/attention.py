@@ -1,8 +1,7 @@
-"""Attention layers built on :func:`polyfuse.attention.attention`."""
+"""The multi-head attention layer, built on :func:`polyfuse.attention.attention`."""
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
 from polyfuse import attention as attention_api
@@ -13,12 +12,15 @@ class MultiHeadAttention(nn.Module):
 
     Separate ``q_proj``/``k_proj``/``v_proj``/``out_proj`` linears (loaders split fused ``qkv``
     weights). Keys/values may have their own width ``kv_dim`` (cross-attention between modalities).
-    The last attention probabilities are returned when asked, for attention maps.
+    The attention probabilities are returned when asked (``need_weights=True``), for attention maps.
 
     Args:
         dim: query/output width. heads: number of heads (``dim % heads == 0``).
         kv_dim: key/value input width (defaults to ``dim``).
-        backend: attention backend name, ``None`` = library default.
+        backend: attention backend name. ``None`` takes the library default
+            (:func:`polyfuse.attention.set_default_backend`) once, here: it is read when the layer is
+            built, not on every call (as timm's ``use_fused_attn()``), so set the run's backend before
+            building the model (``polyfuse-train`` does).
     """
 
     def __init__(self, dim: int, heads: int, kv_dim: int | None = None, bias: bool = True,
@@ -33,7 +35,10 @@ class MultiHeadAttention(nn.Module):
         self.v_proj = nn.Linear(kv_dim, dim, bias=bias)
         self.out_proj = nn.Linear(dim, dim, bias=bias)
         self.dropout = dropout
-        self.backend = backend
+        self.backend = attention_api.get_default_backend() if backend is None else backend
+        if self.backend not in attention_api.available_backends():
+            raise ValueError(f"unknown attention backend {self.backend!r}; valid: "
+                             f"{', '.join(attention_api.available_backends())}")
 
     def _split(self, x: Tensor) -> Tensor:  # (B, L, dim) -> (B, H, L, head_dim)
         batch, length, _ = x.shape
