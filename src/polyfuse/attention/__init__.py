@@ -74,7 +74,6 @@ def _run_backend(name: str, args: AttentionArgs, need_lse: bool) -> tuple[Tensor
         from polyfuse.attention.flex import flex_padded_attention  # lazy: importing FlexAttention is slow
 
         return flex_padded_attention(args, return_lse=need_lse)
-    args = args.with_mask()
     if name in ("sdpa", "sdpa-math"):  # "sdpa-math" (SDPA pinned to its math kernel) is an auto candidate on CPU
         return sdpa_attention(args, sdpa_backends=[SDPBackend.MATH] if name == "sdpa-math" else None), None
     return reference_attention(args)[0], None
@@ -115,7 +114,7 @@ def attention(
     validate_inputs(q, k, v, key_padding_mask, key_lengths)
     args = AttentionArgs(q, k, v, key_padding_mask, key_lengths, causal, dropout_p, scale)
     if name == "reference" and need_weights:
-        return reference_attention(args.with_mask())
+        return reference_attention(args)
     if name == "auto":
         def run(chosen: str, q_: Tensor, k_: Tensor, v_: Tensor) -> Tensor:
             return _run_backend(chosen, args.with_qkv(q_, k_, v_), False)[0]
@@ -128,8 +127,7 @@ def attention(
     if lse is not None:
         probs = probabilities_from_lse(q, k, lse, args.padding_mask(), causal=causal, scale=scale)
     else:  # detached and without dropout (which would draw random numbers): only the map is wanted
-        probs = reference_attention(replace(args.with_qkv(q.detach(), k.detach(), v.detach()).with_mask(),
-                                            dropout_p=0.0))[1]
+        probs = reference_attention(replace(args, q=q.detach(), k=k.detach(), v=v.detach(), dropout_p=0.0))[1]
     return out, probs
 
 
