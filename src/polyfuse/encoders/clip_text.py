@@ -5,11 +5,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from polyfuse.encoders.base import Encoder, Output, checkpointed
+from polyfuse.encoders.base import Output
+from polyfuse.encoders.transformer import TransformerEncoder
 from polyfuse.layers import TransformerBlock
 
 
-class CLIPTextEncoder(Encoder):
+class CLIPTextEncoder(TransformerEncoder):
     """Token + learned position embeddings, pre-norm causal blocks, final LayerNorm.
 
     Each token attends to itself and earlier real tokens (causal mask plus the key padding mask),
@@ -48,25 +49,16 @@ class CLIPTextEncoder(Encoder):
         nn.init.normal_(self.token_embedding.weight, std=0.02)
         self.freeze(freeze)
 
-    def encode(self, values: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor | None]:
-        """``values: (B, L)`` token ids, ``L <= context_length`` -> ``(tokens (B, L, D), mask)``."""
-        tokens, mask, _ = self.encode_with_attention(values, mask, need_weights=False)
-        return tokens, mask
-
     def encode_with_attention(self, values: Tensor, mask: Tensor | None,
                               need_weights: bool = True) -> tuple[Tensor, Tensor | None, list[Tensor]]:
-        """:meth:`encode` plus each block's self-attention ``(B, H, L, L)``, input to output (``[]``
-        unless ``need_weights``)."""
+        """``values: (B, L)`` token ids, ``L <= context_length`` -> ``(tokens (B, L, D), mask, maps)``."""
         if values.dim() != 2 or values.dtype not in (torch.int64, torch.int32):
             raise ValueError(f"CLIPTextEncoder expects token ids (B, L) int64, got {tuple(values.shape)} {values.dtype}")
         length = values.shape[1]
         if length > self.context_length:
             raise ValueError(f"text of {length} tokens exceeds the context length {self.context_length}")
         x = self.token_embedding(values.long()) + self.positional_embedding[:length]
-        maps = []
-        for block in self.blocks:
-            x, probs = checkpointed(block, self.grad_checkpointing, x, mask, need_weights=need_weights)
-            maps += [] if probs is None else [probs]
+        x, maps = self.forward_blocks(x, mask, need_weights)
         x = self.ln_final(x)
         if mask is not None:
             x = x * mask[..., None].to(x.dtype)
@@ -84,9 +76,6 @@ class CLIPTextEncoder(Encoder):
 
     def stem_modules(self) -> list[nn.Module]:
         return [self.token_embedding]
-
-    def blocks_for_freezing(self) -> list[nn.Module]:
-        return list(self.blocks)
 
     def freeze(self, blocks: int | bool = True) -> None:
         super().freeze(blocks)

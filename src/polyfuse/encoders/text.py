@@ -7,7 +7,8 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from polyfuse.encoders.base import Encoder, Output, checkpointed
+from polyfuse.encoders.base import Output
+from polyfuse.encoders.transformer import TransformerEncoder
 from polyfuse.layers import TransformerBlock
 
 PositionIds = Literal["absolute", "from_mask"]
@@ -53,7 +54,7 @@ class TextEmbeddings(nn.Module):
         return self.dropout(self.LayerNorm(x))
 
 
-class TextTransformerEncoder(Encoder):
+class TextTransformerEncoder(TransformerEncoder):
     """BERT-style encoder over token ids ``(B, L)`` with padding mask ``(B, L)``.
 
     Padded tokens are masked as attention keys, so changing them changes no real token's output;
@@ -87,31 +88,19 @@ class TextTransformerEncoder(Encoder):
         self.grad_checkpointing = grad_checkpointing
         self.freeze(freeze)
 
-    def encode(self, values: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor | None]:
-        """``values: (B, L)`` token ids -> ``(tokens (B, L, D), mask)``; padded outputs are zero."""
-        tokens, mask, _ = self.encode_with_attention(values, mask, need_weights=False)
-        return tokens, mask
-
     def encode_with_attention(self, values: Tensor, mask: Tensor | None,
                               need_weights: bool = True) -> tuple[Tensor, Tensor | None, list[Tensor]]:
-        """:meth:`encode` plus each block's self-attention ``(B, H, L, L)``, input to output (``[]``
-        unless ``need_weights``)."""
+        """``values: (B, L)`` token ids -> ``(tokens (B, L, D), mask, maps)``; padded outputs are zero."""
         if values.dim() != 2 or values.dtype not in (torch.int64, torch.int32):
             raise ValueError(f"TextTransformerEncoder expects token ids (B, L) int64, got {tuple(values.shape)} {values.dtype}")
         values = values.long()
         if self.input_map is not None:
             values, mask = self.input_map(values, mask)
         x = self.embeddings(values, mask=mask)
-        maps = []
-        for block in self.blocks:
-            x, probs = checkpointed(block, self.grad_checkpointing, x, mask, need_weights=need_weights)
-            maps += [] if probs is None else [probs]
+        x, maps = self.forward_blocks(x, mask, need_weights)
         if mask is not None:
             x = x * mask[..., None].to(x.dtype)
         return x, mask, maps
 
     def stem_modules(self) -> list[nn.Module]:
         return [self.embeddings]
-
-    def blocks_for_freezing(self) -> list[nn.Module]:
-        return list(self.blocks)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from polyfuse.encoders.base import Encoder, Output, checkpointed
+from polyfuse.encoders.base import Output
+from polyfuse.encoders.transformer import TransformerEncoder
 from polyfuse.layers import TransformerBlock
 
 
@@ -24,7 +25,7 @@ class PatchEmbed(nn.Module):
         return self.proj(x).flatten(2).transpose(1, 2)
 
 
-class ViTEncoder(Encoder):
+class ViTEncoder(TransformerEncoder):
     """ViT: patch embedding + [CLS] + learned positions + pre-norm transformer blocks + final norm.
 
     Images have no padding, so the token mask is ``None``; an absent image (``present=False``) is
@@ -73,15 +74,9 @@ class ViTEncoder(Encoder):
             nn.init.normal_(self.cls_token, std=1e-6)
         self.freeze(freeze)
 
-    def encode(self, values: Tensor, mask: Tensor | None) -> tuple[Tensor, None]:
-        """``values: (B, C, H, W)`` -> ``(tokens (B, prefix + N, D), None)``."""
-        tokens, _, _ = self.encode_with_attention(values, mask, need_weights=False)
-        return tokens, None
-
     def encode_with_attention(self, values: Tensor, mask: Tensor | None,
                               need_weights: bool = True) -> tuple[Tensor, None, list[Tensor]]:
-        """:meth:`encode` plus each block's self-attention ``(B, H, L, L)``, input to output (``[]``
-        unless ``need_weights``)."""
+        """``values: (B, C, H, W)`` -> ``(tokens (B, prefix + N, D), None, maps)``."""
         if values.dim() != 4 or values.shape[1] != self.in_chans or tuple(values.shape[-2:]) != (self.image_size,) * 2:
             raise ValueError(f"ViTEncoder expects images (B, {self.in_chans}, {self.image_size}, "
                              f"{self.image_size}), got {tuple(values.shape)}")
@@ -89,10 +84,7 @@ class ViTEncoder(Encoder):
         if self.cls_token is not None:
             x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
         x = self.norm_pre(self.pos_drop(x + self.pos_embed))
-        maps = []
-        for block in self.blocks:
-            x, probs = checkpointed(block, self.grad_checkpointing, x, need_weights=need_weights)
-            maps += [] if probs is None else [probs]
+        x, maps = self.forward_blocks(x, None, need_weights)
         return self.norm(x), None, maps
 
     def pool_tokens(self, tokens: Tensor, mask: Tensor | None, values: Tensor) -> Tensor:
@@ -104,9 +96,6 @@ class ViTEncoder(Encoder):
 
     def stem_modules(self) -> list[nn.Module]:
         return [self.patch_embed, self.norm_pre]
-
-    def blocks_for_freezing(self) -> list[nn.Module]:
-        return list(self.blocks)
 
     def freeze(self, blocks: int | bool = True) -> None:
         super().freeze(blocks)
