@@ -7,7 +7,7 @@ from typing import Iterator
 import pytest
 
 from polyfuse import fusion
-from polyfuse.attention import get_default_backend, set_default_backend
+from polyfuse.attention import using_backend
 
 
 @pytest.fixture(params=fusion.available())
@@ -19,7 +19,5 @@ def name(request: pytest.FixtureRequest) -> str:
 @pytest.fixture(autouse=True)
 def fixed_attention_backend() -> Iterator[None]:
     """Exact-equality tests need one backend: ``auto`` may switch backends after timing a new shape."""
-    previous = get_default_backend()
-    set_default_backend("sdpa")
-    yield
-    set_default_backend(previous)
+    with using_backend("sdpa"):
+        yield

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from polyfuse import fusion
-from polyfuse.attention import get_default_backend, set_default_backend
+from polyfuse.attention import using_backend
 from polyfuse.batch import Encoded, ModalityInput
 from polyfuse.encoders import (AudioCNNEncoder, CLIPTextEncoder, MobileNetV2Encoder, TextTransformerEncoder,
                                ViTEncoder)
@@ -62,14 +62,6 @@ def _check(module: nn.Module, run: Callable[[], object], monkeypatch: pytest.Mon
             run()
 
 
-@pytest.fixture(autouse=True)
-def sdpa_backend() -> Iterator[None]:
-    previous = get_default_backend()
-    set_default_backend("sdpa")
-    yield
-    set_default_backend(previous)
-
-
 def _tokens_mask(batch: int, length: int) -> torch.Tensor:
     return torch.arange(length)[None, :] < torch.tensor([length, length - 2, 1][:batch])[:, None]
 
@@ -89,7 +81,8 @@ ENCODERS: dict[str, Callable[[], tuple[nn.Module, ModalityInput]]] = {
 @pytest.mark.parametrize("name", sorted(ENCODERS))
 def test_encoders_keep_no_state_in_forward(name, monkeypatch):
     torch.manual_seed(0)
-    encoder, inputs = ENCODERS[name]()
+    with using_backend("sdpa"):
+        encoder, inputs = ENCODERS[name]()
 
     def run() -> None:
         encoder(inputs)
@@ -103,7 +96,8 @@ def test_encoders_keep_no_state_in_forward(name, monkeypatch):
 @pytest.mark.parametrize("name", fusion.available())
 def test_fusions_keep_no_state_in_forward(name, monkeypatch):
     torch.manual_seed(0)
-    module = fusion.build(name, dims=DIMS, out_dim=16)
+    with using_backend("sdpa"):
+        module = fusion.build(name, dims=DIMS, out_dim=16)
     inputs = {m: Encoded(torch.randn(3, 4, d), _tokens_mask(3, 4), PRESENT[:, i].clone())
               for i, (m, d) in enumerate(DIMS.items())}
     _check(module, lambda: module(inputs, return_attention=True), monkeypatch)

@@ -5,15 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from polyfuse.attention import attention, get_default_backend, set_default_backend
+import polyfuse.attention as api
+from polyfuse.attention import attention, get_default_backend, using_backend
 from polyfuse.layers import Mlp, MultiHeadAttention, TransformerBlock
-
-
-@pytest.fixture
-def default_backend():
-    previous = get_default_backend()
-    yield set_default_backend
-    set_default_backend(previous)
 
 
 @pytest.mark.parametrize("norm", ["pre", "post"])
@@ -34,15 +28,14 @@ def test_block_returns_the_probabilities_of_its_attention(norm):
     assert probs.shape == (3, 2, 5, 5) and not probs[1, :, :, 3:].any()
 
 
-def test_backend_is_read_once_when_the_layer_is_built(default_backend, monkeypatch):
-    default_backend("reference")
-    layer = MultiHeadAttention(8, 2)
-    block = TransformerBlock(8, 2)
-    default_backend("sdpa")  # later changes of the global default do not reach built layers
-    assert layer.backend == "reference" and block.attn.backend == "reference"
-    assert MultiHeadAttention(8, 2).backend == "sdpa"
-    import polyfuse.attention as api
-
+def test_backend_is_read_once_when_the_layer_is_built(monkeypatch):
+    with using_backend("reference"):
+        layer = MultiHeadAttention(8, 2)
+        block = TransformerBlock(8, 2)
+        with using_backend("sdpa"):  # later changes of the global default do not reach built layers
+            assert layer.backend == "reference" and block.attn.backend == "reference"
+            assert MultiHeadAttention(8, 2).backend == "sdpa"
+        assert get_default_backend() == "reference"
     used = []
     real = api._run_backend
     monkeypatch.setattr(api, "_run_backend", lambda name, *a: used.append(name) or real(name, *a))

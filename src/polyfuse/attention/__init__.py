@@ -14,6 +14,8 @@ built. Every backend takes one :class:`AttentionArgs`:
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 
 from torch import Tensor
@@ -27,7 +29,7 @@ from polyfuse.attention.sdpa import sdpa_attention
 from polyfuse.attention.weights import probabilities_from_lse
 
 __all__ = ["attention", "AttentionArgs", "available_backends", "set_default_backend", "get_default_backend",
-           "MultiHeadAttention"]
+           "using_backend", "MultiHeadAttention"]
 
 _BACKENDS = ("reference", "sdpa", "flex", "triton", "auto")
 _default_backend = "auto"
@@ -53,6 +55,18 @@ def set_default_backend(name: str) -> None:
 def get_default_backend() -> str:
     """The backend used when a call passes ``backend=None``."""
     return _default_backend
+
+
+@contextmanager
+def using_backend(name: str) -> Iterator[None]:
+    """Within the block the default backend is ``name`` (layers built there keep it); the previous
+    default is restored afterwards."""
+    previous = get_default_backend()
+    set_default_backend(name)
+    try:
+        yield
+    finally:
+        set_default_backend(previous)
 
 
 def _triton(args: AttentionArgs) -> tuple[Tensor, Tensor]:
