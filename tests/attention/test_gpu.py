@@ -63,8 +63,9 @@ def test_backend_is_as_accurate_as_low_precision_pytorch(case, backend, dtype):
     q, k, v, mask, causal = _inputs(case, dtype)
     grad_out = torch.randn_like(q)
     ours = _forward_backward(lambda q, k, v: attention(q, k, v, mask, causal=causal, backend=backend), q, k, v, grad_out)
-    exact = _forward_backward(lambda q, k, v: reference_attention(AttentionArgs(q.float(), k.float(), v.float(),
-                                                                                mask, causal=causal))[0], q, k, v, grad_out.float())
+    exact = _forward_backward(
+        lambda q, k, v: reference_attention(AttentionArgs(q.float(), k.float(), v.float(), mask, causal=causal))[0],
+        q, k, v, grad_out.float())
     lowp = _forward_backward(lambda q, k, v: _lowp_attention(q, k, v, mask, causal), q, k, v, grad_out)
     for name, mine, ref, base in zip(("out", "dq", "dk", "dv"), ours, exact, lowp):
         assert torch.isfinite(mine).all(), f"{name} has NaN/inf"

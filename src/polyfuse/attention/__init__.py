@@ -47,7 +47,8 @@ def _check_name(name: str) -> str:
 
 
 def set_default_backend(name: str) -> None:
-    """Backend used when a call passes ``backend=None`` (modules default to this)."""
+    """Backend used when a call passes ``backend=None``; layers built afterwards take it (see
+    :func:`using_backend`)."""
     global _default_backend
     _default_backend = _check_name(name)
 

@@ -1,5 +1,5 @@
-"""What the transformer encoders (ViT, BERT-style text, CLIP text) share: a stack of
-:class:`~polyfuse.layers.TransformerBlock` s whose attention maps are returned, never kept.
+"""What the transformer encoders (ViT, BERT-style text, CLIP text) share: a stack of transformer
+blocks (:class:`~polyfuse.layers.TransformerBlock`) whose attention maps are returned, never kept.
 
 ``polyfuse.encoders.transformer.TransformerBlock`` stays importable from here: it is a documented
 config path (``trainer.strategy.unit_classes``, docs/scaling.md) that saved run configs may name;

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from polyfuse.batch import Encoded
-from polyfuse.layers import Mlp, MultiHeadAttention, TransformerBlock
+from polyfuse.layers import Mlp, MultiHeadAttention
 
 __all__ = ["ModalityProjection", "ContextAttention", "MultiContextAttention", "FeedForward", "run_blocks"]
 
@@ -117,7 +117,7 @@ class FeedForward(nn.Module):
 
 def run_blocks(blocks: nn.ModuleList, x: Tensor, mask: Tensor, name: str,
                need_weights: bool) -> tuple[Tensor, dict[str, Tensor]]:
-    """:class:`TransformerBlock` s in sequence over ``x (B, L, D)`` with key padding mask ``(B, L)``.
+    """Transformer blocks (:class:`~polyfuse.layers.TransformerBlock`) in sequence, ``x (B, L, D)``, mask ``(B, L)``.
 
     Returns ``(x, maps)``: each block's probabilities ``(B, H, L, L)`` when ``need_weights``, named
     by ``name`` with ``{i}`` replaced by the block index.
