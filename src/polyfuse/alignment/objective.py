@@ -99,11 +99,8 @@ class CorrelationObjective(nn.Module):
             raise KeyError(f"CorrelationObjective: no encoding for modalities {missing}; got {list(encoded)}")
         pooled, projected, present = {}, {}, {}
         for m in self.modalities:
-            valid = encoded[m].valid_mask()
-            tokens = torch.where(valid[..., None], encoded[m].tokens, torch.zeros((), dtype=encoded[m].tokens.dtype,
-                                                                                  device=valid.device))
-            pooled[m] = Encoded(tokens, valid).pooled()
-            present[m] = valid.any(1)
+            pooled[m] = encoded[m].pooled()
+            present[m] = encoded[m].valid_mask().any(1)
             projected[m] = self.projections[m](pooled[m])
         return pooled, projected, present
 

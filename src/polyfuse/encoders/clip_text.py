@@ -6,6 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from polyfuse.encoders.base import Encoder, Output, checkpointed
+from polyfuse.masking import zero_invalid
 from polyfuse.encoders.transformer import TransformerBlock
 
 
@@ -59,8 +60,7 @@ class CLIPTextEncoder(Encoder):
         for block in self.blocks:
             x = checkpointed(block, self.grad_checkpointing, x, mask)
         x = self.ln_final(x)
-        if mask is not None:
-            x = x * mask[..., None].to(x.dtype)
+        x = zero_invalid(x, mask)
         return x, mask
 
     def pool_tokens(self, tokens: Tensor, mask: Tensor | None, values: Tensor) -> Tensor:

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from polyfuse.encoders.base import Encoder, Output, checkpointed
+from polyfuse.masking import zero_invalid
 from polyfuse.encoders.transformer import TransformerBlock
 
 PositionIds = Literal["absolute", "from_mask"]
@@ -97,8 +98,7 @@ class TextTransformerEncoder(Encoder):
         x = self.embeddings(values, mask=mask)
         for block in self.blocks:
             x = checkpointed(block, self.grad_checkpointing, x, mask)
-        if mask is not None:
-            x = x * mask[..., None].to(x.dtype)
+        x = zero_invalid(x, mask)
         return x, mask
 
     def stem_modules(self) -> list[nn.Module]:
