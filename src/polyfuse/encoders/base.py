@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-import torch
 from torch import Tensor, nn
 
 from polyfuse.batch import Encoded, ModalityInput
+from polyfuse.checkpointing import checkpointing_enabled, set_grad_checkpointing
 from polyfuse.masking import masked_mean, zero_invalid
 
 Output = Literal["tokens", "pooled"]
@@ -109,9 +109,16 @@ class Encoder(nn.Module):
         """The encoder's blocks in input-to-output order (``freeze(N)`` freezes the first N)."""
         return []
 
+    def checkpoint_blocks(self) -> list[nn.Module]:
+        """The blocks :meth:`encode` runs through :func:`polyfuse.checkpointing.checkpointed` (none by
+        default; the transformer encoders: every block)."""
+        return []
 
-def checkpointed(module: nn.Module, enabled: bool, *args: Tensor, **kwargs) -> Tensor:
-    """Run ``module`` under activation checkpointing when ``enabled`` and training."""
-    if enabled and module.training and torch.is_grad_enabled():
-        return torch.utils.checkpoint.checkpoint(module, *args, use_reentrant=False, **kwargs)
-    return module(*args, **kwargs)
+    @property
+    def grad_checkpointing(self) -> bool:
+        """Whether every block is recomputed in backward (:mod:`polyfuse.checkpointing`); settable."""
+        return checkpointing_enabled(self)
+
+    @grad_checkpointing.setter
+    def grad_checkpointing(self, enable: bool) -> None:
+        set_grad_checkpointing(self, enable)

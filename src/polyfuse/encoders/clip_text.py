@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from polyfuse.encoders.base import Encoder, Output, checkpointed
+from polyfuse.checkpointing import checkpointed
+from polyfuse.encoders.base import Encoder, Output
 from polyfuse.masking import zero_invalid
 from polyfuse.encoders.transformer import TransformerBlock
 
@@ -58,7 +59,7 @@ class CLIPTextEncoder(Encoder):
             raise ValueError(f"text of {length} tokens exceeds the context length {self.context_length}")
         x = self.token_embedding(values.long()) + self.positional_embedding[:length]
         for block in self.blocks:
-            x = checkpointed(block, self.grad_checkpointing, x, mask)
+            x = checkpointed(block, x, mask)
         x = self.ln_final(x)
         x = zero_invalid(x, mask)
         return x, mask
@@ -77,6 +78,9 @@ class CLIPTextEncoder(Encoder):
         return [self.token_embedding]
 
     def blocks_for_freezing(self) -> list[nn.Module]:
+        return list(self.blocks)
+
+    def checkpoint_blocks(self) -> list[nn.Module]:
         return list(self.blocks)
 
     def freeze(self, blocks: int | bool = True) -> None:

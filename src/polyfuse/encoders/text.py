@@ -7,7 +7,8 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from polyfuse.encoders.base import Encoder, Output, checkpointed
+from polyfuse.checkpointing import checkpointed
+from polyfuse.encoders.base import Encoder, Output
 from polyfuse.masking import zero_invalid
 from polyfuse.encoders.transformer import TransformerBlock
 
@@ -97,7 +98,7 @@ class TextTransformerEncoder(Encoder):
             values, mask = self.input_map(values, mask)
         x = self.embeddings(values, mask=mask)
         for block in self.blocks:
-            x = checkpointed(block, self.grad_checkpointing, x, mask)
+            x = checkpointed(block, x, mask)
         x = zero_invalid(x, mask)
         return x, mask
 
@@ -105,4 +106,7 @@ class TextTransformerEncoder(Encoder):
         return [self.embeddings]
 
     def blocks_for_freezing(self) -> list[nn.Module]:
+        return list(self.blocks)
+
+    def checkpoint_blocks(self) -> list[nn.Module]:
         return list(self.blocks)

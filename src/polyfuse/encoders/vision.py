@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from polyfuse.encoders.base import Encoder, Output, checkpointed
+from polyfuse.checkpointing import checkpointed
+from polyfuse.encoders.base import Encoder, Output
 from polyfuse.encoders.transformer import TransformerBlock
 
 
@@ -83,7 +84,7 @@ class ViTEncoder(Encoder):
             x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
         x = self.norm_pre(self.pos_drop(x + self.pos_embed))
         for block in self.blocks:
-            x = checkpointed(block, self.grad_checkpointing, x)
+            x = checkpointed(block, x)
         return self.norm(x), None
 
     def pool_tokens(self, tokens: Tensor, mask: Tensor | None, values: Tensor) -> Tensor:
@@ -97,6 +98,9 @@ class ViTEncoder(Encoder):
         return [self.patch_embed, self.norm_pre]
 
     def blocks_for_freezing(self) -> list[nn.Module]:
+        return list(self.blocks)
+
+    def checkpoint_blocks(self) -> list[nn.Module]:
         return list(self.blocks)
 
     def freeze(self, blocks: int | bool = True) -> None:
