@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from polyfuse.alignment.dcca import deep_cca_loss
 from polyfuse.alignment.gcca import gcca_loss, pairwise_cca_loss
 from polyfuse.batch import Batch, Encoded
+from polyfuse.masking import zero_invalid
 
 if TYPE_CHECKING:
     from polyfuse.models.multimodal import ModelOutput
@@ -140,7 +141,7 @@ class CorrelationObjective(nn.Module):
             terms = []
             for m in self.modalities:
                 error = (self.decoders[m](projected[m]) - pooled[m].detach()).pow(2).mean(-1)
-                error = torch.where(present[m], error, torch.zeros_like(error))
+                error = zero_invalid(error, present[m])
                 terms.append(error.sum() / present[m].sum().clamp_min(1))
             losses["reconstruction"] = self.reconstruction_weight * torch.stack(terms).sum()
         return losses

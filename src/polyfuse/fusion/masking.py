@@ -45,7 +45,7 @@ def present_mean(stacked: Tensor, present: Tensor, logits: Tensor | None = None)
     logits = logits.to(stacked.dtype).expand_as(stacked).masked_fill(~mask, float("-inf"))
     any_present = mask.any(dim=1, keepdim=True)
     weights = torch.softmax(torch.where(any_present, logits, torch.zeros_like(logits)), dim=1)
-    weights = torch.where(mask, weights, torch.zeros_like(weights))
+    weights = zero_invalid(weights, mask)
     return (weights * zero_invalid(stacked, present)).sum(1)
 
 
