@@ -20,6 +20,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from polyfuse.masking import masked_mean
+
 __all__ = ["Encoded", "ModalityInput", "Batch", "full_mask", "full_present"]
 
 
@@ -87,10 +89,7 @@ class Encoded:
 
     def pooled(self) -> Tensor:
         """Masked mean over valid tokens, ``(B, D)``; zeros for samples without valid tokens."""
-        valid = self.valid_mask().unsqueeze(-1).to(self.tokens.dtype)
-        total = (self.tokens * valid).sum(1)
-        count = valid.sum(1).clamp_min(1.0)
-        return total / count
+        return masked_mean(self.tokens, self.valid_mask())
 
 
 @dataclass

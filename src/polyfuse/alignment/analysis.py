@@ -57,11 +57,8 @@ def pooled_embeddings(model: _Encodes, batches: Iterable[Batch], modalities: Ite
         for m in names:
             if m not in encoded:
                 raise KeyError(f"the model produced no encoding for {m!r}; it has {list(encoded)}")
-            valid = encoded[m].valid_mask()
-            tokens = torch.where(valid[..., None], encoded[m].tokens, torch.zeros((), device=valid.device,
-                                                                                  dtype=encoded[m].tokens.dtype))
-            embeddings[m].append(Encoded(tokens, valid).pooled().float().cpu())
-            presence[m].append(valid.any(1).cpu())
+            embeddings[m].append(encoded[m].pooled().float().cpu())
+            presence[m].append(encoded[m].valid_mask().any(1).cpu())
     if not embeddings[names[0]]:
         raise ValueError("pooled_embeddings got no batches")
     return {m: torch.cat(v) for m, v in embeddings.items()}, {m: torch.cat(v) for m, v in presence.items()}

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from polyfuse.alignment.dcca import deep_cca_loss
 from polyfuse.alignment.gcca import gcca_loss, pairwise_cca_loss
 from polyfuse.batch import Batch, Encoded
+from polyfuse.masking import zero_invalid
 
 if TYPE_CHECKING:
     from polyfuse.models.multimodal import ModelOutput
@@ -99,11 +100,8 @@ class CorrelationObjective(nn.Module):
             raise KeyError(f"CorrelationObjective: no encoding for modalities {missing}; got {list(encoded)}")
         pooled, projected, present = {}, {}, {}
         for m in self.modalities:
-            valid = encoded[m].valid_mask()
-            tokens = torch.where(valid[..., None], encoded[m].tokens, torch.zeros((), dtype=encoded[m].tokens.dtype,
-                                                                                  device=valid.device))
-            pooled[m] = Encoded(tokens, valid).pooled()
-            present[m] = valid.any(1)
+            pooled[m] = encoded[m].pooled()
+            present[m] = encoded[m].valid_mask().any(1)
             projected[m] = self.projections[m](pooled[m])
         return pooled, projected, present
 
@@ -143,7 +141,7 @@ class CorrelationObjective(nn.Module):
             terms = []
             for m in self.modalities:
                 error = (self.decoders[m](projected[m]) - pooled[m].detach()).pow(2).mean(-1)
-                error = torch.where(present[m], error, torch.zeros_like(error))
+                error = zero_invalid(error, present[m])
                 terms.append(error.sum() / present[m].sum().clamp_min(1))
             losses["reconstruction"] = self.reconstruction_weight * torch.stack(terms).sum()
         return losses

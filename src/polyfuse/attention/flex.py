@@ -20,6 +20,7 @@ from torch import Tensor
 from torch.nn.attention.flex_attention import AuxRequest, BlockMask, create_block_mask, flex_attention
 
 from polyfuse.attention.args import AttentionArgs
+from polyfuse.masking import zero_invalid
 
 _MaskMod = Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]
 
@@ -93,5 +94,5 @@ def flex_padded_attention(args: AttentionArgs, *, return_lse: bool = False,
             result = flex_attention(q, k, v, block_mask=block_mask, scale=scale, return_aux=aux)
     out, lse = (result[0], result[1].lse) if want_lse else (result, None)
     if sample_has_key is not None:
-        out = out * sample_has_key[:, None, None, None].to(out.dtype)
+        out = zero_invalid(out, sample_has_key)
     return out, lse

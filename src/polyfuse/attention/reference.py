@@ -6,6 +6,7 @@ import torch
 from torch import Tensor
 
 from polyfuse.attention.args import AttentionArgs
+from polyfuse.masking import zero_invalid
 
 
 def reference_attention(args: AttentionArgs) -> tuple[Tensor, Tensor]:
@@ -25,7 +26,7 @@ def reference_attention(args: AttentionArgs) -> tuple[Tensor, Tensor]:
         scores = scores.masked_fill(~allowed, float("-inf"))
         row_has_key = allowed.any(-1, keepdim=True)
         scores = torch.where(row_has_key, scores, torch.zeros_like(scores))
-        probs = torch.softmax(scores, dim=-1) * row_has_key
+        probs = zero_invalid(torch.softmax(scores, dim=-1), row_has_key)
         attn = probs
         if args.dropout_p > 0.0:
             attn = torch.nn.functional.dropout(probs, p=args.dropout_p)

@@ -21,6 +21,7 @@ from torch import Tensor
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from polyfuse.attention.args import AttentionArgs
+from polyfuse.masking import zero_invalid
 
 
 def sdpa_attention(args: AttentionArgs, sdpa_backends: Sequence[SDPBackend] | None = None) -> Tensor:
@@ -39,7 +40,7 @@ def sdpa_attention(args: AttentionArgs, sdpa_backends: Sequence[SDPBackend] | No
             return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=dropout_p, scale=scale)
         safe = allowed | ~row_has_key
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=safe, dropout_p=dropout_p, scale=scale)
-        return out * row_has_key.to(out.dtype)
+        return zero_invalid(out, row_has_key)
 
 
 def sdpa_backend_names() -> dict[str, SDPBackend]:

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from polyfuse.attention.masks import allowed_mask
+from polyfuse.masking import zero_invalid
 
 
 @torch.no_grad()
@@ -25,4 +26,4 @@ def probabilities_from_lse(q: Tensor, k: Tensor, lse: Tensor, key_padding_mask: 
     lse = lse.float()[..., None]
     finite = torch.isfinite(lse)
     probs = torch.exp(scores - torch.where(finite, lse, torch.zeros((), device=q.device)))
-    return (probs * finite).to(q.dtype)
+    return zero_invalid(probs, finite).to(q.dtype)

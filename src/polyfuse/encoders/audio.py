@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from polyfuse.encoders.audio_frontend import LogMelSpectrogram, Resample, hz_to_mel, mel_filter_bank, mel_to_hz
-from polyfuse.encoders.base import Encoder, Output, masked_zero
+from polyfuse.encoders.base import Encoder, Output
+from polyfuse.masking import zero_invalid
 
 __all__ = ["AudioCNNEncoder", "ConvBlock", "LogMelSpectrogram", "Resample", "hz_to_mel", "mel_to_hz", "mel_filter_bank"]
 POOLS = ("avg", "max", "avg+max")
@@ -37,10 +38,9 @@ class ConvBlock(nn.Module):
 
     def forward(self, x: Tensor, frame_mask: Tensor | None) -> tuple[Tensor, Tensor | None]:
         """``x: (B, C, F_time, n_mels)``; padded frames are re-zeroed after each layer."""
-        keep = None if frame_mask is None else frame_mask[:, None, :, None].to(x.dtype)
+        frames = None if frame_mask is None else frame_mask[:, None]  # (B, 1, F): every channel
         for conv, norm in zip(self.convs, self.norms):
-            x = F.relu(norm(conv(x)))
-            x = x if keep is None else x * keep
+            x = zero_invalid(F.relu(norm(conv(x))), frames)
         if self.pool == "avg":
             x = F.avg_pool2d(x, 2)
         elif self.pool == "max":
@@ -95,12 +95,11 @@ class AudioCNNEncoder(Encoder):
         log_mel, frame_mask = self.frontend(values, mask)            # (B, M, F)
         x = self.bn0(log_mel.unsqueeze(-1))                          # normalise per mel bin
         x = x.squeeze(-1).transpose(1, 2).unsqueeze(1)               # (B, 1, F, M)
-        if frame_mask is not None:
-            x = x * frame_mask[:, None, :, None].to(x.dtype)
+        x = zero_invalid(x, None if frame_mask is None else frame_mask[:, None])
         for block in self.blocks:
             x, frame_mask = block(x, frame_mask)
         tokens = F.relu(self.fc(x.mean(dim=3).transpose(1, 2)))      # (B, F', C)
-        tokens = masked_zero(tokens, frame_mask)
+        tokens = zero_invalid(tokens, frame_mask)
         return tokens, frame_mask
 
     def stem_modules(self) -> list[nn.Module]:

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from polyfuse.encoders.base import masked_zero
+from polyfuse.masking import zero_invalid
 
 
 class Resample(nn.Module):
@@ -44,7 +44,7 @@ class Resample(nn.Module):
         """``(B, T)`` + mask ``(B, T)`` -> ``(B, T')`` + mask ``(B, T')``."""
         if self.orig == self.new:
             return waveform, mask
-        waveform = masked_zero(waveform.float(), mask)
+        waveform = zero_invalid(waveform.float(), mask)
         batch, length = waveform.shape
         padded = F.pad(waveform[:, None], (self.width, self.width + self.orig))
         out = F.conv1d(padded, self.kernel, stride=self.orig)          # (B, new, frames)
@@ -53,7 +53,7 @@ class Resample(nn.Module):
             return out, None
         lengths = self.output_length(mask.sum(-1))
         new_mask = torch.arange(out.shape[1], device=out.device)[None] < lengths[:, None]
-        return out * new_mask.to(out.dtype), new_mask
+        return zero_invalid(out, new_mask), new_mask
 
 
 def hz_to_mel(freq: Tensor | float) -> Tensor:
@@ -97,7 +97,7 @@ class LogMelSpectrogram(nn.Module):
         return frames[None] * self.hop_length < lengths[:, None]
 
     def forward(self, waveform: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
-        waveform = masked_zero(waveform.float(), mask)
+        waveform = zero_invalid(waveform.float(), mask)
         spec = torch.stft(waveform, self.n_fft, self.hop_length, window=self.window, center=True,
                           pad_mode="constant", return_complex=True)
         power = spec.real ** 2 + spec.imag ** 2  # (B, n_fft // 2 + 1, F)

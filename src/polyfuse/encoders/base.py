@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-import torch
 from torch import Tensor, nn
 
 from polyfuse.batch import Encoded, ModalityInput
+from polyfuse.checkpointing import checkpointing_enabled, set_grad_checkpointing
+from polyfuse.masking import masked_mean, zero_invalid
 
 Output = Literal["tokens", "pooled"]
 
@@ -17,8 +18,9 @@ class Encoder(nn.Module):
 
     The base turns that into an :class:`~polyfuse.batch.Encoded` with the modality's presence,
     optionally pooled to one token (``output="pooled"``, see :meth:`pool_tokens`) and projected to
-    ``proj_dim``. :attr:`out_dim` is the final width. Absent samples (``present=False``) come out
-    as zeros, never as features of whatever their slot held.
+    ``proj_dim``. :attr:`out_dim` is the final width. Masking follows :mod:`polyfuse.masking`:
+    padded positions and absent samples (``present=False``) of the input are read as zeros, and
+    absent samples come out as zeros, never as features of whatever their slot held.
 
     Args:
         width: the encoder's own token width.
@@ -55,19 +57,20 @@ class Encoder(nn.Module):
         """``(B, L, D)`` tokens -> ``(B, 1, D)`` by :attr:`pool` (``values`` are the raw inputs)."""
         if self.pool == "cls":
             return tokens[:, :1]
-        return Encoded(tokens, mask).pooled().unsqueeze(1)
+        return masked_mean(tokens, mask).unsqueeze(1)
 
     def forward(self, inputs: ModalityInput | Tensor) -> Encoded:
         """A :class:`ModalityInput` (or a bare tensor, all real and present) -> :class:`Encoded`."""
         if isinstance(inputs, Tensor):
             inputs = ModalityInput(inputs)
-        tokens, mask = self.encode(inputs.values, inputs.mask)
         present = inputs.present
+        # padded positions and absent samples are read as zeros: no garbage reaches encode (nor
+        # batch-norm statistics), whatever the collate left there
+        values = zero_invalid(zero_invalid(inputs.values, inputs.mask), present)
+        tokens, mask = self.encode(values, inputs.mask)
         if self.output == "pooled":
-            tokens, mask = self.pool_tokens(tokens, mask, inputs.values), None
-        tokens = self.proj(tokens)
-        if present is not None:  # absent samples carry zeros, never garbage from their inputs
-            tokens = tokens * present[:, None, None].to(tokens.dtype)
+            tokens, mask = self.pool_tokens(tokens, mask, values), None
+        tokens = zero_invalid(self.proj(tokens), present)  # absent samples carry zeros
         return Encoded(tokens, mask, present)
 
     def freeze(self, blocks: int | bool = True) -> None:
@@ -106,17 +109,16 @@ class Encoder(nn.Module):
         """The encoder's blocks in input-to-output order (``freeze(N)`` freezes the first N)."""
         return []
 
+    def checkpoint_blocks(self) -> list[nn.Module]:
+        """The blocks :meth:`encode` runs through :func:`polyfuse.checkpointing.checkpointed` (none by
+        default; the transformer encoders: every block)."""
+        return []
 
-def masked_zero(values: Tensor, mask: Tensor | None) -> Tensor:
-    """Zero padded positions of ``values: (B, L, ...)`` so their content cannot leak."""
-    if mask is None:
-        return values
-    shape = mask.shape + (1,) * (values.dim() - mask.dim())
-    return values * mask.view(shape).to(values.dtype)
+    @property
+    def grad_checkpointing(self) -> bool:
+        """Whether every block is recomputed in backward (:mod:`polyfuse.checkpointing`); settable."""
+        return checkpointing_enabled(self)
 
-
-def checkpointed(module: nn.Module, enabled: bool, *args: Tensor, **kwargs) -> Tensor:
-    """Run ``module`` under activation checkpointing when ``enabled`` and training."""
-    if enabled and module.training and torch.is_grad_enabled():
-        return torch.utils.checkpoint.checkpoint(module, *args, use_reentrant=False, **kwargs)
-    return module(*args, **kwargs)
+    @grad_checkpointing.setter
+    def grad_checkpointing(self, enable: bool) -> None:
+        set_grad_checkpointing(self, enable)

@@ -8,6 +8,7 @@ from torch import Tensor, nn
 from polyfuse.encoders.base import Output
 from polyfuse.encoders.transformer import TransformerEncoder
 from polyfuse.layers import TransformerBlock
+from polyfuse.masking import zero_invalid
 
 
 class CLIPTextEncoder(TransformerEncoder):
@@ -60,8 +61,7 @@ class CLIPTextEncoder(TransformerEncoder):
         x = self.token_embedding(values.long()) + self.positional_embedding[:length]
         x, maps = self.forward_blocks(x, mask, need_weights)
         x = self.ln_final(x)
-        if mask is not None:
-            x = x * mask[..., None].to(x.dtype)
+        x = zero_invalid(x, mask)
         return x, mask, maps
 
     def pool_tokens(self, tokens: Tensor, mask: Tensor | None, values: Tensor) -> Tensor:

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from polyfuse.encoders.base import Output
 from polyfuse.encoders.transformer import TransformerEncoder
 from polyfuse.layers import TransformerBlock
+from polyfuse.masking import zero_invalid
 
 PositionIds = Literal["absolute", "from_mask"]
 
@@ -98,8 +99,7 @@ class TextTransformerEncoder(TransformerEncoder):
             values, mask = self.input_map(values, mask)
         x = self.embeddings(values, mask=mask)
         x, maps = self.forward_blocks(x, mask, need_weights)
-        if mask is not None:
-            x = x * mask[..., None].to(x.dtype)
+        x = zero_invalid(x, mask)
         return x, mask, maps
 
     def stem_modules(self) -> list[nn.Module]:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from polyfuse.encoders.base import Encoder, checkpointed
+from polyfuse.checkpointing import checkpointed
+from polyfuse.encoders.base import Encoder
 from polyfuse.layers import TransformerBlock
 
 __all__ = ["TransformerEncoder", "TransformerBlock"]
@@ -24,7 +25,6 @@ class TransformerEncoder(Encoder):
     """
 
     blocks: nn.ModuleList
-    grad_checkpointing: bool
 
     def encode(self, values: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor | None]:
         tokens, mask, _ = self.encode_with_attention(values, mask, need_weights=False)
@@ -40,10 +40,13 @@ class TransformerEncoder(Encoder):
         """``x (B, L, D)`` through every block with key padding mask ``(B, L)``; ``(x, maps)``."""
         maps = []
         for block in self.blocks:
-            x, probs = checkpointed(block, self.grad_checkpointing, x, mask, need_weights=need_weights)
+            x, probs = checkpointed(block, x, mask, need_weights=need_weights)
             if probs is not None:
                 maps.append(probs)
         return x, maps
 
     def blocks_for_freezing(self) -> list[nn.Module]:
+        return list(self.blocks)
+
+    def checkpoint_blocks(self) -> list[nn.Module]:
         return list(self.blocks)

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from polyfuse.batch import Encoded
+from polyfuse.masking import zero_invalid
 
 __all__ = ["FusionOutput", "Fusion", "register", "build", "available", "get_class"]
 
@@ -111,9 +112,7 @@ class Fusion(nn.Module):
             value = encoded[name]
             valid = value.valid_mask()
             present = valid.any(dim=1)
-            tokens = torch.where(valid[..., None], value.tokens, torch.zeros((), dtype=value.tokens.dtype,
-                                                                            device=device))
-            prepared[name] = Encoded(tokens, valid, present)
+            prepared[name] = Encoded(zero_invalid(value.tokens, valid), valid, present)
         return prepared
 
     def extra_repr(self) -> str:

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from polyfuse.batch import Encoded
+from polyfuse.checkpointing import checkpointed
 from polyfuse.layers import Mlp, MultiHeadAttention
 
 __all__ = ["ModalityProjection", "ContextAttention", "MultiContextAttention", "FeedForward", "run_blocks"]
@@ -124,7 +125,7 @@ def run_blocks(blocks: nn.ModuleList, x: Tensor, mask: Tensor, name: str,
     """
     maps: dict[str, Tensor] = {}
     for index, block in enumerate(blocks):
-        x, probs = block(x, mask, need_weights)
+        x, probs = checkpointed(block, x, mask, need_weights)
         if probs is not None:
             maps[name.replace("{i}", str(index))] = probs
     return x, maps

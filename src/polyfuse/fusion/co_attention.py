@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from polyfuse.batch import Encoded
+from polyfuse.checkpointing import checkpointed
 from polyfuse.fusion.base import Fusion, FusionOutput, register
 from polyfuse.fusion.blocks import MultiContextAttention
 from polyfuse.fusion.masking import masked_mean, substitute_missing_token, zero_invalid
@@ -37,7 +38,7 @@ class CoAttentionLayer(nn.Module):
             contexts = {o: (streams[o], masks[o]) for o in streams if o != name}
             update, probs = self.cross[name](x, contexts, need_weights=return_attention)
             maps.update({f"{name}->{o}/layer{index}": p for o, p in probs.items()})
-            updated[name], self_probs = self.blocks[name](x + self.drop(update), masks[name], return_attention)
+            updated[name], self_probs = checkpointed(self.blocks[name], x + self.drop(update), masks[name], return_attention)
             if self_probs is not None:
                 maps[f"{name}->{name}/layer{index}"] = self_probs
         return updated, maps

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from polyfuse.batch import Encoded
 from polyfuse.fusion.base import Fusion, FusionOutput, register
+from polyfuse.masking import zero_invalid
 
 __all__ = ["Connector", "LinearConnector", "MLPConnector"]
 
@@ -50,8 +51,7 @@ class Connector(Fusion):
             tokens, mask = self.project(name, value.tokens, value.mask)
             present = value.present
             mask = mask & present[:, None]
-            tokens = torch.where(mask[..., None], tokens, torch.zeros((), dtype=tokens.dtype, device=tokens.device))
-            out[name] = Encoded(tokens, mask, present)
+            out[name] = Encoded(zero_invalid(tokens, mask), mask, present)
         return out
 
     def fuse(self, inputs: dict[str, Encoded], return_attention: bool = False) -> FusionOutput:

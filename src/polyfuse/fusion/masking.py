@@ -1,8 +1,10 @@
 """The missing-modality strategies shared by the fusions, as small tensor functions.
 
 Every function takes the sanitised inputs of :meth:`Fusion.prepare` (``mask`` = valid mask,
-``present`` materialised) and never reads a value at a position or sample that is not valid:
-selection is done with ``torch.where``, never by multiplying garbage by zero.
+``present`` materialised) and never reads a value at a position or sample that is not valid: they
+follow the masking rule of :mod:`polyfuse.masking` (``torch.where``, never garbage times zero), whose
+:func:`~polyfuse.masking.masked_mean` and :func:`~polyfuse.masking.zero_invalid` the fusions import
+from here too.
 """
 
 from __future__ import annotations
@@ -10,17 +12,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from polyfuse.masking import masked_mean, zero_invalid
+
 __all__ = ["masked_mean", "fill_absent", "present_mean", "substitute_missing_token", "zero_invalid"]
-
-
-def masked_mean(tokens: Tensor, mask: Tensor) -> Tensor:
-    """Mean of ``tokens (B, L, D)`` over positions where ``mask (B, L)`` is True -> ``(B, D)``.
-
-    Samples without a valid position give zeros.
-    """
-    weights = mask.to(tokens.dtype)[..., None]
-    total = torch.where(mask[..., None], tokens, torch.zeros((), dtype=tokens.dtype, device=tokens.device))
-    return total.sum(1) / weights.sum(1).clamp_min(1.0)
 
 
 def fill_absent(vectors: Tensor, present: Tensor, fill: Tensor) -> Tensor:
@@ -51,9 +45,8 @@ def present_mean(stacked: Tensor, present: Tensor, logits: Tensor | None = None)
     logits = logits.to(stacked.dtype).expand_as(stacked).masked_fill(~mask, float("-inf"))
     any_present = mask.any(dim=1, keepdim=True)
     weights = torch.softmax(torch.where(any_present, logits, torch.zeros_like(logits)), dim=1)
-    weights = torch.where(mask, weights, torch.zeros_like(weights))
-    values = torch.where(mask, stacked, torch.zeros((), dtype=stacked.dtype, device=stacked.device))
-    return (weights * values).sum(1)
+    weights = zero_invalid(weights, mask)
+    return (weights * zero_invalid(stacked, present)).sum(1)
 
 
 def substitute_missing_token(tokens: Tensor, mask: Tensor, present: Tensor, token: Tensor) -> tuple[Tensor, Tensor]:
@@ -71,8 +64,3 @@ def substitute_missing_token(tokens: Tensor, mask: Tensor, present: Tensor, toke
     new_mask = torch.where(absent, first, mask)
     slot = (absent & first)[..., None]
     return torch.where(slot, token.to(tokens.dtype).expand_as(tokens), tokens), new_mask
-
-
-def zero_invalid(tokens: Tensor, mask: Tensor) -> Tensor:
-    """``tokens (B, L, D)`` with exact zeros where ``mask (B, L)`` is False (output hygiene)."""
-    return torch.where(mask[..., None], tokens, torch.zeros((), dtype=tokens.dtype, device=tokens.device))

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from polyfuse.batch import Encoded
+from polyfuse.checkpointing import checkpointed
 from polyfuse.fusion.base import Fusion, FusionOutput, register
 from polyfuse.fusion.masking import present_mean, zero_invalid
 from polyfuse.layers import TransformerBlock
@@ -63,7 +64,7 @@ class BottleneckFusion(Fusion):
 
     def _block(self, name: str, index: int, x: Tensor, mask: Tensor, maps: dict[str, Tensor],
                return_attention: bool) -> Tensor:
-        x, probs = self.blocks[name][index](x, mask, return_attention)
+        x, probs = checkpointed(self.blocks[name][index], x, mask, return_attention)
         if probs is not None:
             maps[f"{name}/layer{index}"] = probs
         return x

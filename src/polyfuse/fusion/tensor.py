@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from polyfuse.batch import Encoded
 from polyfuse.fusion.base import Fusion, FusionOutput, register
+from polyfuse.masking import zero_invalid
 
 
 class ModalitySubnet(nn.Module):
@@ -26,7 +27,7 @@ class ModalitySubnet(nn.Module):
 def embed_with_one(subnet: ModalitySubnet, encoded: Encoded) -> Tensor:
     """``[h_m; 1]`` with ``h_m = subnet(pool(x_m))``, and ``h_m = 0`` for absent samples -> ``(B, d + 1)``."""
     h = subnet(encoded.pooled())
-    h = torch.where(encoded.present_or_full()[:, None], h, torch.zeros((), dtype=h.dtype, device=h.device))
+    h = zero_invalid(h, encoded.present_or_full())
     return torch.cat([h, h.new_ones(h.shape[0], 1)], dim=-1)
 
 

@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from polyfuse.masking import zero_invalid
+
 __all__ = ["FeatureDecoder", "TokenDecoder"]
 
 
@@ -83,7 +85,7 @@ class TokenDecoder(nn.Module):
         log_probs = torch.log_softmax(self.forward(z)[..., :length, :], dim=-1)
         picked = log_probs.gather(-1, ids.expand(*log_probs.shape[:-1]).unsqueeze(-1)).squeeze(-1)
         if mask is not None:
-            picked = torch.where(mask, picked, torch.zeros((), dtype=picked.dtype, device=picked.device))
+            picked = zero_invalid(picked, mask)
         return picked.sum(-1)
 
     def generate(self, z: Tensor) -> Tensor:

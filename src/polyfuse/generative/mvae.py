@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from polyfuse.generative.decoders import FeatureDecoder, TokenDecoder
 from polyfuse.generative.experts import GaussianExpert, mixture_log_prob, product_of_experts
 from polyfuse.generative.gaussian import gaussian_log_prob, kl_to_standard_normal, reparameterize
+from polyfuse.masking import zero_invalid
 
 __all__ = ["MultimodalVAE"]
 
@@ -88,7 +89,7 @@ class MultimodalVAE(nn.Module):
             else:
                 x = first.new_zeros(batch, self.dims[m])
                 mask = torch.zeros(batch, dtype=torch.bool, device=device)
-            x = torch.where(mask[:, None], x, torch.zeros((), dtype=x.dtype, device=device))
+            x = zero_invalid(x, mask)
             mu, logvar = self.experts[m](x)
             mus.append(mu)
             logvars.append(logvar)
@@ -116,8 +117,7 @@ class MultimodalVAE(nn.Module):
             if target is None:
                 continue
             if isinstance(target, Tensor) and target.is_floating_point():  # no NaN garbage in absent rows
-                target = torch.where(mask[i].reshape(-1, *[1] * (target.dim() - 1)), target,
-                                     torch.zeros((), dtype=target.dtype, device=target.device))
+                target = zero_invalid(target, mask[i])
             out[m] = target
         return out
 
@@ -128,7 +128,7 @@ class MultimodalVAE(nn.Module):
             if m not in targets:
                 continue
             value = self.weights[m] * self.decoders[m].log_likelihood(z, targets[m])
-            terms[m] = torch.where(mask[i], value, torch.zeros((), dtype=value.dtype, device=value.device))
+            terms[m] = torch.where(mask[i], value, torch.zeros((), dtype=value.dtype, device=value.device))  # (..., B)
         return terms
 
     def _subsets(self, present: Tensor) -> list[Tensor]:
@@ -163,7 +163,7 @@ class MultimodalVAE(nn.Module):
                 q_mu, q_logvar = product_of_experts(mu, logvar, subset_mask)
                 z = reparameterize(q_mu, q_logvar)
                 terms = self._reconstruction(z, targets, subset_mask)
-                kl = torch.where(valid, kl_to_standard_normal(q_mu, q_logvar), torch.zeros_like(valid, dtype=mu.dtype))
+                kl = zero_invalid(kl_to_standard_normal(q_mu, q_logvar), valid)
                 total = total + sum(terms.values(), mu.new_zeros(batch)) - self.beta * kl
                 kl_total = kl_total + kl
                 for m, value in terms.items():
@@ -173,12 +173,12 @@ class MultimodalVAE(nn.Module):
             log_q = mixture_log_prob(z, mu, logvar, mask)  # (M, B)
             log_p = gaussian_log_prob(z, torch.zeros_like(z), torch.zeros_like(z))
             terms = self._reconstruction(z, targets, mask)  # (M, B): every expert's sample decodes every modality
-            regulariser = torch.where(mask, log_p - log_q, torch.zeros_like(log_p))
+            regulariser = zero_invalid(log_p - log_q, mask)
             count = mask.sum(0).clamp_min(1).to(mu.dtype)
             per_expert = sum(terms.values(), torch.zeros_like(log_p)) + self.beta * regulariser
-            total = torch.where(mask, per_expert, torch.zeros_like(per_expert)).sum(0) / count
-            kl_total = -torch.where(mask, regulariser, torch.zeros_like(regulariser)).sum(0) / count
-            nll = {m: -torch.where(mask, value, torch.zeros_like(value)).sum(0) / count for m, value in terms.items()}
+            total = zero_invalid(per_expert, mask).sum(0) / count
+            kl_total = -zero_invalid(regulariser, mask).sum(0) / count
+            nll = {m: -zero_invalid(value, mask).sum(0) / count for m, value in terms.items()}
         out = {"loss": -total.mean(), "kl": kl_total.mean()}
         out.update({f"nll/{m}": value.mean() for m, value in nll.items()})
         return out
@@ -203,8 +203,8 @@ class MultimodalVAE(nn.Module):
             return decoder(reparameterize(q_mu, q_logvar) if sample else q_mu)
         decoded = decoder(reparameterize(mu, logvar) if sample else mu)  # (M, B, ...)
         shape = (*mask.shape, *[1] * (decoded.dim() - 2))
-        weights = mask.to(decoded.dtype).reshape(shape)
-        mean = (decoded * weights).sum(0) / weights.sum(0).clamp_min(1.0)
+        count = mask.sum(0).clamp_min(1).to(decoded.dtype).reshape(shape[1:])
+        mean = zero_invalid(decoded, mask).sum(0) / count
         return torch.where(mask.any(0).reshape(shape[1:]), mean, decoder(torch.zeros_like(mu[0])))
 
     def generate(self, inputs: Mapping[str, Tensor], target: str, present: Mapping[str, Tensor] | None = None) -> Tensor:

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from polyfuse.generative.mvae import MultimodalVAE
+from polyfuse.masking import zero_invalid
 
 __all__ = ["Translator", "RegressionTranslator", "VAETranslator", "build_translator"]
 
@@ -70,7 +71,7 @@ class RegressionTranslator(Translator):
         codes = []
         for i, m in enumerate(self.modalities):
             x = inputs[m] if m in inputs else first.new_zeros(first.shape[0], self.sources[m][0].in_features)
-            x = torch.where(mask[i][:, None], x, torch.zeros((), dtype=x.dtype, device=x.device))
+            x = zero_invalid(x, mask[i])
             codes.append(self.sources[m](x))
         codes_stacked = torch.stack(codes)  # (M, B, H)
         zero = torch.zeros((), dtype=codes_stacked.dtype, device=codes_stacked.device)
@@ -93,10 +94,9 @@ class RegressionTranslator(Translator):
             if m not in targets:
                 continue
             rows = mask[i] & has_source[i]
-            target = torch.where(rows[:, None], targets[m], torch.zeros((), dtype=targets[m].dtype,
-                                                                        device=rows.device))
+            target = zero_invalid(targets[m], rows)
             error = (predicted[m] - target).pow(2).mean(-1)
-            out[m] = torch.where(rows, error, torch.zeros_like(error)).sum() / rows.sum().clamp_min(1)
+            out[m] = zero_invalid(error, rows).sum() / rows.sum().clamp_min(1)
         return out
 
 

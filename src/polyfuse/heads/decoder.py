@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from polyfuse import attention as attention_api
 from polyfuse.layers import MultiHeadAttention
+from polyfuse.checkpointing import checkpointed
 
 
 def _split(x: Tensor, heads: int) -> Tensor:  # (B, L, D) -> (B, H, L, D / H)
@@ -122,6 +123,10 @@ class CaptionDecoder(nn.Module):
         # tied: the logits use the token embedding itself (one tensor in the state dict)
         self.output = None if tie_embeddings else nn.Linear(dim, vocab_size, bias=False)
 
+    def checkpoint_blocks(self) -> list[nn.Module]:
+        """The layers teacher forcing runs through :func:`polyfuse.checkpointing.checkpointed`."""
+        return list(self.layers)
+
     def start(self, memory: Tensor, memory_mask: Tensor | None = None) -> DecoderCache:
         """A fresh cache for generation over ``memory: (B, M, memory_dim)`` (cross keys/values computed once)."""
         layers = []
@@ -147,7 +152,7 @@ class CaptionDecoder(nn.Module):
             if memory is None:
                 raise ValueError("CaptionDecoder needs a memory (teacher forcing) or a cache (generation)")
             for layer in self.layers:
-                x = layer(x, layer.cross_kv(memory), memory_mask)
+                x = checkpointed(layer, x, layer.cross_kv(memory), memory_mask)
         else:
             for layer, layer_cache in zip(self.layers, cache.layers):
                 x = layer(x, (layer_cache.cross_k, layer_cache.cross_v), cache.memory_mask, layer_cache)

@@ -96,7 +96,7 @@ class ContrastiveLoss(nn.Module):
                    + F.cross_entropy(logits_b, labels, reduction="none")) / 2
         if not bool(row_valid.any()):
             return zero_with_graph(logits_a, logits_b, logit_scale)
-        total = torch.where(row_valid, per_row, torch.zeros_like(per_row)).sum()
+        total = mask_rows(per_row, row_valid).sum()
         world_size = distributed_world(self.rank, self.world_size)[1]
         if self.local_loss and world_size > 1:
             # each rank's rows over the global count per rank: DDP's average of the ranks' losses is then

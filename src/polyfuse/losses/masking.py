@@ -2,10 +2,10 @@
 
 A sample that could not be read stays in its batch as a placeholder row so that every DDP rank
 has the same batch size (see :class:`~polyfuse.batch.Batch` ``valid``). These helpers are the one
-place where such rows are left out:
+place where such rows are left out, by the masking rule of :mod:`polyfuse.masking`:
 
-* :func:`mask_rows` -- a loss's inputs with the invalid rows replaced by zeros, selected with
-  :func:`torch.where`, so the gradient reaching the original rows is exactly zero even when they
+* :func:`mask_rows` -- a loss's inputs with the invalid rows replaced by zeros
+  (:func:`polyfuse.masking.zero_invalid`), so the gradient reaching the original rows is exactly zero even when they
   hold NaN (a loss's own backward multiplies by its inputs: ``nan * 0`` would be ``nan``);
 * :func:`masked_mean` -- the mean of a per-row loss over the valid rows only. Invalid rows are
   replaced with :func:`torch.where` (never multiplied by zero, so a NaN or inf computed from a
@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from polyfuse.batch import Batch, ModalityInput
+from polyfuse.masking import broadcast_mask, zero_invalid
 
 __all__ = ["mask_rows", "masked_mean", "zero_with_graph", "select_rows", "valid_or_none"]
 
@@ -38,13 +39,9 @@ def valid_or_none(valid: Tensor | None) -> Tensor | None:
     return valid
 
 
-def mask_rows(values: Tensor, valid: Tensor | None) -> Tensor:
-    """``values: (B, ...)`` with the rows where ``valid: (B,)`` is ``False`` set to zero (``torch.where``:
-    no gradient and no NaN reach those rows); ``valid=None`` returns ``values``."""
-    if valid is None:
-        return values
-    keep = valid.to(values.device).reshape(-1, *([1] * (values.dim() - 1)))
-    return torch.where(keep, values, torch.zeros_like(values))
+mask_rows = zero_invalid
+"""``values: (B, ...)`` with the rows where ``valid: (B,)`` is ``False`` set to zero (the rule of
+:mod:`polyfuse.masking`: no gradient and no NaN reach those rows); ``valid=None`` returns ``values``."""
 
 
 def zero_with_graph(*inputs: Tensor | float | None) -> Tensor:
@@ -58,7 +55,7 @@ def zero_with_graph(*inputs: Tensor | float | None) -> Tensor:
         raise ValueError("zero_with_graph needs at least one floating-point tensor")
     total = None
     for value in tensors:
-        kept = torch.where(torch.zeros_like(value, dtype=torch.bool), value, torch.zeros_like(value)).sum()
+        kept = zero_invalid(value, torch.zeros_like(value, dtype=torch.bool)).sum()
         total = kept if total is None else total + kept.to(total.dtype)
     return total  # type: ignore[return-value]
 
@@ -78,15 +75,16 @@ def masked_mean(values: Tensor, valid: Tensor | None, weight: Tensor | None = No
     if valid is not None:
         if valid.shape != values.shape[:1]:
             raise ValueError(f"masked_mean: valid {tuple(valid.shape)} does not match values {tuple(values.shape)}")
-        keep = keep & valid.reshape(-1, *([1] * (values.dim() - 1)))
+        keep = keep & broadcast_mask(valid, values)
     if weight is not None:
         weight = weight.to(values.dtype).expand_as(values)
         keep = keep & (weight != 0)
-    total_weight = keep.sum() if weight is None else torch.where(keep, weight, torch.zeros_like(weight)).sum()
+        weight = zero_invalid(weight, keep)
+    total_weight = keep.sum() if weight is None else weight.sum()
     if not bool(keep.any()):
         return zero_with_graph(values)
-    weighted = values if weight is None else values * torch.where(keep, weight, torch.zeros_like(weight))
-    return torch.where(keep, weighted, torch.zeros_like(values)).sum() / total_weight.to(values.dtype)
+    weighted = values if weight is None else values * weight
+    return zero_invalid(weighted, keep).sum() / total_weight.to(values.dtype)
 
 
 def select_rows(value: T, valid: Tensor | None, batch_size: int | None = None) -> T:

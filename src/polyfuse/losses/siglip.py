@@ -54,9 +54,9 @@ class SigLipLoss(nn.Module):
         if valid is None:
             return terms.sum() / n
         all_valid = gather_features(valid.to(torch.uint8), rank=rank, world_size=world_size).bool()
-        per_row = torch.where(all_valid[None, :], terms, torch.zeros_like(terms)).sum(1)  # real columns only
+        per_row = mask_rows(terms, all_valid[None, :]).sum(1)  # real columns only
         if not bool(valid.any()):
             return zero_with_graph(per_row)
         # divided by the global valid rows per rank: DDP's average of the ranks' losses is the global value
         rows_per_rank = all_valid.sum().to(terms.dtype) / world_size
-        return torch.where(valid, per_row, torch.zeros_like(per_row)).sum() / rows_per_rank
+        return mask_rows(per_row, valid).sum() / rows_per_rank

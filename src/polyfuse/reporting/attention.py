@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from polyfuse.batch import Batch, ModalityInput
+from polyfuse.masking import masked_mean
 
 __all__ = ["AttentionEncoder", "AttentionMaps", "collect_attention", "encoder_attention", "attention_rollout",
            "parse_map_name", "query_average"]
@@ -103,7 +104,4 @@ def parse_map_name(name: str) -> tuple[str, str, int] | None:
 def query_average(probs: Tensor, query_mask: Tensor | None = None) -> Tensor:
     """``(B, H, Lq, Lk) -> (B, Lk)``: attention each key receives, averaged over heads and the real queries."""
     mean = probs.float().mean(dim=1)
-    if query_mask is None:
-        return mean.mean(dim=1)
-    weights = query_mask.float().unsqueeze(-1)
-    return (mean * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)
+    return masked_mean(mean, query_mask)

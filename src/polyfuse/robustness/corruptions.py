@@ -30,6 +30,7 @@ from torch import Tensor
 from torchvision.transforms.v2 import functional as TF
 
 from polyfuse.batch import ModalityInput
+from polyfuse.masking import masked_mean
 
 __all__ = ["CORRUPTIONS", "Corruption", "corrupt", "corruptions_for"]
 
@@ -89,7 +90,7 @@ def noise_snr(inputs: ModalityInput, severity: float, generator: torch.Generator
     values = inputs.values
     valid = inputs.mask if inputs.mask is not None else torch.ones_like(values, dtype=torch.bool)
     snr_db = snr_max_db - severity * (snr_max_db - snr_min_db)
-    power = (values.pow(2) * valid).sum(dim=1) / valid.sum(dim=1).clamp_min(1)
+    power = masked_mean(values.pow(2), valid)
     noise = torch.randn(values.shape, generator=generator, dtype=values.dtype).to(values.device)
     noise_std = torch.sqrt(power / 10.0 ** (snr_db / 10.0)).unsqueeze(1)
     return replace(inputs, values=torch.where(valid, values + noise_std * noise, values))

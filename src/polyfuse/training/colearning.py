@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from polyfuse.batch import Batch, Encoded
+from polyfuse.masking import zero_invalid
 
 if TYPE_CHECKING:
     from polyfuse.models.multimodal import ModelOutput
@@ -76,11 +77,8 @@ class CrossModalDistillation(nn.Module):
             raise KeyError(f"co-learning teacher modality {self.teacher!r} is not in the batch ({batch.modalities}); "
                            f"add it to data.modalities")
         encoded: Encoded = self.teacher_encoder(batch.inputs[self.teacher])
-        valid = encoded.valid_mask()
-        tokens = torch.where(valid[..., None], encoded.tokens, torch.zeros((), dtype=encoded.tokens.dtype,
-                                                                          device=valid.device))
-        pooled = Encoded(tokens, valid).pooled()
-        return pooled, self.teacher_head(pooled), valid.any(1)
+        pooled = encoded.pooled()
+        return pooled, self.teacher_head(pooled), encoded.valid_mask().any(1)
 
     def forward(self, output: "ModelOutput", batch: Batch) -> dict[str, Tensor]:
         """Named, weighted losses: ``teacher_ce``, ``distill`` (+ ``feature``)."""
@@ -88,10 +86,13 @@ class CrossModalDistillation(nn.Module):
             raise KeyError(f"CrossModalDistillation needs target {self.target!r}; batch has {list(batch.targets)}")
         labels = batch.targets[self.target]
         features, logits, present = self.teacher_outputs(batch)
-        rows = present.to(logits.dtype)
-        count = rows.sum().clamp_min(1.0)
+        count = present.sum().clamp_min(1).to(logits.dtype)
+
+        def mean_over_present(per_row: Tensor) -> Tensor:
+            return zero_invalid(per_row, present).sum() / count
+
         losses = {"teacher_ce": self.teacher_weight
-                  * (F.cross_entropy(logits, labels, reduction="none") * rows).sum() / count}
+                  * mean_over_present(F.cross_entropy(logits, labels, reduction="none"))}
         active = 1.0 if int(self.steps) >= self.warmup_steps else 0.0
         if self.training:
             self.steps += 1
@@ -102,11 +103,11 @@ class CrossModalDistillation(nn.Module):
         t = self.temperature
         soft_teacher = F.log_softmax(logits.detach() / t, dim=-1)
         kl = F.kl_div(F.log_softmax(student / t, dim=-1), soft_teacher, log_target=True, reduction="none").sum(-1)
-        losses["distill"] = active * self.distill_weight * t * t * (kl * rows).sum() / count
+        losses["distill"] = active * self.distill_weight * t * t * mean_over_present(kl)
         if self.feature_projection is not None:
             projected = self.feature_projection(output.fused.pooled)
             cosine = F.cosine_similarity(projected, features.detach(), dim=-1)
-            losses["feature"] = active * self.feature_weight * ((1.0 - cosine) * rows).sum() / count
+            losses["feature"] = active * self.feature_weight * mean_over_present(1.0 - cosine)
         return losses
 
     def extra_repr(self) -> str:

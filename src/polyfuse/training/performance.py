@@ -4,13 +4,13 @@ channels-last, ``torch.compile``. Measured effects: ``docs/scaling.md`` (``scrip
 from __future__ import annotations
 
 import fnmatch
-import functools
 from typing import Any, Sequence
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import nn
-from torch.utils.checkpoint import checkpoint
+
+from polyfuse.checkpointing import set_grad_checkpointing
 
 __all__ = ["PerformanceKnobs", "enable_grad_checkpointing", "select_modules"]
 
@@ -35,28 +35,18 @@ def select_modules(root: nn.Module, patterns: Sequence[str]) -> dict[str, nn.Mod
     return found
 
 
-def _checkpointed_forward(module: nn.Module, forward: Any, *args: Any, **kwargs: Any) -> Any:
-    if module.training and torch.is_grad_enabled():
-        return checkpoint(forward, *args, use_reentrant=False, **kwargs)
-    return forward(*args, **kwargs)
-
-
 def enable_grad_checkpointing(root: nn.Module, patterns: Sequence[str]) -> list[str]:
     """Recompute the selected modules' activations in backward instead of storing them.
 
-    A module with its own ``grad_checkpointing`` switch (polyfuse's ViT / text / CLIP-text encoders:
-    per transformer block) gets that switch turned on; any other module (a fusion block) has its
-    ``forward`` run under ``torch.utils.checkpoint`` (non-reentrant) while training. Parameters and
-    ``state_dict`` keys are unchanged. Returns the names of the modules changed.
+    Each selected module is switched with :func:`polyfuse.checkpointing.set_grad_checkpointing`: an
+    encoder or a caption decoder checkpoints each of its blocks; any other module is a block
+    (``fusion.blocks.*``) that the loop running it checkpoints. Parameters, ``state_dict`` keys
+    and ``forward`` are unchanged. Returns the names of the modules selected.
     """
-    changed = []
-    for name, module in select_modules(root, patterns).items():
-        if hasattr(module, "grad_checkpointing"):
-            module.grad_checkpointing = True
-        elif not isinstance(module.forward, functools.partial):  # not wrapped twice
-            module.forward = functools.partial(_checkpointed_forward, module, module.forward)
-        changed.append(name)
-    return changed
+    selected = select_modules(root, patterns)
+    for module in selected.values():
+        set_grad_checkpointing(module)
+    return list(selected)
 
 
 class PerformanceKnobs(Callback):
@@ -66,7 +56,7 @@ class PerformanceKnobs(Callback):
     Args:
         grad_checkpointing: module name patterns under the model to checkpoint, e.g.
             ``[encoders.image, encoders.text, fusion.blocks.*]``; ``[]`` = off. Trades compute
-            (one extra forward of those modules) for activation memory.
+            (one extra forward of those modules) for activation memory (:mod:`polyfuse.checkpointing`).
         channels_last: store 4-D (conv) weights channels-last, so convolutions run in NHWC
             (faster with tensor cores under mixed precision; CNN encoders only).
         compile: ``torch.compile`` the model in place (``nn.Module.compile``: parameter names and
