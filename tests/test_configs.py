@@ -44,7 +44,8 @@ def _use_tiny_vilt(cfg: DictConfig, checkpoint: Path) -> None:
     """Point a ViLT config's checkpoint at ``checkpoint``; without the dataset on disk the answer
     vocabulary (read from the training annotations) is the checkpoint's own."""
     node = cfg.model.get("model") if "model" in cfg else None
-    if node is None or "ViLT.from_hf" not in str(node.get("_target_")):
+    target = "" if node is None else str(node.get("_target_"))
+    if not (target.startswith("polyfuse.models.ViLT") and target.endswith(".from_hf")):
         return
     node.path = str(checkpoint)
     if not Path(str(cfg.data.root)).exists():
