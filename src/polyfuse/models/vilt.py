@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from polyfuse.batch import Batch, Encoded
+from polyfuse.data.nlvr2 import LABELS as NLVR2_LABELS
 from polyfuse.encoders.loading import CheckpointError, resolve_path
 from polyfuse.encoders.pretrained.hf import read_hf_config
 from polyfuse.fusion.base import FusionOutput
@@ -133,7 +134,8 @@ class ViLTForNLVR2(ViLTBase):
     the text is fused with each image in its own pass, each image tagged with its own modality type
     (``image``, ``image_2``, ...); an :class:`~polyfuse.heads.ImagesAndTextHead` classifies the
     pooled outputs side by side. Batches carry ``text``, ``image``, ``image_2``, ... (one shared patch
-    encoder) and the class index in ``batch.targets["label"]``.
+    encoder; :class:`~polyfuse.data.nlvr2.NLVR2Reader`) and the class index in ``batch.targets["label"]``.
+    Classes default to ``("False", "True")``.
     """
 
     task = "nlvr2"
@@ -143,8 +145,8 @@ class ViLTForNLVR2(ViLTBase):
         if config.modality_type_vocab_size < config.num_images + 1:
             raise ValueError(f"ViLTForNLVR2 with {config.num_images} images needs modality_type_vocab_size >= "
                              f"{config.num_images + 1}, got {config.modality_type_vocab_size}")
-        if self.labels is None:
-            raise ValueError("ViLTForNLVR2 needs labels (class names) or num_labels")
+        if self.labels is None:  # NLVR2 is binary; HF's checkpoints name the classes so
+            self.labels = list(NLVR2_LABELS)
         images = config.image_modalities[:config.num_images]
         return ImagesAndTextHead(config.dim, {"text": config.dim, **{name: config.dim for name in images}},
                                  labels=self.labels, images=images)

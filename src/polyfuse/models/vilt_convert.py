@@ -10,6 +10,7 @@ fusion modality (``text``, ``image``, ``image_2``, ...) and back.
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any
 
@@ -21,6 +22,7 @@ from polyfuse.models.vilt_config import image_modalities
 #: HF ``architectures[0]`` -> polyfuse ViLT task
 HF_TASKS = {"ViltModel": "model", "ViltForQuestionAnswering": "vqa", "ViltForImagesAndTextClassification": "nlvr2",
             "ViltForImageAndTextRetrieval": "retrieval", "ViltForMaskedLM": "model"}
+log = logging.getLogger(__name__)
 TYPE_TABLE = "embeddings.token_type_embeddings.weight"
 IGNORED = re.compile(r"(mlm_score\.|embeddings\.text_embeddings\.(position_ids|token_type_ids)$)")
 
@@ -96,10 +98,17 @@ def hf_to_polyfuse(state: StateDict, task: str, type_count: int) -> tuple[StateD
 
 
 def _split_types(table: torch.Tensor, type_count: int) -> StateDict:
+    """One vector per fusion modality. A table with fewer image rows than the model (a pre-trained
+    ``text, image`` table loaded for NLVR2's two images) gives each extra image the last image row, as
+    ViLT's NLVR2 fine-tuning initialises it (``vilt/modules/vilt_module.py``)."""
     names = ["text"] + image_modalities(type_count)
-    if table.dim() != 2 or table.shape[0] != len(names):  # reported as a shape mismatch by the strict load
+    if table.dim() != 2 or not 2 <= table.shape[0] <= len(names):  # a shape mismatch for the strict load
         return {f"fusion.project.type_embedding.{TYPE_TABLE}": table}
-    return {f"fusion.project.type_embedding.{name}": table[row].clone() for row, name in enumerate(names)}
+    if table.shape[0] < len(names):
+        log.info("ViLT: modality-type rows %s start as copies of image row %d", names[table.shape[0]:],
+                 table.shape[0] - 1)
+    last = table.shape[0] - 1
+    return {f"fusion.project.type_embedding.{name}": table[min(row, last)].clone() for row, name in enumerate(names)}
 
 
 def polyfuse_to_hf(state: StateDict, task: str, type_count: int) -> StateDict:
