@@ -74,10 +74,14 @@ def _options() -> list[tuple[str, str]]:
     return found
 
 
+#: data configs whose modalities the default model has no encoder for, and the encoder they get
+EXTRA_ENCODERS = {("data", "nlvr2"): ["+model/encoder@model.encoders.image_2=vit_tiny"]}  # the second image
+
+
 def _override(group: str, option: str) -> list[str]:
     if group == "model/encoder":
         return [f"model/encoder@model.encoders.image={option}"]
-    return [f"{group}={option}"]
+    return [f"{group}={option}", *EXTRA_ENCODERS.get((group, option), [])]
 
 
 def _compose(compose_train, group: str, option: str) -> DictConfig:

@@ -187,7 +187,8 @@ class ViLTBase(MultimodalModel):
         if labels is None and cls.task == saved_task:
             labels = hf_labels(hf)
         model = cls(config, labels=labels, **options)
-        converted, ignored = hf_to_polyfuse(read_state_dict(path), cls.task, model.config.modality_type_vocab_size)
+        converted, ignored = hf_to_polyfuse(read_state_dict(path), cls.task, model.config.modality_type_vocab_size,
+                                            saved_task)
         fresh = ("head.",) if cls.task not in (saved_task, "model") else ()
         model.load_report = load_checked(model, converted, source, ignored, fresh_prefixes=fresh)
         return model

@@ -69,16 +69,19 @@ def _rename(name: str, rules: tuple[tuple[str, str], ...]) -> str | None:
     return None
 
 
-def hf_to_polyfuse(state: StateDict, task: str, type_count: int) -> tuple[StateDict, list[str]]:
+def hf_to_polyfuse(state: StateDict, task: str, type_count: int,
+                   saved_task: str | None = None) -> tuple[StateDict, list[str]]:
     """HF ViLT state dict (any task class) -> polyfuse names ``(converted, ignored keys)``.
 
-    Keys of another task's head (and ``mlm_score``) are ignored and reported; keys no rule knows
-    are kept as they are, so the strict load lists them as *unexpected*.
+    Keys of another task's head (and ``mlm_score``) are ignored and reported: a checkpoint of
+    ``saved_task`` (default: ``task``) loads its head only into the same task (HF names both the VQA
+    and the NLVR2 head ``classifier``). Keys no rule knows are kept as they are, so the strict load
+    lists them as *unexpected*.
     """
     converted: StateDict = {}
     ignored: list[str] = []
-    head_rules = HEAD_RULES[task]
-    other_heads = tuple(src for name, rules in HEAD_RULES.items() if name != task for src, _ in rules)
+    head_rules = HEAD_RULES[task] if saved_task in (None, task) else ()
+    other_heads = tuple(src for rules in HEAD_RULES.values() if rules is not head_rules for src, _ in rules)
     for key, value in state.items():
         name = key[len("vilt."):] if key.startswith("vilt.") else key
         if IGNORED.match(name):
