@@ -102,7 +102,7 @@ class TaskHead(nn.Module):
 
 HeadFactory = Callable[..., TaskHead]
 #: the head registry: ``polyfuse.heads.build("vqa", in_dim=256, vocabulary=[...])`` (see :mod:`polyfuse.registry`)
-HEADS: Registry[type[TaskHead]] = Registry("head")
+HEADS: Registry[type[TaskHead]] = Registry("head", tag=None)
 
 
 def _float_tensors(value: Any) -> list[Tensor]:
