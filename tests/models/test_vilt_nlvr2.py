@@ -113,3 +113,25 @@ def test_nlvr2_experiment_trains_through_the_lit_module(compose_train, nlvr2_roo
     assert torch.isfinite(trainer.callback_metrics["train/loss_step"]) and "val/acc" in trainer.callback_metrics
     unchanged = [name for name, p in module.model.named_parameters() if torch.equal(p, before[name])]
     assert not [name for name in unchanged if name.startswith(("head.", "fusion.blocks."))], unchanged
+
+
+def test_vqa_checkpoint_loads_as_nlvr2_with_a_fresh_classifier(tmp_path):
+    torch.manual_seed(0)
+    config = transformers.ViltConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64,
+                                     image_size=32, patch_size=16, vocab_size=len(WORDS), num_labels=3)
+    transformers.ViltForQuestionAnswering(config).save_pretrained(tmp_path)
+    model = ViLTForNLVR2.from_hf(tmp_path, modality_type_vocab_size=3)   # HF names both heads "classifier"
+    assert model.load_report.fresh and all(key.startswith("head.") for key in model.load_report.fresh)
+    assert model.head.classifier[-1].out_features == 2
+
+
+def test_task_names_build_their_classes():
+    from polyfuse.models import ViLT, ViLTForRetrieval, ViLTModel
+
+    small = dict(vocab_size=20, dim=16, depth=1, heads=2, mlp_hidden=32, image_size=16, patch_size=8, in_chans=1)
+    assert type(ViLT(task="retrieval", **small)) is ViLTForRetrieval and type(ViLT("model", **small)) is ViLTModel
+    assert ViLT.available() == ["model", "nlvr2", "retrieval", "vqa"]
+    with pytest.raises(KeyError, match="unknown ViLT task 'vqa2'; available: model, nlvr2, retrieval, vqa"):
+        ViLT(task="vqa2", **small)
+    with pytest.raises(ValueError, match="ViLTForNLVR2 is the 'nlvr2' task, got task='vqa'"):
+        ViLTForNLVR2(task="vqa", **small)
