@@ -25,8 +25,8 @@ from polyfuse.encoders.vilt_patches import ViLTPatchEncoder
 from polyfuse.encoders.vision import ViTEncoder
 from polyfuse.registry import Registry
 
-#: the encoder registry: classes (built from scratch) and checkpoint builders, by name
 ENCODERS: Registry[Any] = Registry("encoder", tag=None)
+"""The encoder registry: classes (built from scratch) and checkpoint builders, by name."""
 for _name, _builder in {
     "vit": ViTEncoder, "text_transformer": TextTransformerEncoder, "clip_text": CLIPTextEncoder,
     "audio_cnn": AudioCNNEncoder, "mobilenet_v2": MobileNetV2Encoder, "vilt_patches": ViLTPatchEncoder,
@@ -36,8 +36,11 @@ for _name, _builder in {
     ENCODERS.register(_name)(_builder)
 del _name, _builder
 register = ENCODERS.register
+"""Decorator: ``@register("<name>")`` makes a encoder buildable by name."""
 available = ENCODERS.available
+"""The registered encoder names, sorted."""
 get_class = ENCODERS.get
+"""The encoder registered under a name; a KeyError listing the valid names otherwise."""
 
 
 def build(name: str, *args: Any, **options: Any) -> Encoder:

@@ -121,11 +121,15 @@ class Fusion(nn.Module):
         return f"dims={self.dims}, out_dim={self.out_dim}"
 
 
-#: the fusion registry (:class:`polyfuse.registry.Registry`); the functions below are its public face
 FUSIONS: Registry[type[Fusion]] = Registry("fusion")
+"""The fusion registry (:class:`polyfuse.registry.Registry`, shared with encoders and heads); ``register``,
+``available``, ``get_class`` and ``build`` below are its public face."""
 register = FUSIONS.register
+"""Decorator: ``@register("<name>")`` makes a fusion buildable by name."""
 available = FUSIONS.available
+"""The registered fusion names, sorted."""
 get_class = FUSIONS.get
+"""The fusion registered under a name; a KeyError listing the valid names otherwise."""
 
 
 def build(name: str, dims: Mapping[str, int], out_dim: int, **options: Any) -> Fusion:

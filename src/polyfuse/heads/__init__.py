@@ -32,8 +32,11 @@ from polyfuse.heads.vqa import AnswerVocabulary, VQAHead
 from polyfuse.heads.zero_shot import ZeroShotHead
 
 register = HEADS.register
+"""Decorator: ``@register("<name>")`` makes a head buildable by name."""
 available = HEADS.available
+"""The registered head names, sorted."""
 get_class = HEADS.get
+"""The head registered under a name; a KeyError listing the valid names otherwise."""
 
 
 def build(name: str, in_dim: int | None, dims: Mapping[str, int] | None = None, **options: Any) -> TaskHead:

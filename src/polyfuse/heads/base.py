@@ -101,8 +101,8 @@ class TaskHead(nn.Module):
 
 
 HeadFactory = Callable[..., TaskHead]
-#: the head registry: ``polyfuse.heads.build("vqa", in_dim=256, vocabulary=[...])`` (see :mod:`polyfuse.registry`)
 HEADS: Registry[type[TaskHead]] = Registry("head", tag=None)
+"""The head registry: ``polyfuse.heads.build("vqa", in_dim=256, vocabulary=[...])`` (:mod:`polyfuse.registry`)."""
 
 
 def _float_tensors(value: Any) -> list[Tensor]:
