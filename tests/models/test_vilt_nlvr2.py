@@ -14,21 +14,12 @@ from PIL import Image
 
 transformers = pytest.importorskip("transformers")
 
+from polyfuse.cli.config import repo_root  # noqa: E402
 from polyfuse.data.nlvr2 import NLVR2Reader  # noqa: E402
 from polyfuse.models import ViLTForNLVR2  # noqa: E402
 
-WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "left", "right", "image", "has", "a", "dog", "cat"]
-
-
-def _tokenizer(path: Path) -> Path:
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
-
-    tokenizer = Tokenizer(models.WordLevel({word: i for i, word in enumerate(WORDS)}, unk_token="[UNK]"))
-    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
-    tokenizer.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]",
-                                                             special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
-    tokenizer.save(str(path))
-    return path
+TOKENIZER = repo_root() / "data" / "avdigits" / "tokenizer.json"   # the embedded word-level tokenizer (75 words)
+VOCAB = 128
 
 
 def _nlvr2_root(root: Path, per_split: int = 8) -> Path:
@@ -44,8 +35,8 @@ def _nlvr2_root(root: Path, per_split: int = 8) -> Path:
                 image = root / "images" / split / directory / f"{prefix}-img{side}.png"
                 image.parent.mkdir(parents=True, exist_ok=True)
                 Image.fromarray(rng.integers(0, 255, (20, 28, 3), dtype=np.uint8)).save(image)
-            record = {"identifier": f"{prefix}-{index % 2}", "sentence": ["the left image has a dog",
-                                                                          "the right image has a cat"][index % 2],
+            record = {"identifier": f"{prefix}-{index % 2}", "sentence": ["the digit is even in the left image",
+                                                                          "the right digit is odd"][index % 2],
                       "label": ["False", "True"][index % 2]}
             if directory:
                 record["directory"] = directory
@@ -67,7 +58,7 @@ def pretrained(tmp_path_factory) -> Path:
     """A tiny pre-trained-style HF ``ViltModel`` (one image row in its modality-type table, as ViLT-B/32 MLM)."""
     torch.manual_seed(0)
     config = transformers.ViltConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64,
-                                     image_size=32, patch_size=16, vocab_size=len(WORDS), max_position_embeddings=16)
+                                     image_size=32, patch_size=16, vocab_size=VOCAB, max_position_embeddings=16)
     path = tmp_path_factory.mktemp("vilt_mlm")
     transformers.ViltModel(config).save_pretrained(path)
     return path
@@ -81,7 +72,7 @@ def test_reader_pairs_each_statement_with_its_two_images(nlvr2_root):
     sample = train[4]
     assert sample["image"].endswith("images/train/1/train-4-0-img0.png")
     assert sample["image_2"].endswith("images/train/1/train-4-0-img1.png")
-    assert sample["label"] == 0 and sample["text"] == "the left image has a dog"
+    assert sample["label"] == 0 and sample["text"] == "the digit is even in the left image"
     assert dev[1]["image"] == str(nlvr2_root / "images" / "dev" / "dev-1-0-img0.png") and dev[1]["label"] == 1
     assert all(Path(s["image"]).is_file() and Path(s["image_2"]).is_file() for s in (*train.records, *dev.records))
 
@@ -94,9 +85,9 @@ def test_pretrained_type_table_gives_image_2_the_image_row(pretrained):
 
 
 @pytest.mark.slow
-def test_nlvr2_experiment_trains_through_the_lit_module(compose_train, nlvr2_root, pretrained, tmp_path):
+def test_nlvr2_experiment_trains_through_the_lit_module(compose_train, nlvr2_root, pretrained):
     cfg = compose_train(["experiment=vilt_nlvr2", f"model.model.path={pretrained}", f"data.root={nlvr2_root}",
-                         f"data.text.tokenizer={_tokenizer(tmp_path / 'tokenizer.json')}", "data.text.max_length=16",
+                         f"data.text.tokenizer={TOKENIZER}", "data.text.max_length=16",
                          "data.image.size=32", "data.num_workers=0", "data.batch_size=4",
                          "data.bad_samples.max_bad_fraction=0.5", "data.bad_samples.min_samples=1"])
     datamodule = hydra.utils.instantiate(cfg.data)
@@ -118,7 +109,7 @@ def test_nlvr2_experiment_trains_through_the_lit_module(compose_train, nlvr2_roo
 def test_vqa_checkpoint_loads_as_nlvr2_with_a_fresh_classifier(tmp_path):
     torch.manual_seed(0)
     config = transformers.ViltConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64,
-                                     image_size=32, patch_size=16, vocab_size=len(WORDS), num_labels=3)
+                                     image_size=32, patch_size=16, vocab_size=VOCAB, num_labels=3)
     transformers.ViltForQuestionAnswering(config).save_pretrained(tmp_path)
     model = ViLTForNLVR2.from_hf(tmp_path, modality_type_vocab_size=3)   # HF names both heads "classifier"
     assert model.load_report.fresh and all(key.startswith("head.") for key in model.load_report.fresh)
