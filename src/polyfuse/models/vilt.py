@@ -177,11 +177,13 @@ class ViLTForNLVR2(ViLTBase):
         """``pixel_values (B, num_images, C, H, W)``, ``pixel_mask (B, num_images, H, W)``."""
         count = len(self.image_names)
         if pixel_values.dim() != 5 or pixel_values.shape[1] != count:
-            raise ValueError(f"ViLTForNLVR2 expects pixel_values (B, {count}, C, H, W), got {tuple(pixel_values.shape)}")
+            raise ValueError(f"ViLTForNLVR2 expects pixel_values (B, {count}, C, H, W), "
+                             f"got {tuple(pixel_values.shape)}")
         encoded = super().hf_encode(input_ids, attention_mask, token_type_ids, pixel_values[:, 0],
                                     None if pixel_mask is None else pixel_mask[:, 0])
         for index, name in enumerate(self.image_names[1:], start=1):
-            encoded[name] = self._embed_image(pixel_values[:, index], None if pixel_mask is None else pixel_mask[:, index])
+            mask = None if pixel_mask is None else pixel_mask[:, index]
+            encoded[name] = self._embed_image(pixel_values[:, index], mask)
         return encoded
 
     def hf_predict(self, encoded: dict[str, Encoded], labels: Tensor | None, return_attention: bool) -> ViLTOutput:

@@ -86,7 +86,8 @@ class ViLTConfig:
             pad_token_id=config.get("pad_token_id", 0) or 0, dim=config["hidden_size"],
             depth=config["num_hidden_layers"], heads=config["num_attention_heads"],
             mlp_hidden=config["intermediate_size"], activation=_activation(dict(config), "hidden_act", source),
-            dropout=config.get("hidden_dropout_prob", 0.0), attn_dropout=config.get("attention_probs_dropout_prob", 0.0),
+            dropout=config.get("hidden_dropout_prob", 0.0),
+            attn_dropout=config.get("attention_probs_dropout_prob", 0.0),
             eps=config.get("layer_norm_eps", 1e-12), image_size=image_size, patch_size=patch_size,
             in_chans=config.get("num_channels", 3), max_image_length=config.get("max_image_length", -1),
             num_images=config["num_images"] if config.get("num_images", -1) > 0 else 2)
