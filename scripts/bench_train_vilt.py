@@ -43,7 +43,8 @@ def _batch(size: dict, vocab: int, device: str) -> dict[str, torch.Tensor]:
 
 def _step(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> Callable[[], None]:
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
-    return training_step(optimizer, lambda: model(**batch).loss)
+    call = getattr(model, "hf_forward", model)  # polyfuse ViLT: HF's call is hf_forward
+    return training_step(optimizer, lambda: call(**batch).loss)
 
 
 def pairs(size: str, device: str, tmp: Path) -> dict[str, tuple[Callable[[], None], Callable[[], None]]]:

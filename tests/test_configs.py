@@ -44,7 +44,8 @@ def _use_tiny_vilt(cfg: DictConfig, checkpoint: Path) -> None:
     """Point a ViLT config's checkpoint at ``checkpoint``; without the dataset on disk the answer
     vocabulary (read from the training annotations) is the checkpoint's own."""
     node = cfg.model.get("model") if "model" in cfg else None
-    if node is None or "ViLT.from_hf" not in str(node.get("_target_")):
+    target = "" if node is None else str(node.get("_target_"))
+    if not (target.startswith("polyfuse.models.ViLT") and target.endswith(".from_hf")):
         return
     node.path = str(checkpoint)
     if not Path(str(cfg.data.root)).exists():
@@ -73,10 +74,14 @@ def _options() -> list[tuple[str, str]]:
     return found
 
 
+#: data configs whose modalities the default model has no encoder for, and the encoder they get
+EXTRA_ENCODERS = {("data", "nlvr2"): ["+model/encoder@model.encoders.image_2=vit_tiny"]}  # the second image
+
+
 def _override(group: str, option: str) -> list[str]:
     if group == "model/encoder":
         return [f"model/encoder@model.encoders.image={option}"]
-    return [f"{group}={option}"]
+    return [f"{group}={option}", *EXTRA_ENCODERS.get((group, option), [])]
 
 
 def _compose(compose_train, group: str, option: str) -> DictConfig:

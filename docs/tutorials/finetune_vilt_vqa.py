@@ -130,7 +130,7 @@ def main() -> None:
     with torch.no_grad():
         answers = vilt.head.predict(vilt(batch).outputs)
     summary = json.loads((run_dir / "summary.json").read_text())
-    print(f"\n{type(vilt).__name__} with {sum(p.numel() for p in vilt.parameters()):,} parameters, "
+    print(f"\nViLT with {sum(p.numel() for p in vilt.parameters()):,} parameters, "
           f"answer vocabulary of {len(vilt.head.vocabulary)}")
     print(f"official VQA accuracy on val: {summary['test']['val/vqa_acc']:.1f}%\n")
     for question, predicted, humans in list(zip(batch.extras["question"], answers, batch.extras["answers"]))[:8]:

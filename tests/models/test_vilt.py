@@ -14,7 +14,7 @@ from transformers import (ViltConfig, ViltForImageAndTextRetrieval, ViltForImage
 
 from polyfuse.batch import Batch, ModalityInput  # noqa: E402
 from polyfuse.encoders.loading import CheckpointError  # noqa: E402
-from polyfuse.models import ViLT  # noqa: E402
+from polyfuse.models import ViLT, ViLTForVQA  # noqa: E402
 
 HF_CLASSES = {"model": ViltModel, "vqa": ViltForQuestionAnswering, "nlvr2": ViltForImagesAndTextClassification,
               "retrieval": ViltForImageAndTextRetrieval}
@@ -57,11 +57,12 @@ def inputs(task: str) -> dict[str, torch.Tensor]:
 
 
 def run_both(hf_model, ours, batch, **extra):
+    """HF's call and ours (:meth:`ViLTBase.hf_forward`) on the same inputs and patch-sampling draws."""
     with torch.no_grad():
         torch.manual_seed(11)  # the same patch sampling draws on both sides
         expected = hf_model(**batch, **extra)
         torch.manual_seed(11)
-        actual = ours(**batch, **extra)
+        actual = ours.hf_forward(**batch, **extra)
     return expected, actual
 
 
@@ -93,8 +94,8 @@ def test_padded_text_positions_change_nothing(saved):
     ours = ViLT.from_hf(path).eval()
     batch = inputs("vqa")
     other = dict(batch, input_ids=torch.where(batch["attention_mask"].bool(), batch["input_ids"], 7))
-    _, first = run_both(ours, ours, batch)
-    _, second = run_both(ours, ours, other)
+    with torch.no_grad():
+        first, second = ours.hf_forward(**batch), ours.hf_forward(**other)
     torch.testing.assert_close(first.logits, second.logits, atol=1e-6, rtol=0)
 
 
@@ -108,7 +109,7 @@ def test_round_trip_is_exact(saved, task):
     assert all(torch.equal(exported[k], reference[k]) for k in reference)
     fresh = HF_CLASSES[task](ViltConfig(**ours.hf_config(), num_labels=7))
     fresh.load_state_dict(exported, strict=True)
-    again = ViLT(**{**ours.architecture, "task": task, "labels": ours.labels})
+    again = type(ours)(ours.config, labels=ours.labels)
     again.load_state_dict(ours.state_dict(), strict=True)
     target = path.parent / f"{task}_again"
     fresh.save_pretrained(target)
@@ -175,7 +176,7 @@ def test_gradients_reach_every_parameter(task):
     model = ViLT(task=task, num_labels=5, vocab_size=VOCAB, max_text_length=16, modality_type_vocab_size=3, dim=32,
                  depth=2, heads=4, mlp_hidden=64, image_size=64, patch_size=16)
     batch = inputs(task)
-    output = model(**batch)
+    output = model.hf_forward(**batch)
     (output.pooler_output.sum() + (0 if output.logits is None else output.logits.sum())).backward()
     image_types = {"nlvr2": [], "model": ["image_2"], "vqa": ["image_2"], "retrieval": ["image_2"]}[task]
     unused = {f"fusion.project.type_embedding.{name}" for name in image_types}  # the type of an unused image slot
@@ -204,7 +205,7 @@ def test_max_image_length_samples_patches(saved):
     ours = ViLT.from_hf(path, max_image_length=5).eval()
     batch = inputs("model")
     with torch.no_grad():
-        output = ours(**batch)
+        output = ours.hf_forward(**batch)
     assert output.last_hidden_state.shape[1] == TEXT + 1 + 5
 
 
@@ -229,7 +230,7 @@ def test_hf_model_config_trains_through_the_lit_module(saved, compose_train):
     cfg = compose_train(["model=vilt_hf", f"model.model.path={path}", "model.encoders=null", "model.fusion=null",
                          "model.head=null"])
     module = hydra.utils.instantiate(cfg.model)
-    assert isinstance(module.model, ViLT) and module.monitor == "val/vqa_acc"
+    assert isinstance(module.model, ViLTForVQA) and module.monitor == "val/vqa_acc"
     exported = module.model.to_hf()
     assert all(torch.equal(exported[k], v) for k, v in hf_model.state_dict().items())
 

@@ -19,7 +19,7 @@ from polyfuse.data.audio import AudioPipeline
 from polyfuse.data.errors import BadSample
 from polyfuse.data.image import ImagePipeline
 from polyfuse.data.io import DataFileError, EncodedMedia, source_name
-from polyfuse.data.reader import MODALITIES, SOURCE_KEY
+from polyfuse.data.reader import MODALITIES, SOURCE_KEY, modality_kind
 from polyfuse.data.text import TextPipeline
 
 
@@ -33,42 +33,44 @@ class SampleDecoder:
     An absent modality (``None`` or no key) stays ``None`` (``present=False`` after collate).
 
     Args:
-        modalities: which of ``image``, ``audio``, ``text`` to decode (others are dropped).
+        modalities: which of ``image``, ``audio``, ``text`` to decode (others are dropped); numbered
+            names (``image_2``) use their kind's pipeline (:func:`~polyfuse.data.reader.modality_kind`).
         image, audio, text: the pipelines; the one for each requested modality is required.
         train: use the training transforms (random crops, augmentation).
     """
 
     def __init__(self, modalities: Sequence[str], image: ImagePipeline | None = None,
                  audio: AudioPipeline | None = None, text: TextPipeline | None = None, train: bool = False) -> None:
-        unknown = [m for m in modalities if m not in MODALITIES]
+        unknown = [m for m in modalities if modality_kind(m) not in MODALITIES]
         if unknown:
             raise ValueError(f"unknown modalities {unknown}; readers provide {', '.join(MODALITIES)}")
         pipelines = {"image": image, "audio": audio, "text": text}
-        missing = [m for m in modalities if pipelines[m] is None]
+        missing = [m for m in modalities if pipelines[modality_kind(m)] is None]
         if missing:
             raise ValueError(f"modalities {missing} need a pipeline: set data.{missing[0]} in the data config")
         self.modalities, self.pipelines, self.train = tuple(modalities), pipelines, train
 
     def __call__(self, raw: dict[str, Any]) -> dict[str, Any] | BadSample:
         sample_id = str(raw.get("id", "?"))
-        sample = {k: v for k, v in raw.items() if k not in MODALITIES and k != SOURCE_KEY}
+        sample = {k: v for k, v in raw.items() if modality_kind(k) not in MODALITIES and k != SOURCE_KEY}
         sample["id"] = sample_id
         for modality in self.modalities:
             value = raw.get(modality)
             if value is None:
                 sample[modality] = None
                 continue
-            if modality == "text":
+            kind = modality_kind(modality)
+            if kind == "text":
                 source = str(raw.get(SOURCE_KEY, "annotations"))
                 if not isinstance(value, str) or not value.strip():
                     return BadSample(sample_id, source, f"empty caption/text {value!r}")
                 try:
-                    sample["text"] = self.pipelines["text"](value)
+                    sample[modality] = self.pipelines["text"](value)
                 except DECODE_ERRORS as error:
                     return BadSample(sample_id, source, f"cannot tokenize text: {type(error).__name__}: {error}")
                 continue
             try:
-                sample[modality] = self.pipelines[modality](value, train=self.train)
+                sample[modality] = self.pipelines[kind](value, train=self.train)
             except DataFileError as error:
                 return BadSample(sample_id, source_name(value), str(error))
             except DECODE_ERRORS as error:  # a transform failing on what the decoder returned

@@ -7,6 +7,7 @@ samples, cheap to produce and independent of any model::
      "image": path | EncodedMedia | None,     # None or missing key = the sample lacks it
      "audio": path | EncodedMedia | None,
      "text": str | None,                      # caption / question; "" is bad input
+     "image_2": ...,                          # more inputs of a kind: numbered (modality_kind)
      <target>: int | float | Tensor,          # every sample of a split has each target
      <extra>: anything (raw captions, answers, image ids),
      "__source__": str}                       # optional: the file/line a record came from
@@ -29,6 +30,13 @@ from polyfuse.data.io import DataFileError
 
 MODALITIES = ("image", "audio", "text")
 SOURCE_KEY = "__source__"
+
+
+def modality_kind(name: str) -> str:
+    """The kind of a modality key: a numbered one (``image_2``, the second image of an NLVR2 pair) is
+    decoded and padded as its kind (``image``); any other name is its own kind."""
+    kind, _, number = name.rpartition("_")
+    return kind if kind in MODALITIES and number.isdigit() else name
 
 
 class RecordReader(Dataset):

@@ -4,13 +4,13 @@
 >>> f = fusion.build("cross_attention", dims={"image": 64, "text": 32}, out_dim=128)
 >>> out = f({"image": image_encoded, "text": text_encoded}, return_attention=True)
 >>> out.pooled, out.tokens, out.mask, out.attentions
->>> fusion.available()  # registered names
+>>> fusion.available()  # registered names (polyfuse.registry.Registry, shared with encoders and heads)
 
 Every class is importable directly (``from polyfuse.fusion import CrossAttentionFusion``) and also
 accepts plain tensors ``(B, L, D)`` / ``(B, D)``. See ``docs/fusions.md`` for the catalogue.
 """
 
-from polyfuse.fusion.base import Fusion, FusionOutput, available, build, get_class, register
+from polyfuse.fusion.base import FUSIONS, Fusion, FusionOutput, available, build, get_class, register
 from polyfuse.fusion.bilinear import BilinearFusion
 from polyfuse.fusion.co_attention import CoAttentionFusion
 from polyfuse.fusion.concat import ConcatFusion
@@ -33,7 +33,7 @@ from polyfuse.fusion.tensor import TensorFusion
 from polyfuse.fusion.translation import TranslationFusion
 
 __all__ = [
-    "Fusion", "FusionOutput", "available", "build", "get_class", "register", "ModalityDropout",
+    "Fusion", "FusionOutput", "FUSIONS", "available", "build", "get_class", "register", "ModalityDropout",
     "BilinearFusion", "BottleneckFusion", "CoAttentionFusion", "ConcatFusion", "CrossAttentionFusion", "EarlyFusion",
     "FiLMFusion", "GatedMultimodalUnit", "HybridFusion", "LateFusion", "LowRankTensorFusion", "MeanFusion",
     "MultimodalTransformer", "PerceiverFusion", "SumFusion", "TensorFusion", "TranslationFusion",

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, TypeVar
+from typing import Any, Mapping
 
 import torch
 from torch import Tensor, nn
 
 from polyfuse.batch import Encoded
 from polyfuse.masking import zero_invalid
+from polyfuse.registry import Registry
 
-__all__ = ["FusionOutput", "Fusion", "register", "build", "available", "get_class"]
+__all__ = ["FusionOutput", "Fusion", "FUSIONS", "register", "build", "available", "get_class"]
 
 
 @dataclass
@@ -119,33 +120,17 @@ class Fusion(nn.Module):
         return f"dims={self.dims}, out_dim={self.out_dim}"
 
 
-_REGISTRY: dict[str, type[Fusion]] = {}
-FusionT = TypeVar("FusionT", bound=type[Fusion])
-
-
-def register(name: str) -> Callable[[FusionT], FusionT]:
-    """Class decorator: make a fusion buildable as ``fusion.build(name, ...)``."""
-    def wrap(cls: FusionT) -> FusionT:
-        if name in _REGISTRY and _REGISTRY[name] is not cls:
-            raise ValueError(f"fusion {name!r} is already registered by {_REGISTRY[name].__name__}")
-        _REGISTRY[name] = cls
-        cls.registry_name = name
-        return cls
-    return wrap
-
-
-def available() -> list[str]:
-    """Registered fusion names, sorted."""
-    return sorted(_REGISTRY)
-
-
-def get_class(name: str) -> type[Fusion]:
-    """The class registered as ``name`` (KeyError listing the valid names otherwise)."""
-    if name not in _REGISTRY:
-        raise KeyError(f"unknown fusion {name!r}; available: {', '.join(available())}")
-    return _REGISTRY[name]
+FUSIONS: Registry[type[Fusion]] = Registry("fusion")
+"""The fusion registry (:class:`polyfuse.registry.Registry`, shared with encoders and heads); ``register``,
+``available``, ``get_class`` and ``build`` below are its public face."""
+register = FUSIONS.register
+"""Decorator: ``@register("<name>")`` makes a fusion buildable by name."""
+available = FUSIONS.available
+"""The registered fusion names, sorted."""
+get_class = FUSIONS.get
+"""The fusion registered under a name; a KeyError listing the valid names otherwise."""
 
 
 def build(name: str, dims: Mapping[str, int], out_dim: int, **options: Any) -> Fusion:
     """Instantiate a registered fusion: ``build("concat", dims={"image": 192, "text": 128}, out_dim=256)``."""
-    return get_class(name)(dims=dims, out_dim=out_dim, **options)
+    return FUSIONS.build(name, dims=dims, out_dim=out_dim, **options)

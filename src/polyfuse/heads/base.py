@@ -11,8 +11,9 @@ from torchmetrics import MetricCollection
 from polyfuse.batch import Batch, Encoded, ModalityInput
 from polyfuse.fusion.base import FusionOutput
 from polyfuse.losses.masking import select_rows, zero_with_graph
+from polyfuse.registry import Registry
 
-__all__ = ["TaskHead", "HeadContext", "HeadFactory", "LossOutput", "valid_rows_loss", "update_valid_metrics"]
+__all__ = ["TaskHead", "HeadContext", "HeadFactory", "HEADS", "LossOutput", "valid_rows_loss", "update_valid_metrics"]
 
 #: a loss is a scalar, or a dict with the scalar to optimise under ``"loss"`` plus named terms to log
 LossOutput = Tensor | dict[str, Tensor]
@@ -100,6 +101,8 @@ class TaskHead(nn.Module):
 
 
 HeadFactory = Callable[..., TaskHead]
+HEADS: Registry[type[TaskHead]] = Registry("head", tag=None)
+"""The head registry: ``polyfuse.heads.build("vqa", in_dim=256, vocabulary=[...])`` (:mod:`polyfuse.registry`)."""
 
 
 def _float_tensors(value: Any) -> list[Tensor]:

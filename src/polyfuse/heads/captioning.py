@@ -11,7 +11,7 @@ from torchmetrics import MetricCollection
 
 from polyfuse.batch import Batch, Encoded
 from polyfuse.fusion.base import FusionOutput
-from polyfuse.heads.base import HeadContext, TaskHead
+from polyfuse.heads.base import HEADS, HeadContext, TaskHead
 from polyfuse.heads.decoder import CaptionDecoder, DecoderStepper
 from polyfuse.heads.generation import beam_search, greedy_search
 from polyfuse.losses import sequence_cross_entropy
@@ -21,6 +21,7 @@ IGNORE = -100
 Memory = Literal["fused", "encoded"]
 
 
+@HEADS.register("captioning")
 class CaptioningHead(TaskHead):
     """Generate text conditioned on the sample (image captioning; generative VQA by subclassing).
 

@@ -11,10 +11,11 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from polyfuse.batch import Batch
 from polyfuse.fusion.base import FusionOutput
-from polyfuse.heads.base import HeadContext, TaskHead
+from polyfuse.heads.base import HEADS, HeadContext, TaskHead
 from polyfuse.losses.masking import mask_rows, masked_mean
 
 
+@HEADS.register("classification")
 class ClassificationHead(TaskHead):
     """``logits = MLP(fused.pooled)``; cross-entropy with optional label smoothing.
 

@@ -13,13 +13,14 @@ from torchmetrics import MetricCollection
 
 from polyfuse.batch import Batch, Encoded, ModalityInput
 from polyfuse.fusion.base import FusionOutput
-from polyfuse.heads.base import HeadContext, LossOutput, TaskHead
+from polyfuse.heads.base import HEADS, HeadContext, LossOutput, TaskHead
 from polyfuse.losses import ContrastiveLoss, SigLipLoss
 from polyfuse.metrics import RetrievalRecall, content_key
 
 Pooling = Literal["mean", "first"]
 
 
+@HEADS.register("contrastive")
 class ContrastiveHead(TaskHead):
     """CLIP-style retrieval head over the encoders' outputs (no fusion needed).
 

@@ -7,10 +7,12 @@ from typing import Any, Mapping
 from torchmetrics import MetricCollection
 
 from polyfuse.batch import Batch
+from polyfuse.heads.base import HEADS
 from polyfuse.heads.captioning import CaptioningHead
 from polyfuse.metrics import VQAAccuracy
 
 
+@HEADS.register("generative_vqa")
 class GenerativeVQAHead(CaptioningHead):
     """Answer questions by generating the answer text (open-ended VQA as in SimVLM / BLIP).
 

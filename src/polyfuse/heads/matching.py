@@ -12,7 +12,7 @@ from torchmetrics.classification import BinaryAccuracy
 
 from polyfuse.batch import Batch, Encoded
 from polyfuse.fusion.base import FusionOutput
-from polyfuse.heads.base import HeadContext, LossOutput, TaskHead
+from polyfuse.heads.base import HEADS, HeadContext, LossOutput, TaskHead
 from polyfuse.losses import ContrastiveLoss
 from polyfuse.losses.masking import mask_rows, masked_mean
 from polyfuse.metrics import content_key
@@ -25,6 +25,7 @@ def swap_rows(encoded: Encoded, index: Tensor) -> Encoded:
     return Encoded(encoded.tokens.index_select(0, index), pick(encoded.mask), pick(encoded.present))
 
 
+@HEADS.register("itm")
 class ITMHead(TaskHead):
     """Does this ``swap`` modality belong with the rest of the sample? A binary classifier on the
     fused [CLS]/pooled output, trained on the batch's real pairs and on mismatched ones.
@@ -99,6 +100,10 @@ class ITMHead(TaskHead):
             partners[has_candidate] = torch.multinomial(weights[has_candidate], 1).squeeze(1)
         return partners
 
+    def score(self, fused: FusionOutput) -> Tensor:
+        """``(B,)`` matching logit of each fused pair (HF ViLT's ``rank_output``)."""
+        return self.classifier(fused.pooled).squeeze(-1)
+
     def forward(self, fused: FusionOutput, batch: Batch, context: HeadContext | None = None) -> dict[str, Any]:
         context = self.require(context, "encoded", "fuse")
         if self.swap not in context.encoded:
@@ -117,7 +122,7 @@ class ITMHead(TaskHead):
             outputs.update(anchor_embedding=anchor_emb, swap_embedding=swap_emb, valid=valid)
             similarity = anchor_emb @ swap_emb.T
         partners = self._negative_partners(batch, valid, similarity)
-        positive_logits = self.classifier(fused.pooled).squeeze(-1)
+        positive_logits = self.score(fused)
         has_negative = partners >= 0
         logits, labels = [positive_logits], [torch.ones_like(positive_logits)]
         keep = [batch.valid_or_full().to(positive_logits.device)]  # which logits are real pairs
@@ -125,7 +130,7 @@ class ITMHead(TaskHead):
             rows = torch.nonzero(has_negative).squeeze(1)
             negative = {name: swap_rows(enc, rows) for name, enc in context.encoded.items()}
             negative[self.swap] = swap_rows(swap_encoded, partners[rows])
-            negative_logits = self.classifier(context.fuse(negative).pooled).squeeze(-1)
+            negative_logits = self.score(context.fuse(negative))
             logits.append(negative_logits)
             labels.append(torch.zeros_like(negative_logits))
             keep.append(torch.ones_like(negative_logits, dtype=torch.bool))
@@ -140,7 +145,7 @@ class ITMHead(TaskHead):
         fuse = context.fuse
 
         def scorer(pairs: dict[str, Encoded]) -> Tensor:
-            return self.classifier(fuse(pairs).pooled).squeeze(-1)
+            return self.score(fuse(pairs))
 
         return {"ids": list(batch.ids), "anchor": context.encoded[self.anchor], "swap": context.encoded[self.swap],
                 "anchor_keys": content_key(anchor_input.values, anchor_input.mask),

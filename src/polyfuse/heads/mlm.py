@@ -13,7 +13,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from polyfuse.batch import Batch, Encoded
 from polyfuse.fusion.base import FusionOutput
-from polyfuse.heads.base import HeadContext, TaskHead
+from polyfuse.heads.base import HEADS, HeadContext, TaskHead
 
 IGNORE = -100
 
@@ -41,6 +41,7 @@ def mask_tokens(ids: Tensor, maskable: Tensor, vocab_size: int, mask_token_id: i
     return corrupted, labels
 
 
+@HEADS.register("mlm")
 class MLMHead(TaskHead):
     """Predict masked text tokens from the fused sequence (ViLT / VL-BERT pre-training).
 

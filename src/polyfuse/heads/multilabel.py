@@ -11,10 +11,11 @@ from torchmetrics.classification import BinaryF1Score, MultilabelF1Score
 
 from polyfuse.batch import Batch
 from polyfuse.fusion.base import FusionOutput
-from polyfuse.heads.base import HeadContext, TaskHead
+from polyfuse.heads.base import HEADS, HeadContext, TaskHead
 from polyfuse.losses.masking import mask_rows, masked_mean
 
 
+@HEADS.register("multilabel")
 class MultiLabelClassificationHead(TaskHead):
     """``logits = MLP(fused.pooled)``, one independent sigmoid per label, binary cross-entropy.
 

@@ -10,7 +10,7 @@ from torchmetrics.wrappers.abstract import WrapperMetric
 
 from polyfuse.batch import Batch
 from polyfuse.fusion.base import FusionOutput
-from polyfuse.heads.base import HeadContext, LossOutput, TaskHead, update_valid_metrics, valid_rows_loss
+from polyfuse.heads.base import HEADS, HeadContext, LossOutput, TaskHead, update_valid_metrics, valid_rows_loss
 
 
 class TaskMetrics(WrapperMetric):
@@ -35,6 +35,7 @@ class TaskMetrics(WrapperMetric):
         super().reset()
 
 
+@HEADS.register("multitask")
 class MultiTaskHead(TaskHead):
     """A dict of task heads sharing the model's encoders and fusion (e.g. retrieval + VQA + captioning).
 

@@ -11,7 +11,7 @@ from torchmetrics import MetricCollection
 
 from polyfuse.batch import Batch
 from polyfuse.fusion.base import FusionOutput
-from polyfuse.heads.base import HeadContext, TaskHead
+from polyfuse.heads.base import HEADS, HeadContext, TaskHead
 from polyfuse.losses import vqa_soft_bce
 from polyfuse.metrics import VQAAccuracy, normalize_vqa_answer
 
@@ -77,6 +77,7 @@ def soft_scores(answers: Sequence[Sequence[str]], vocabulary: AnswerVocabulary, 
     return targets
 
 
+@HEADS.register("vqa")
 class VQAHead(TaskHead):
     """``logits = MLP(fused.pooled)`` over the answer vocabulary; soft-target BCE.
 

@@ -13,7 +13,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from polyfuse.batch import Batch, ModalityInput
 from polyfuse.fusion.base import FusionOutput
-from polyfuse.heads.base import HeadContext, TaskHead
+from polyfuse.heads.base import HEADS, HeadContext, TaskHead
 
 Template = str | Callable[[str], str]
 
@@ -52,6 +52,7 @@ def topk_accuracy(logits: Tensor, labels: Tensor, ks: Sequence[int] = (1, 5)) ->
     return {f"top{k}": 100.0 * hits[:, :k].any(dim=1).double().mean().item() for k in ks}
 
 
+@HEADS.register("zero_shot")
 class ZeroShotHead(TaskHead):
     """Classifies images by similarity to class embeddings built from text prompts; trains nothing.
 

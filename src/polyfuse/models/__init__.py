@@ -3,6 +3,8 @@
 from polyfuse.models.clip import CLIP
 from polyfuse.models.multimodal import ModelOutput, MultimodalModel
 from polyfuse.models.multimodal_lm import MultimodalLM
-from polyfuse.models.vilt import ViLT
+from polyfuse.models.vilt import (ViLT, ViLTBase, ViLTConfig, ViLTForNLVR2, ViLTForRetrieval, ViLTForVQA, ViLTModel,
+                                  ViLTOutput)
 
-__all__ = ["MultimodalModel", "ModelOutput", "CLIP", "ViLT", "MultimodalLM"]
+__all__ = ["MultimodalModel", "ModelOutput", "CLIP", "ViLT", "ViLTBase", "ViLTConfig", "ViLTModel", "ViLTForVQA",
+           "ViLTForNLVR2", "ViLTForRetrieval", "ViLTOutput", "MultimodalLM"]

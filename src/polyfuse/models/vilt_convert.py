@@ -1,7 +1,8 @@
-"""Hugging Face ViLT checkpoints <-> :class:`polyfuse.models.ViLT`: architecture and parameter names.
+"""Hugging Face ViLT checkpoints <-> the polyfuse ViLT task classes: task, labels and parameter names.
 
-``config.json`` of a ``save_pretrained`` directory gives the architecture (:func:`vilt_options`);
-parameter names are translated both ways by one table (:data:`NAME_RULES`), so loading
+``config.json`` of a ``save_pretrained`` directory gives the task (:func:`hf_task`) and class names
+(:func:`hf_labels`); the architecture is :meth:`polyfuse.models.vilt_config.ViLTConfig.from_hf`.
+Parameter names are translated both ways by one table (:data:`NAME_RULES`), so loading
 (:func:`hf_to_polyfuse`) and export (:func:`polyfuse_to_hf`) cannot drift apart. HF's single
 ``token_type_embeddings`` table (one row per modality type) becomes one modality-type vector per
 fusion modality (``text``, ``image``, ``image_2``, ...) and back.
@@ -9,20 +10,19 @@ fusion modality (``text``, ``image``, ``image_2``, ...) and back.
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any
 
 import torch
 
 from polyfuse.encoders.loading import CheckpointError, StateDict
-from polyfuse.encoders.pretrained.hf import _activation
+from polyfuse.models.vilt_config import image_modalities
 
 #: HF ``architectures[0]`` -> polyfuse ViLT task
 HF_TASKS = {"ViltModel": "model", "ViltForQuestionAnswering": "vqa", "ViltForImagesAndTextClassification": "nlvr2",
             "ViltForImageAndTextRetrieval": "retrieval", "ViltForMaskedLM": "model"}
-#: polyfuse task -> the HF class whose ``state_dict`` :func:`polyfuse_to_hf` writes
-TASK_CLASSES = {"model": "ViltModel", "vqa": "ViltForQuestionAnswering",
-                "nlvr2": "ViltForImagesAndTextClassification", "retrieval": "ViltForImageAndTextRetrieval"}
+log = logging.getLogger(__name__)
 TYPE_TABLE = "embeddings.token_type_embeddings.weight"
 IGNORED = re.compile(r"(mlm_score\.|embeddings\.text_embeddings\.(position_ids|token_type_ids)$)")
 
@@ -54,11 +54,6 @@ HEAD_RULES = {
 }
 
 
-def image_modalities(type_count: int) -> list[str]:
-    """Fusion modality names of the image rows ``1..type_count-1`` of HF's modality-type table."""
-    return ["image"] + [f"image_{index}" for index in range(2, type_count)]
-
-
 def _pattern(template: str) -> re.Pattern[str]:
     return re.compile("^" + re.escape(template).replace(r"\{i\}", r"(?P<i>\d+)"))
 
@@ -74,16 +69,19 @@ def _rename(name: str, rules: tuple[tuple[str, str], ...]) -> str | None:
     return None
 
 
-def hf_to_polyfuse(state: StateDict, task: str, type_count: int) -> tuple[StateDict, list[str]]:
+def hf_to_polyfuse(state: StateDict, task: str, type_count: int,
+                   saved_task: str | None = None) -> tuple[StateDict, list[str]]:
     """HF ViLT state dict (any task class) -> polyfuse names ``(converted, ignored keys)``.
 
-    Keys of another task's head (and ``mlm_score``) are ignored and reported; keys no rule knows
-    are kept as they are, so the strict load lists them as *unexpected*.
+    Keys of another task's head (and ``mlm_score``) are ignored and reported: a checkpoint of
+    ``saved_task`` (default: ``task``) loads its head only into the same task (HF names both the VQA
+    and the NLVR2 head ``classifier``). Keys no rule knows are kept as they are, so the strict load
+    lists them as *unexpected*.
     """
     converted: StateDict = {}
     ignored: list[str] = []
-    head_rules = HEAD_RULES[task]
-    other_heads = tuple(src for name, rules in HEAD_RULES.items() if name != task for src, _ in rules)
+    head_rules = HEAD_RULES[task] if saved_task in (None, task) else ()
+    other_heads = tuple(src for rules in HEAD_RULES.values() if rules is not head_rules for src, _ in rules)
     for key, value in state.items():
         name = key[len("vilt."):] if key.startswith("vilt.") else key
         if IGNORED.match(name):
@@ -103,14 +101,21 @@ def hf_to_polyfuse(state: StateDict, task: str, type_count: int) -> tuple[StateD
 
 
 def _split_types(table: torch.Tensor, type_count: int) -> StateDict:
+    """One vector per fusion modality. A table with fewer image rows than the model (a pre-trained
+    ``text, image`` table loaded for NLVR2's two images) gives each extra image the last image row, as
+    ViLT's NLVR2 fine-tuning initialises it (``vilt/modules/vilt_module.py``)."""
     names = ["text"] + image_modalities(type_count)
-    if table.dim() != 2 or table.shape[0] != len(names):  # reported as a shape mismatch by the strict load
+    if table.dim() != 2 or not 2 <= table.shape[0] <= len(names):  # a shape mismatch for the strict load
         return {f"fusion.project.type_embedding.{TYPE_TABLE}": table}
-    return {f"fusion.project.type_embedding.{name}": table[row].clone() for row, name in enumerate(names)}
+    if table.shape[0] < len(names):
+        log.info("ViLT: modality-type rows %s start as copies of image row %d", names[table.shape[0]:],
+                 table.shape[0] - 1)
+    last = table.shape[0] - 1
+    return {f"fusion.project.type_embedding.{name}": table[min(row, last)].clone() for row, name in enumerate(names)}
 
 
 def polyfuse_to_hf(state: StateDict, task: str, type_count: int) -> StateDict:
-    """polyfuse ViLT state dict -> the ``state_dict`` of HF's class for ``task`` (:data:`TASK_CLASSES`)."""
+    """polyfuse ViLT state dict -> the ``state_dict`` of HF's class for ``task`` (``ViltModel`` for ``"model"``)."""
     prefix = "" if task == "model" else "vilt."
     inverse = tuple((target, source) for source, target in NAME_RULES)
     head_inverse = tuple((target, source) for source, target in HEAD_RULES[task])
@@ -131,30 +136,24 @@ def polyfuse_to_hf(state: StateDict, task: str, type_count: int) -> StateDict:
     return out
 
 
-def vilt_options(config: dict[str, Any], source: str) -> dict[str, Any]:
-    """:class:`~polyfuse.models.ViLT` arguments from a HF ``config.json`` (model_type ``vilt``)."""
-    if config.get("model_type") != "vilt":
-        raise CheckpointError(f"{source}: model_type {config.get('model_type')!r} is not a ViLT checkpoint "
-                              "(expected 'vilt' in config.json)")
-    if not config.get("qkv_bias", True):
-        raise CheckpointError(f"{source}: ViLT without qkv bias is not supported")
+def hf_task(config: dict[str, Any], source: str) -> str:
+    """The polyfuse task of a HF ``config.json`` (from ``architectures[0]``, :data:`HF_TASKS`)."""
     architectures = config.get("architectures") or ["ViltModel"]
     if architectures[0] not in HF_TASKS:
         raise CheckpointError(f"{source}: architecture {architectures[0]!r} is not supported "
                               f"(supported: {', '.join(HF_TASKS)})")
-    image_size, patch_size = config.get("image_size", 384), config.get("patch_size", 32)
-    if not isinstance(image_size, int) or not isinstance(patch_size, int):
-        raise CheckpointError(f"{source}: only square images and patches are supported")
+    return HF_TASKS[architectures[0]]
+
+
+def hf_labels(config: dict[str, Any]) -> list[str] | None:
+    """The class names of a HF ``config.json`` (``id2label`` in index order), ``None`` without any."""
     id2label = config.get("id2label") or {}
     labels = [str(id2label.get(str(i), id2label.get(i, f"LABEL_{i}"))) for i in range(len(id2label))]
-    return dict(
-        task=HF_TASKS[architectures[0]], labels=labels or None, num_images=config["num_images"] if config.get("num_images", -1) > 0 else 2,
-        vocab_size=config["vocab_size"], max_text_length=config.get("max_position_embeddings", 40),
-        type_vocab_size=config.get("type_vocab_size", 2),
-        modality_type_vocab_size=config.get("modality_type_vocab_size", 2), dim=config["hidden_size"],
-        depth=config["num_hidden_layers"], heads=config["num_attention_heads"],
-        mlp_hidden=config["intermediate_size"], activation=_activation(config, "hidden_act", source),
-        dropout=config.get("hidden_dropout_prob", 0.0), attn_dropout=config.get("attention_probs_dropout_prob", 0.0),
-        eps=config.get("layer_norm_eps", 1e-12), image_size=image_size, patch_size=patch_size,
-        in_chans=config.get("num_channels", 3), max_image_length=config.get("max_image_length", -1),
-        pad_token_id=config.get("pad_token_id", 0) or 0)
+    return labels or None
+
+
+def labels_to_hf(labels: list[str] | None) -> dict[str, Any]:
+    """``id2label`` / ``label2id`` entries of a HF config for ``labels`` (none for ``None``)."""
+    if labels is None:
+        return {}
+    return {"id2label": dict(enumerate(labels)), "label2id": {label: i for i, label in enumerate(labels)}}

@@ -17,7 +17,7 @@ from polyfuse.data.collate import MultimodalCollate
 from polyfuse.data.decode import DecodedDataset, DecodedIterableDataset, SampleDecoder
 from polyfuse.data.errors import BadSamplePolicy
 from polyfuse.data.image import ImagePipeline
-from polyfuse.data.reader import MODALITIES
+from polyfuse.data.reader import MODALITIES, modality_kind
 from polyfuse.data.text import TextPipeline
 from polyfuse.training.base_datamodule import PolyfuseDataModule
 
@@ -37,7 +37,8 @@ class MultimodalDataModule(PolyfuseDataModule):
     process's DDP rank and shard themselves.
 
     Args:
-        splits: split name -> reader factory. modalities: of ``image``, ``audio``, ``text``.
+        splits: split name -> reader factory. modalities: of ``image``, ``audio``, ``text`` (and
+            numbered ones, ``image_2``: a second image, decoded by the image pipeline).
         image, audio, text: the pipelines of the requested modalities.
         train_split, val_split: names in ``splits`` (``val_split=None``: no validation).
         test_splits: splits evaluated by ``trainer.test``, in order (names become metric prefixes).
@@ -57,7 +58,7 @@ class MultimodalDataModule(PolyfuseDataModule):
         super().__init__(batch_size=batch_size, eval_batch_size=eval_batch_size, num_workers=num_workers,
                          pin_memory=pin_memory, persistent_workers=persistent_workers,
                          prefetch_factor=prefetch_factor, drop_last=drop_last, seed=seed, bad_samples=bad_samples)
-        unknown = [m for m in modalities if m not in MODALITIES]
+        unknown = [m for m in modalities if modality_kind(m) not in MODALITIES]
         if unknown:
             raise ValueError(f"data.modalities has unknown modalities {unknown}; valid: {', '.join(MODALITIES)}")
         used = [train_split, *([val_split] if val_split else []), *test_splits]
@@ -66,9 +67,10 @@ class MultimodalDataModule(PolyfuseDataModule):
             raise ValueError(f"data.splits has no {missing}; it defines {list(splits)}")
         self.splits, self.modalities = dict(splits), list(modalities)
         self.pipelines = {"image": image, "audio": audio, "text": text}
-        absent = [m for m in self.modalities if self.pipelines[m] is None]
+        absent = [m for m in self.modalities if self.pipelines[modality_kind(m)] is None]
         if absent:
-            raise ValueError(f"data.modalities includes {absent} but data.{absent[0]} (its pipeline) is not set")
+            raise ValueError(f"data.modalities includes {absent} but data.{modality_kind(absent[0])} "
+                             "(its pipeline) is not set")
         self.train_split, self.val_split, self.test_splits = train_split, val_split, list(test_splits)
         self.num_classes, self.root = num_classes, root
         self.readers: dict[str, Dataset] = {}
@@ -117,8 +119,9 @@ class MultimodalDataModule(PolyfuseDataModule):
 
     def collate(self, split: str) -> MultimodalCollate:
         reader = self.reader(split)
-        pad = {"text": self.pipelines["text"].pad_id} if "text" in self.modalities else {}
-        shapes = {"image": self.pipelines["image"].shape} if "image" in self.modalities else {}
+        kinds = {m: modality_kind(m) for m in self.modalities}  # image_2 (NLVR2) is padded as an image
+        pad = {m: self.pipelines["text"].pad_id for m, kind in kinds.items() if kind == "text"}
+        shapes = {m: self.pipelines["image"].shape for m, kind in kinds.items() if kind == "image"}
         audio = self.pipelines["audio"]
         if "audio" in self.modalities and audio.max_samples:  # a batch without audio (all bad) keeps a valid shape
             shapes["audio"] = (audio.max_samples,)
