@@ -11,7 +11,8 @@ from polyfuse.encoders.clip_text import CLIPTextEncoder
 from polyfuse.encoders.cnn import MobileNetV2Encoder
 from polyfuse.encoders.loading import CheckpointError
 from polyfuse.encoders.text import TextTransformerEncoder
+from polyfuse.encoders.video import FrameTemporalEncoder, VideoViTEncoder
 from polyfuse.encoders.vision import ViTEncoder
 
 __all__ = ["Encoder", "ViTEncoder", "TextTransformerEncoder", "CLIPTextEncoder", "AudioCNNEncoder",
-           "MobileNetV2Encoder", "LogMelSpectrogram", "Resample", "mel_filter_bank", "CheckpointError"]
+           "MobileNetV2Encoder", "FrameTemporalEncoder", "VideoViTEncoder", "LogMelSpectrogram", "Resample", "mel_filter_bank", "CheckpointError"]

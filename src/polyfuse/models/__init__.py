@@ -1,8 +1,9 @@
 """Models composed from encoders, fusion and heads."""
 
 from polyfuse.models.clip import CLIP
+from polyfuse.models.clip4clip import CLIP4Clip
 from polyfuse.models.multimodal import ModelOutput, MultimodalModel
 from polyfuse.models.multimodal_lm import MultimodalLM
 from polyfuse.models.vilt import ViLT
 
-__all__ = ["MultimodalModel", "ModelOutput", "CLIP", "ViLT", "MultimodalLM"]
+__all__ = ["MultimodalModel", "ModelOutput", "CLIP", "CLIP4Clip", "ViLT", "MultimodalLM"]
