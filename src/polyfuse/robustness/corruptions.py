@@ -16,6 +16,9 @@ name                  modality  severity ``s`` means
 ``token_dropout``     text      each token (not the first/last: [CLS]/[SEP]) removed with
                                 probability ``s``; the sequence is compacted
 ``token_shuffle``     text      a fraction ``s`` of the inner tokens permuted among themselves
+``frame_drop``        video     each frame of a clip removed with probability ``s`` (at least
+                                one kept); the clip is compacted and its frame mask shortened
+``temporal_shuffle``  video     a fraction ``s`` of a clip's frames permuted among themselves
 ====================  ========  ==============================================================
 """
 
@@ -133,6 +136,42 @@ def token_shuffle(inputs: ModalityInput, severity: float, generator: torch.Gener
     return replace(inputs, values=values)
 
 
+def _real_frames(inputs: ModalityInput) -> Tensor:
+    """The ``(B, T)`` frame mask of clips ``(B, T, C, H, W)``, materialised."""
+    if inputs.mask is not None:
+        return inputs.mask
+    return torch.ones(inputs.values.shape[:2], dtype=torch.bool, device=inputs.values.device)
+
+
+def frame_drop(inputs: ModalityInput, severity: float, generator: torch.Generator) -> ModalityInput:
+    """Clips ``(B, T, C, H, W)``: drop each real frame with probability ``s`` (keeping at least one)
+    and move the rest to the front; the frame mask marks what is left."""
+    mask = _real_frames(inputs)
+    draws = torch.rand(mask.shape, generator=generator).to(mask.device)
+    values, new_mask = torch.zeros_like(inputs.values), torch.zeros_like(mask)
+    for sample in range(mask.shape[0]):
+        real = torch.nonzero(mask[sample], as_tuple=False).flatten()
+        kept = real[draws[sample, real] >= severity]
+        if kept.numel() == 0 and real.numel():  # a clip never loses every frame
+            kept = real[draws[sample, real].argmax().view(1)]
+        values[sample, : kept.numel()] = inputs.values[sample, kept]
+        new_mask[sample, : kept.numel()] = True
+    return replace(inputs, values=values, mask=new_mask)
+
+
+def temporal_shuffle(inputs: ModalityInput, severity: float, generator: torch.Generator) -> ModalityInput:
+    """Clips ``(B, T, C, H, W)``: permute a random fraction ``s`` of each clip's real frames."""
+    mask, values = _real_frames(inputs), inputs.values.clone()
+    for sample in range(mask.shape[0]):
+        real = torch.nonzero(mask[sample], as_tuple=False).flatten()
+        order = real[torch.randperm(real.numel(), generator=generator).to(real.device)]
+        chosen = order[: round(severity * real.numel())]
+        if chosen.numel() > 1:
+            shuffled = chosen[torch.randperm(chosen.numel(), generator=generator).to(real.device)]
+            values[sample, chosen] = inputs.values[sample, shuffled]
+    return replace(inputs, values=values)
+
+
 CORRUPTIONS: dict[str, tuple[str, Corruption]] = {
     "gaussian_noise": ("image", gaussian_noise),
     "blur": ("image", blur),
@@ -140,6 +179,8 @@ CORRUPTIONS: dict[str, tuple[str, Corruption]] = {
     "noise_snr": ("audio", noise_snr),
     "token_dropout": ("text", token_dropout),
     "token_shuffle": ("text", token_shuffle),
+    "frame_drop": ("video", frame_drop),
+    "temporal_shuffle": ("video", temporal_shuffle),
 }
 
 
