@@ -49,11 +49,14 @@ def test_a_clip_decodes_to_a_moving_digit_with_its_spoken_name() -> None:
     assert (clip[0] - clip[-1]).abs().mean() > 0.05  # the digit moved
 
 
-@pytest.mark.parametrize("experiment", ["avdigits_video", "avdigits_video_retrieval"])
+METRICS = {"avdigits_video": "test/acc", "avdigits_video_retrieval": "test/rsum", "avdigits_video_avc": "test/itm_acc"}
+
+
+@pytest.mark.parametrize("experiment", list(METRICS))
 def test_video_experiment_trains_a_step(compose_train, experiment: str) -> None:
     from polyfuse.cli.train import train
 
     cfg = compose_train([f"experiment={experiment}", "debug=fdr", "data.batch_size=4"])
     summary = train(cfg)  # one training, validation and test step on the committed clips
-    metric = "test/acc" if experiment == "avdigits_video" else "test/rsum"
+    metric = METRICS[experiment]
     assert metric in summary["test"] and summary["test"][metric] == summary["test"][metric]  # a number, not NaN

@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from polyfuse.attention import MultiHeadAttention
 from polyfuse.encoders.base import Encoder, Output, checkpointed
 from polyfuse.encoders.transformer import TransformerBlock
-from polyfuse.encoders.vision import ViTEncoder
+from polyfuse.encoders.vision import PatchStemFreezing, ViTEncoder
 
 __all__ = ["DividedSpaceTimeBlock", "TubeletEmbed", "VideoViTEncoder", "attendable_keys"]
 
@@ -101,7 +101,7 @@ class DividedSpaceTimeBlock(nn.Module):
         return x + block.ls2(block.mlp(block.norm2(x)))
 
 
-class VideoViTEncoder(Encoder):
+class VideoViTEncoder(PatchStemFreezing, Encoder):
     """ViT over clips ``(B, T, C, H, W)`` + frame mask ``(B, T)`` -> tokens ``(B, 1 + T' N, D)`` + mask.
 
     Args:
@@ -113,6 +113,8 @@ class VideoViTEncoder(Encoder):
         output, proj_dim, proj_bias, pool, freeze, grad_checkpointing: as for every encoder (pool
             ``cls`` / ``mean`` over the real patch tokens).
     """
+
+    embedding_names = ("cls_token", "pos_embed", "time_embed")
 
     def __init__(self, image_size: int = 32, patch_size: int = 4, in_chans: int = 1, num_frames: int = 8,
                  tubelet_size: int = 1, attention: Attention = "divided", dim: int = 64, depth: int = 2,
@@ -180,18 +182,6 @@ class VideoViTEncoder(Encoder):
             return tokens[:, :1]
         patch_mask = None if mask is None else mask[:, 1:]
         return super().pool_tokens(tokens[:, 1:], patch_mask, values)
-
-    def stem_modules(self) -> list[nn.Module]:
-        return [self.patch_embed, self.norm_pre]
-
-    def blocks_for_freezing(self) -> list[nn.Module]:
-        return list(self.blocks)
-
-    def freeze(self, blocks: int | bool = True) -> None:
-        super().freeze(blocks)
-        if blocks is not False and blocks != 0:
-            for param in (self.cls_token, self.pos_embed, self.time_embed):
-                param.requires_grad_(False)
 
     @classmethod
     def from_image(cls, vit: ViTEncoder, num_frames: int = 8, tubelet_size: int = 1, attention: Attention = "divided",

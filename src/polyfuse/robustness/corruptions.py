@@ -128,12 +128,19 @@ def token_shuffle(inputs: ModalityInput, severity: float, generator: torch.Gener
     if mask is None:
         mask = torch.ones_like(values, dtype=torch.bool)
     for sample, inner in enumerate(_inner_positions(mask)):
-        order = inner[torch.randperm(inner.numel(), generator=generator).to(inner.device)]
-        chosen = order[: round(severity * inner.numel())]
-        if chosen.numel() > 1:
-            shuffled = chosen[torch.randperm(chosen.numel(), generator=generator).to(inner.device)]
-            values[sample, chosen] = inputs.values[sample, shuffled]
+        _permute_some(values, inputs.values, sample, inner, severity, generator)
     return replace(inputs, values=values)
+
+
+def _permute_some(values: Tensor, source: Tensor, sample: int, positions: Tensor, severity: float,
+                  generator: torch.Generator) -> None:
+    """Permute a random fraction ``severity`` of ``positions`` of row ``sample``: ``values`` (in place)
+    takes them from ``source`` in a random order."""
+    order = positions[torch.randperm(positions.numel(), generator=generator).to(positions.device)]
+    chosen = order[: round(severity * positions.numel())]
+    if chosen.numel() > 1:
+        shuffled = chosen[torch.randperm(chosen.numel(), generator=generator).to(positions.device)]
+        values[sample, chosen] = source[sample, shuffled]
 
 
 def _real_frames(inputs: ModalityInput) -> Tensor:
@@ -163,12 +170,8 @@ def temporal_shuffle(inputs: ModalityInput, severity: float, generator: torch.Ge
     """Clips ``(B, T, C, H, W)``: permute a random fraction ``s`` of each clip's real frames."""
     mask, values = _real_frames(inputs), inputs.values.clone()
     for sample in range(mask.shape[0]):
-        real = torch.nonzero(mask[sample], as_tuple=False).flatten()
-        order = real[torch.randperm(real.numel(), generator=generator).to(real.device)]
-        chosen = order[: round(severity * real.numel())]
-        if chosen.numel() > 1:
-            shuffled = chosen[torch.randperm(chosen.numel(), generator=generator).to(real.device)]
-            values[sample, chosen] = inputs.values[sample, shuffled]
+        _permute_some(values, inputs.values, sample, torch.nonzero(mask[sample], as_tuple=False).flatten(),
+                      severity, generator)
     return replace(inputs, values=values)
 
 
