@@ -5,7 +5,7 @@ Deterministic, from the embedded AV-digits files (no download): for each chosen 
 its 32x32 digit image is shrunk to 16x16 and moved along a straight line in one of 8 directions
 (Moving-MNIST style, Srivastava et al., 2015) over ``--frames`` frames of a 32x32 clip at 8 fps;
 the record's spoken digit (synthetic voices; the recorded human voice for ``test_real``) is the
-sound track. The clip is a real H.264/AAC ``.mp4`` (PyAV), decoded by polyfuse through the same
+sound track. The clip is a real MPEG-4/AAC ``.mp4`` (PyAV), decoded by polyfuse through the same
 path as user videos. Each split folder holds the clips and a ``metadata.jsonl``::
 
     {"id": "0007", "video": "0007.mp4", "label": 3, "text": "the digit three moving up and left",

@@ -1,8 +1,10 @@
 """Write a clip (frames + optional sound track) to a video file with PyAV.
 
 Used by the AV-digits clip builder (``scripts/build_avdigits_video.py``) and by the tests, which make
-tiny videos on the fly. H.264 video (``libx264``, shipped inside PyAV's FFmpeg) and AAC audio in an
-MP4 container by default.
+tiny videos on the fly. MPEG-4 Part 2 video and AAC audio (FFmpeg's own encoders, bit-exact mode) in
+an MP4 container by default: the same inputs give the same bytes in any process. ``libx264`` (also
+shipped inside PyAV) compresses better but its output here depended on what the process had encoded
+before, so the embedded clips do not use it.
 """
 
 from __future__ import annotations
@@ -33,11 +35,12 @@ def rgb_to_yuv420p(frame: np.ndarray) -> np.ndarray:
 
 
 def write_video(path: str | Path, frames: np.ndarray, fps: int = 8, audio: np.ndarray | None = None,
-                sample_rate: int = 8000, codec: str = "libx264", crf: int = 23, audio_codec: str = "aac",
-                audio_bit_rate: int = 24000) -> Path:
+                sample_rate: int = 8000, codec: str = "mpeg4", bit_rate: int = 64000, crf: int = 23,
+                audio_codec: str = "aac", audio_bit_rate: int = 24000) -> Path:
     """Encode ``frames: uint8 (T, H, W, 3)`` (RGB) at ``fps`` and, when given, ``audio: float32 (S,)``
     (mono, in ``[-1, 1]``, at ``sample_rate``) as the sound track. ``H`` must be a multiple of 4 and
-    ``W`` even (4:2:0 chroma planes stored whole rows). The encoders run single-threaded, so the same inputs give the same bytes."""
+    ``W`` even (4:2:0 chroma planes stored whole rows). ``bit_rate``: the video's target (``codec``
+    other than ``libx264``); ``crf``: ``libx264``'s quality. The encoders run single-threaded."""
     av = import_av()
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or frames.shape[1] % 4 or frames.shape[2] % 2:
@@ -51,10 +54,13 @@ def write_video(path: str | Path, frames: np.ndarray, fps: int = 8, audio: np.nd
         video.codec_context.thread_count = 1
         if codec == "libx264":
             video.options = {"crf": str(crf), "preset": "veryfast"}
+        else:
+            video.bit_rate, video.options = int(bit_rate), {"flags": "+bitexact"}
         sound = None
         if audio is not None:
             sound = container.add_stream(audio_codec, rate=int(sample_rate))
             sound.layout, sound.bit_rate = "mono", int(audio_bit_rate)
+            sound.options = {"flags": "+bitexact"}
         video.codec_context.time_base = Fraction(1, int(fps))
         for index, frame in enumerate(frames):  # explicit timestamps: x264's rate control reads frame durations
             picture = av.VideoFrame.from_ndarray(rgb_to_yuv420p(frame), format="yuv420p")
