@@ -15,7 +15,7 @@ from setuptools import find_namespace_packages, find_packages, setup
 #: package -> (directory at the repository's top level, data files of each of its packages)
 MAPPED = {
     "polyfuse.configs": ("configs", ["*.yaml"]),
-    "polyfuse.avdigits_data": ("data/avdigits", ["*.json", "*.jsonl", "*.flac", "*.png"]),
+    "polyfuse.avdigits_data": ("data/avdigits", ["*.json", "*.jsonl", "*.flac", "*.png", "*.mp4"]),
 }
 
 

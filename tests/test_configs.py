@@ -76,11 +76,15 @@ def _options() -> list[tuple[str, str]]:
 
 #: data configs whose modalities the default model has no encoder for, and the encoder they get
 EXTRA_ENCODERS = {("data", "nlvr2"): ["+model/encoder@model.encoders.image_2=vit_tiny"]}  # the second image
+#: data configs of clips: the default model has no video encoder, so compose one with them
+VIDEO_DATA = {"avdigits_video", "video_folder", "msrvtt"}
 
 
 def _override(group: str, option: str) -> list[str]:
     if group == "model/encoder":
         return [f"model/encoder@model.encoders.image={option}"]
+    if group == "data" and option in VIDEO_DATA:
+        return [f"{group}={option}", "+model/encoder@model.encoders.video=video_factorised"]
     return [f"{group}={option}", *EXTRA_ENCODERS.get((group, option), [])]
 
 

@@ -13,7 +13,7 @@ from polyfuse._optional import MissingDependencyError, import_optional
 
 #: import names of the optional packages (pyproject.toml extras), hidden from the subprocess below
 OPTIONAL = ("pycocoevalcap", "wandb", "tensorboard", "tensorboardX", "datasets", "webdataset", "open_clip", "timm",
-            "optuna", "submitit")
+            "optuna", "submitit", "av")
 
 
 def test_import_optional_names_the_extra(monkeypatch):
@@ -30,6 +30,7 @@ def test_import_optional_names_the_extra(monkeypatch):
     ("webdataset", "data", "polyfuse.data.shards", "import_webdataset", ()),
     ("datasets", "data", "polyfuse.data.hf", "load_hf_dataset", ("missing", "train")),
     ("open_clip", "clip", "polyfuse.encoders.pretrained.open_clip_towers", "open_clip_model_config", ("ViT-B-32",)),
+    ("av", "video", "polyfuse.data.video", "import_av", ()),
 ])
 def test_features_name_their_extra(monkeypatch, hidden, extra, where, function, args):
     monkeypatch.setitem(sys.modules, hidden, None)

@@ -97,8 +97,10 @@ class ModalityInput:
     """Raw input of one modality for a batch, as produced by the collate function.
 
     Attributes:
-        values: images ``(B, C, H, W)``, token ids ``(B, L)`` or waveforms ``(B, T)``.
-        mask: ``(B, L)``/``(B, T)`` bool padding mask for sequences (``True`` = real); ``None`` for
+        values: images ``(B, C, H, W)``, token ids ``(B, L)``, waveforms ``(B, T)`` or video clips
+            ``(B, T, C, H, W)``.
+        mask: ``(B, L)``/``(B, T)`` bool padding mask for sequences (``True`` = real), for video the
+            frame mask (``False`` = a padding frame of a clip shorter than ``T``); ``None`` for
             fixed-size inputs such as images.
         present: ``(B,)`` bool, ``False`` where the sample lacks this modality.
     """

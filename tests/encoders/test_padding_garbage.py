@@ -22,12 +22,13 @@ import torch
 from omegaconf import OmegaConf
 
 from polyfuse.batch import Encoded, ModalityInput
-from polyfuse.encoders import AudioCNNEncoder, CLIPTextEncoder, Encoder, TextTransformerEncoder
+from polyfuse.encoders import (AudioCNNEncoder, CLIPTextEncoder, Encoder, FrameTemporalEncoder, TextTransformerEncoder,
+                               VideoViTEncoder)
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "model" / "encoder"
 NEEDS_FILES = {"minilm_l6", "mobilenet_v2", "open_clip_text", "open_clip_vit"}  # pretrained weights
 NAMES = sorted(path.stem for path in CONFIGS.glob("*.yaml") if path.stem not in NEEDS_FILES)
-BATCH, TEXT_LENGTH, AUDIO_SAMPLES = 3, 8, 4000
+BATCH, TEXT_LENGTH, AUDIO_SAMPLES, FRAMES = 3, 8, 4000, 4
 PRESENT = torch.tensor([True, True, False])          # row 2: the modality is absent
 
 
@@ -56,6 +57,10 @@ def clean_inputs(encoder: Encoder) -> ModalityInput:
         values = torch.randn(BATCH, AUDIO_SAMPLES, generator=generator)
         lengths = torch.tensor([AUDIO_SAMPLES, 2600, AUDIO_SAMPLES])
         mask = torch.arange(AUDIO_SAMPLES)[None] < lengths[:, None]
+    elif isinstance(encoder, (FrameTemporalEncoder, VideoViTEncoder)):  # clips: padded frames
+        frame = encoder.frame_encoder if isinstance(encoder, FrameTemporalEncoder) else encoder
+        values = torch.randn(BATCH, FRAMES, frame.in_chans, frame.image_size, frame.image_size, generator=generator)
+        mask = torch.arange(FRAMES)[None] < torch.tensor([FRAMES, 2, FRAMES])[:, None]
     else:  # images: no padding
         size = getattr(encoder, "image_size", 32)
         values, mask = torch.randn(BATCH, encoder.in_chans, size, size, generator=generator), None

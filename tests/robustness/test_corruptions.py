@@ -34,6 +34,11 @@ def _text() -> ModalityInput:
     return ModalityInput(ids, mask=ids != 0)
 
 
+def _video() -> ModalityInput:
+    torch.manual_seed(0)
+    return ModalityInput(torch.rand(2, 6, 1, 4, 4), mask=torch.tensor([[True] * 6, [True] * 4 + [False] * 2]))
+
+
 def test_every_corruption_is_registered_for_its_modality():
     assert set(corruptions_for("image")) == {"gaussian_noise", "blur", "occlusion"}
     assert corruptions_for("audio") == ["noise_snr"]
@@ -46,7 +51,7 @@ def test_every_corruption_is_registered_for_its_modality():
 
 @pytest.mark.parametrize("name", sorted(CORRUPTIONS))
 def test_severity_zero_is_the_identity_and_shapes_and_presence_are_kept(name):
-    inputs = {"image": _images, "audio": _audio, "text": _text}[CORRUPTIONS[name][0]]()
+    inputs = {"image": _images, "audio": _audio, "text": _text, "video": _video}[CORRUPTIONS[name][0]]()
     assert corrupt(name, inputs, 0.0, _gen()) is inputs
     out = corrupt(name, inputs, 0.7, _gen())
     assert out.values.shape == inputs.values.shape and out.values.dtype == inputs.values.dtype

@@ -115,8 +115,8 @@ def test_config_mistakes_name_the_key():
     from polyfuse.data import ImagePipeline
 
     splits = {"train": list, "val": list, "test": list}
-    with pytest.raises(ValueError, match=r"unknown modalities \['video'\]"):
-        MultimodalDataModule(splits, modalities=["image", "video"], image=ImagePipeline())
+    with pytest.raises(ValueError, match=r"unknown modalities \['depth'\]"):
+        MultimodalDataModule(splits, modalities=["image", "depth"], image=ImagePipeline())
     with pytest.raises(ValueError, match=r"data.splits has no \['test_dev'\]"):
         MultimodalDataModule(splits, modalities=["image"], image=ImagePipeline(), test_splits=["test_dev"])
     with pytest.raises(ValueError, match=r"includes \['text'\] but data.text"):

@@ -2,9 +2,10 @@
 
 Readers (raw samples, no decoding): :class:`CocoCaptionsReader`, :class:`KarpathyCaptionsReader`,
 :class:`VQAv2Reader`, :class:`CsvCaptionsReader`, :class:`HFDatasetReader`,
-:class:`MediaFolderReader`, :class:`ShardReader` (WebDataset, streaming), :class:`LlavaConversationReader`
+:class:`MediaFolderReader` (also video clip lists), :class:`MSRVTTReader` (video captions),
+:class:`ShardReader` (WebDataset, streaming), :class:`LlavaConversationReader`
 and :class:`AVDigitsInstructionReader` (conversations for :class:`~polyfuse.models.MultimodalLM`).
-Decoding in workers: :class:`ImagePipeline`, :class:`AudioPipeline`, :class:`TextPipeline`,
+Decoding in workers: :class:`ImagePipeline`, :class:`AudioPipeline`, :class:`TextPipeline`, :class:`VideoPipeline`,
 :class:`SampleDecoder`. Batching: :class:`MultimodalCollate`; loading: :class:`MultimodalLoader`.
 Bad input: :class:`BadSample`, :class:`BadSamplePolicy`, :class:`BadSampleTracker`.
 """
@@ -21,15 +22,17 @@ from polyfuse.data.image import ImagePipeline
 from polyfuse.data.io import DataFileError, EncodedMedia
 from polyfuse.data.llava import AVDigitsInstructionReader, LlavaConversationReader
 from polyfuse.data.loader import EpochSampler, MultimodalLoader
+from polyfuse.data.msrvtt import MSRVTTReader
 from polyfuse.data.shard_writer import write_shards
 from polyfuse.data.shards import ShardReader
 from polyfuse.data.text import TextPipeline
+from polyfuse.data.video import VideoPipeline
 from polyfuse.data.vqa import VQAv2Reader
 
 __all__ = [
     "AudioPipeline", "BadSample", "BadSamplePolicy", "BadSampleTracker", "CocoCaptionsReader",
     "CsvCaptionsReader", "DataFileError", "DecodedDataset", "DecodedIterableDataset", "EncodedMedia", "EpochSampler",
     "AVDigitsInstructionReader", "HFDatasetReader", "ImagePipeline", "KarpathyCaptionsReader", "LlavaConversationReader", "MediaFolderReader", "MultimodalCollate",
-    "MultimodalLoader",
+    "MultimodalLoader", "MSRVTTReader", "VideoPipeline",
     "SampleDecoder", "ShardReader", "TextPipeline", "TooManyBadSamplesError", "VQAv2Reader", "write_shards",
 ]

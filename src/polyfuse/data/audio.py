@@ -4,7 +4,9 @@ Only the cropped window is read from disk, so a 10-second crop of an hour-long f
 as a 10-second file. Padding happens in the collate function, which also builds the ``(B, T)``
 mask (``MultimodalCollate(pad_to={"audio": max_samples})`` for a fixed length); the log-mel
 front end runs inside the model (:class:`polyfuse.encoders.audio.LogMelSpectrogram`), whose
-``sample_rate`` must equal this pipeline's.
+``sample_rate`` must equal this pipeline's. A video file's sound track is read with PyAV
+(:func:`polyfuse.data.video.read_sound_track`) and cropped the same way; a video without one gives
+``None`` (the sample's audio is absent).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import torch
 from torch import Tensor
 
 from polyfuse.data.io import DataFileError, MediaSource, native_source, resample, source_name
+from polyfuse.data.video import is_video_source, read_sound_track
 
 CROPS = ("random", "start", "center")
 
@@ -47,13 +50,16 @@ class AudioPipeline:
     def max_samples(self) -> int | None:
         return None if self.max_seconds is None else int(round(self.max_seconds * self.sample_rate))
 
-    def __call__(self, source: MediaSource, train: bool = False) -> Tensor:
+    def __call__(self, source: MediaSource, train: bool = False) -> Tensor | None:
         """Read the window of ``source``; a missing, corrupt or empty file raises
-        :class:`~polyfuse.data.io.DataFileError` naming it."""
+        :class:`~polyfuse.data.io.DataFileError` naming it. A video file gives its sound track, or
+        ``None`` when it has none."""
         import soundfile as sf
 
         name = source_name(source)
         crop = self.train_crop if train else self.eval_crop
+        if is_video_source(source):
+            return self._sound_track(source, crop)
         try:
             with sf.SoundFile(native_source(source, "audio")) as clip:
                 rate, frames = clip.samplerate, clip.frames
@@ -74,6 +80,14 @@ class AudioPipeline:
         if self.max_samples is not None:
             mono = mono[: self.max_samples]
         return torch.from_numpy(np.ascontiguousarray(mono, dtype=np.float32))
+
+    def _sound_track(self, source: MediaSource, crop: str) -> Tensor | None:
+        """The ``crop`` window of a video file's sound track (decoded whole, already at ``sample_rate``)."""
+        track = read_sound_track(source, self.sample_rate)
+        if track is None or self.max_samples is None:
+            return track
+        start = _window_start(track.shape[0], min(track.shape[0], self.max_samples), crop)
+        return track[start: start + self.max_samples].clone()
 
 
 def _window_start(frames: int, window: int, crop: str) -> int:

@@ -24,7 +24,9 @@ class MultimodalCollate:
 
     * 1-D modality values (token ids ``(L,)``, waveforms ``(T,)``) are right-padded to the longest
       in the batch with ``pad_values[modality]`` (default 0) and get a ``(B, L)`` mask.
-    * N-D values (images ``(C, H, W)``) are stacked and must share a shape.
+    * N-D values (images ``(C, H, W)``) are stacked and must share a shape, except those of the
+      ``frame_modalities`` (video clips ``(T, C, H, W)``), which are padded along time to the
+      longest clip with zeros and get a ``(B, T)`` frame mask.
     * A sample whose modality is ``None`` (or missing from the dict) is absent: ``present=False``,
       zeros in its slot, an all-``False`` mask row.
     * A sample that is a :class:`~polyfuse.data.errors.BadSample` marker (or ``None``) becomes a
@@ -53,6 +55,9 @@ class MultimodalCollate:
             ``"float32"`` otherwise; token-id targets need ``"int64"``).
         dtypes: dtype name per modality absent from the whole batch (default: ``int64`` token ids
             for ``text``, ``float32`` for the rest).
+        frame_modalities: modalities whose values are sequences of frames ``(T, ...)``, padded like
+            1-D sequences; their ``shapes`` entry is ``(T, ...)`` (``T``: the padded length of a batch
+            without them).
     """
 
     modalities: Sequence[str]
@@ -63,6 +68,7 @@ class MultimodalCollate:
     target_shapes: Mapping[str, Sequence[int]] = field(default_factory=dict)
     target_dtypes: Mapping[str, str] = field(default_factory=dict)
     dtypes: Mapping[str, str] = field(default_factory=lambda: dict(FALLBACK_DTYPES))
+    frame_modalities: Sequence[str] = ("video",)
 
     def __call__(self, samples: Sequence[Mapping[str, Any] | BadSample | None]) -> Batch:
         if not samples:
@@ -118,8 +124,10 @@ class MultimodalCollate:
     def _collate_modality(self, name: str, values: list[Tensor | None]) -> ModalityInput:
         present = torch.tensor([v is not None for v in values], dtype=torch.bool)
         real = [v for v in values if v is not None]
-        if real and real[0].dim() == 1:
+        if real and (real[0].dim() == 1 or name in self.frame_modalities):
             return self._pad_sequences(name, values, present)
+        if not real and name in self.frame_modalities and name in self.shapes:
+            return self._pad_sequences(name, values, present, minimum=int(self.shapes[name][0]))
         if real:
             shape = tuple(real[0].shape)
             dtype = real[0].dtype
@@ -144,9 +152,14 @@ class MultimodalCollate:
         lengths = [0 if v is None else v.shape[0] for v in values]
         real = [v for v in values if v is not None]
         dtype = real[0].dtype if real else getattr(torch, self.dtypes.get(name, "float32"))
+        frame = tuple(real[0].shape[1:]) if real else tuple(self.shapes.get(name, (0,))[1:])
+        for value in real:
+            if tuple(value.shape[1:]) != frame:
+                raise ValueError(f"modality {name!r}: cannot pad frames of shapes {frame} and "
+                                 f"{tuple(value.shape[1:])} into one batch; resize in the dataset transform")
         longest = max(max(lengths), minimum, self.pad_to.get(name, 0))
         pad = self.pad_values.get(name, 0)
-        padded = _new_batch_tensor((len(values), longest), dtype).fill_(pad)
+        padded = _new_batch_tensor((len(values), longest, *frame), dtype).fill_(pad)
         mask = torch.zeros(len(values), longest, dtype=torch.bool)
         for row, (value, length) in enumerate(zip(values, lengths)):
             if value is not None and length:

@@ -1,6 +1,6 @@
 """Raw samples -> tensors, in DataLoader workers, with bad input turned into markers.
 
-:class:`SampleDecoder` applies the image / audio / text pipelines to a raw sample
+:class:`SampleDecoder` applies the image / audio / text / video pipelines to a raw sample
 (:mod:`polyfuse.data.reader`). :class:`DecodedDataset` and :class:`DecodedIterableDataset` wrap
 any reader with a decoder: a sample that fails (corrupt or missing file, empty caption, any decoder,
 transform or tokenizer error) becomes a :class:`~polyfuse.data.errors.BadSample` that the collate
@@ -21,6 +21,7 @@ from polyfuse.data.image import ImagePipeline
 from polyfuse.data.io import DataFileError, EncodedMedia, source_name
 from polyfuse.data.reader import MODALITIES, SOURCE_KEY, modality_kind
 from polyfuse.data.text import TextPipeline
+from polyfuse.data.video import VideoPipeline
 
 
 #: what a pipeline may raise on bad input besides DataFileError (decoders, transforms, tokenizers)
@@ -30,25 +31,30 @@ DECODE_ERRORS = (OSError, ValueError, RuntimeError, EOFError, TypeError, IndexEr
 class SampleDecoder:
     """Decode the ``modalities`` of a raw sample; every other key passes through unchanged.
 
-    An absent modality (``None`` or no key) stays ``None`` (``present=False`` after collate).
+    An absent modality (``None`` or no key) stays ``None`` (``present=False`` after collate), and so
+    does one whose pipeline returns ``None`` (a video file without a sound track given as audio).
 
     Args:
-        modalities: which of ``image``, ``audio``, ``text`` to decode (others are dropped); numbered
-            names (``image_2``) use their kind's pipeline (:func:`~polyfuse.data.reader.modality_kind`).
-        image, audio, text: the pipelines; the one for each requested modality is required.
+        modalities: which of ``image``, ``audio``, ``text``, ``video`` to decode (others are dropped);
+            numbered names (``image_2``) use their kind's pipeline (:func:`~polyfuse.data.reader.modality_kind`).
+        image, audio, text, video: the pipelines; the one for each requested modality is required.
         train: use the training transforms (random crops, augmentation).
+        sound_track: when ``audio`` is requested and a sample has no audio source of its own, read
+            the sound track of its ``video`` file (absent when the file has none).
     """
 
     def __init__(self, modalities: Sequence[str], image: ImagePipeline | None = None,
-                 audio: AudioPipeline | None = None, text: TextPipeline | None = None, train: bool = False) -> None:
+                 audio: AudioPipeline | None = None, text: TextPipeline | None = None, train: bool = False,
+                 video: VideoPipeline | None = None, sound_track: bool = True) -> None:
         unknown = [m for m in modalities if modality_kind(m) not in MODALITIES]
         if unknown:
             raise ValueError(f"unknown modalities {unknown}; readers provide {', '.join(MODALITIES)}")
-        pipelines = {"image": image, "audio": audio, "text": text}
+        pipelines = {"image": image, "audio": audio, "text": text, "video": video}
         missing = [m for m in modalities if pipelines[modality_kind(m)] is None]
         if missing:
             raise ValueError(f"modalities {missing} need a pipeline: set data.{missing[0]} in the data config")
         self.modalities, self.pipelines, self.train = tuple(modalities), pipelines, train
+        self.sound_track = sound_track
 
     def __call__(self, raw: dict[str, Any]) -> dict[str, Any] | BadSample:
         sample_id = str(raw.get("id", "?"))
@@ -56,6 +62,8 @@ class SampleDecoder:
         sample["id"] = sample_id
         for modality in self.modalities:
             value = raw.get(modality)
+            if value is None and modality == "audio" and self.sound_track:
+                value = raw.get("video")
             if value is None:
                 sample[modality] = None
                 continue

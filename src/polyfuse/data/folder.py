@@ -1,4 +1,4 @@
-"""A folder of media files: audio clips, images, audio-visual pairs, with or without metadata.
+"""A folder of media files: audio clips, images, video clips, audio-visual pairs, with or without metadata.
 
 Two layouts, both as in Hugging Face's imagefolder / audiofolder, extended to several modalities:
 
@@ -8,9 +8,11 @@ Two layouts, both as in Hugging Face's imagefolder / audiofolder, extended to se
        "text": "a dog barks twice", "label": 3}
 
   Paths are relative to the metadata file. HF's single ``file_name`` column is understood too
-  (its extension tells image from audio). A ``null`` / empty path or a missing key means the
+  (its extension tells image from audio from video). A video clip list in the Kinetics / UCF-101
+  layout -- a CSV ``path,label`` -- is ``metadata="train.csv", columns={"video": "path"}``; with
+  ``audio`` requested, a clip's sound track is its audio (:class:`~polyfuse.data.decode.SampleDecoder`). A ``null`` / empty path or a missing key means the
   sample lacks that modality; a malformed JSON line is skipped and counted.
-* **class folders** (no metadata file) -- ``<root>/<split>/<class>/<name>.{jpg,png,wav,flac,...}``:
+* **class folders** (no metadata file) -- ``<root>/<split>/<class>/<name>.{jpg,png,wav,flac,mp4,...}``:
   files with the same ``<class>/<name>`` stem are one sample (an image and a clip side by side
   make an audio-visual pair); the label is the class folder's index in ``labels``.
 """
@@ -24,16 +26,19 @@ from typing import Any, Mapping, Sequence
 
 from polyfuse.data.io import DataFileError
 from polyfuse.data.reader import MODALITIES, SOURCE_KEY, RecordReader
+from polyfuse.data.video import VIDEO_EXTENSIONS
 
 IMAGE_EXTENSIONS = frozenset({"jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff", "ppm", "pgm"})
 AUDIO_EXTENSIONS = frozenset({"wav", "flac", "ogg", "mp3", "aiff", "aif", "opus"})
-DEFAULT_COLUMNS = {"id": "id", "image": "image", "audio": "audio", "text": "text", "label": "label"}
+DEFAULT_COLUMNS = {"id": "id", "image": "image", "audio": "audio", "video": "video", "text": "text", "label": "label"}
+MEDIA = ("image", "audio", "video")
 
 
 def media_kind(name: str) -> str | None:
-    """``"image"``, ``"audio"`` or ``None`` from a file name's extension."""
+    """``"image"``, ``"audio"``, ``"video"`` or ``None`` from a file name's extension."""
     extension = Path(name).suffix[1:].lower()
-    return "image" if extension in IMAGE_EXTENSIONS else "audio" if extension in AUDIO_EXTENSIONS else None
+    kinds = (("image", IMAGE_EXTENSIONS), ("audio", AUDIO_EXTENSIONS), ("video", VIDEO_EXTENSIONS))
+    return next((kind for kind, extensions in kinds if extension in extensions), None)
 
 
 class MediaFolderReader(RecordReader):
@@ -41,8 +46,8 @@ class MediaFolderReader(RecordReader):
 
     Args:
         root: dataset folder. split: sub-folder of ``root`` (``None``: ``root`` itself).
-        columns: polyfuse key -> metadata column (defaults: ``id``, ``image``, ``audio``, ``text``,
-            ``label``; columns absent from every record are ignored).
+        columns: polyfuse key -> metadata column (defaults: ``id``, ``image``, ``audio``, ``video``,
+            ``text``, ``label``; columns absent from every record are ignored).
         labels: class names in index order. Required when labels are strings, so that every
             split maps them to the same indices; class folders default to their sorted names.
         metadata: metadata file name inside the split folder (``.jsonl`` or ``.csv``).
@@ -96,12 +101,13 @@ class MediaFolderReader(RecordReader):
             if problem is not None or record is None:
                 self.skip(where, problem or "unreadable record", number)
                 continue
-            sample: dict[str, Any] = {"id": str(record.get(self.columns["id"]) or f"{base.name}:{number}"),
-                                      SOURCE_KEY: where}
+            media = next((record[self.columns[m]] for m in MEDIA if record.get(self.columns[m])), None)
+            sample_id = record.get(self.columns["id"]) or media or f"{base.name}:{number}"  # a CSV has no line numbers
+            sample: dict[str, Any] = {"id": str(sample_id), SOURCE_KEY: where}
             file_name = record.get("file_name")
             if file_name and media_kind(file_name):
                 sample[media_kind(file_name)] = str(base / file_name)
-            for modality in ("image", "audio"):
+            for modality in MEDIA:
                 value = record.get(self.columns[modality])
                 if value:
                     sample[modality] = str(base / value)
@@ -146,7 +152,7 @@ class MediaFolderReader(RecordReader):
                 if kind is None:
                     continue
                 stem = file.relative_to(self.folder).with_suffix("").as_posix()
-                sample = grouped.setdefault(stem, {"id": stem, "image": None, "audio": None, "text": None,
+                sample = grouped.setdefault(stem, {"id": stem, **dict.fromkeys(MEDIA), "text": None,
                                                    "label": self.labels.index(name), SOURCE_KEY: str(file)})
                 sample[kind] = str(file)
             self.samples.extend(grouped.values())

@@ -5,7 +5,8 @@ samples, cheap to produce and independent of any model::
 
     {"id": str,
      "image": path | EncodedMedia | None,     # None or missing key = the sample lacks it
-     "audio": path | EncodedMedia | None,
+     "audio": path | EncodedMedia | None,     # a video file here = its sound track
+     "video": path | EncodedMedia | None,     # .mp4 / .webm / ... (polyfuse.data.video)
      "text": str | None,                      # caption / question; "" is bad input
      "image_2": ...,                          # more inputs of a kind: numbered (modality_kind)
      <target>: int | float | Tensor,          # every sample of a split has each target
@@ -28,7 +29,7 @@ from torch.utils.data import Dataset
 from polyfuse.data.errors import BadSample
 from polyfuse.data.io import DataFileError
 
-MODALITIES = ("image", "audio", "text")
+MODALITIES = ("image", "audio", "text", "video")
 SOURCE_KEY = "__source__"
 
 

@@ -23,6 +23,7 @@ from polyfuse.data.folder import AUDIO_EXTENSIONS, IMAGE_EXTENSIONS
 from polyfuse.data.io import DataFileError, EncodedMedia, MediaSource, read_bytes, source_name
 from polyfuse.data.reader import MODALITIES, SOURCE_KEY
 from polyfuse.data.shards import INDEX_FILE, import_webdataset
+from polyfuse.data.video import VIDEO_EXTENSIONS
 
 log = logging.getLogger(__name__)
 PARTIAL = ".partial"  # suffix of a shard being written; renamed when it is complete
@@ -31,9 +32,12 @@ PARTIAL = ".partial"  # suffix of a shard being written; renamed when it is comp
 def _media_extension(source: MediaSource, kind: str) -> str:
     name = source_name(source)
     extension = source.extension if isinstance(source, EncodedMedia) else Path(name).suffix[1:].lower()
-    allowed = IMAGE_EXTENSIONS if kind == "image" else AUDIO_EXTENSIONS
+    allowed = {"image": IMAGE_EXTENSIONS, "audio": AUDIO_EXTENSIONS, "video": VIDEO_EXTENSIONS}[kind]
     if extension in allowed:
         return extension
+    if kind == "video":
+        raise DataFileError(f"cannot tell the video format of {name}: its extension is not one of "
+                            f"{sorted(VIDEO_EXTENSIONS)}")
     data = read_bytes(source, kind)
     if kind == "image":
         from PIL import Image
@@ -71,7 +75,7 @@ def encode_sample(raw: Mapping[str, Any], key: str) -> dict[str, bytes | str]:
     for name, value in raw.items():
         if name == SOURCE_KEY or (name in MODALITIES and value is None):  # absent = no member
             continue
-        if name in ("image", "audio"):
+        if name in ("image", "audio", "video"):
             members[_media_extension(value, name)] = read_bytes(value, name)
         elif name == "text":
             members["txt"] = str(value).encode("utf-8")

@@ -1,7 +1,8 @@
 """Streaming WebDataset tar shards, split across DDP ranks and DataLoader workers.
 
 A shard is a plain tar (https://github.com/webdataset/webdataset); consecutive members sharing a
-key are one sample: ``<key>.jpg|png|webp`` (image), ``<key>.flac|wav|ogg`` (audio), ``<key>.txt``
+key are one sample: ``<key>.jpg|png|webp`` (image), ``<key>.flac|wav|ogg`` (audio),
+``<key>.mp4|webm|mkv`` (video; its sound track is the audio when there is no audio member), ``<key>.txt``
 (text), ``<key>.json`` (id, targets, extras), ``<key>.<name>.npy`` (array targets such as VQA
 scores). A missing member means the sample lacks that modality. Shards written by
 :func:`polyfuse.data.shard_writer.write_shards` have an ``index.json`` beside them listing the
@@ -48,6 +49,7 @@ from polyfuse.data.folder import AUDIO_EXTENSIONS, IMAGE_EXTENSIONS
 from polyfuse.data.io import DataFileError, EncodedMedia
 from polyfuse.data.reader import MODALITIES, SOURCE_KEY
 from polyfuse.data.tar import TarFormatError, iter_tar
+from polyfuse.data.video import VIDEO_EXTENSIONS
 
 log = logging.getLogger(__name__)
 INDEX_FILE = "index.json"
@@ -222,7 +224,7 @@ class ShardReader(IterableDataset):
 
     def _raw(self, url: str, key: str, members: dict[str, bytes]) -> dict[str, Any] | BadSample:
         source = f"{url}:{key}"
-        raw: dict[str, Any] = {"id": Path(key).name, SOURCE_KEY: source, "image": None, "audio": None, "text": None}
+        raw: dict[str, Any] = {"id": Path(key).name, SOURCE_KEY: source, **dict.fromkeys(MODALITIES)}
         for suffix, data in members.items():
             extension = suffix.rsplit(".", 1)[-1]
             try:
@@ -237,6 +239,8 @@ class ShardReader(IterableDataset):
                     raw["image"] = EncodedMedia(data, f"{source}.{suffix}")
                 elif extension in AUDIO_EXTENSIONS and "." not in suffix:
                     raw["audio"] = EncodedMedia(data, f"{source}.{suffix}")
+                elif extension in VIDEO_EXTENSIONS and "." not in suffix:
+                    raw["video"] = EncodedMedia(data, f"{source}.{suffix}")
                 elif extension == "npy":
                     raw[suffix[: -len(".npy")]] = torch.from_numpy(np.load(io.BytesIO(data), allow_pickle=False))
             except (ValueError, UnicodeDecodeError, OSError, EOFError) as error:

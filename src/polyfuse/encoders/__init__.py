@@ -22,6 +22,7 @@ from polyfuse.encoders.pretrained import (clip_text_from_open_clip, encoder_from
                                           vit_from_open_clip, vit_from_timm)
 from polyfuse.encoders.text import TextTransformerEncoder
 from polyfuse.encoders.vilt_patches import ViLTPatchEncoder
+from polyfuse.encoders.video import FrameTemporalEncoder, VideoViTEncoder
 from polyfuse.encoders.vision import ViTEncoder
 from polyfuse.registry import Registry
 
@@ -30,6 +31,7 @@ ENCODERS: Registry[Any] = Registry("encoder", tag=None)
 for _name, _builder in {
     "vit": ViTEncoder, "text_transformer": TextTransformerEncoder, "clip_text": CLIPTextEncoder,
     "audio_cnn": AudioCNNEncoder, "mobilenet_v2": MobileNetV2Encoder, "vilt_patches": ViLTPatchEncoder,
+    "video_frame_temporal": FrameTemporalEncoder, "video_vit": VideoViTEncoder,
     "hf": encoder_from_hf, "vit_timm": vit_from_timm, "vit_open_clip": vit_from_open_clip,
     "clip_text_open_clip": clip_text_from_open_clip, "mobilenet_v2_torchvision": mobilenet_v2_from_torchvision,
 }.items():
@@ -50,5 +52,5 @@ def build(name: str, *args: Any, **options: Any) -> Encoder:
 
 
 __all__ = ["Encoder", "ViTEncoder", "TextTransformerEncoder", "CLIPTextEncoder", "AudioCNNEncoder",
-           "MobileNetV2Encoder", "ViLTPatchEncoder", "LogMelSpectrogram", "Resample", "mel_filter_bank",
-           "CheckpointError", "ENCODERS", "register", "available", "get_class", "build"]
+           "MobileNetV2Encoder", "ViLTPatchEncoder", "FrameTemporalEncoder", "VideoViTEncoder", "LogMelSpectrogram",
+           "Resample", "mel_filter_bank", "CheckpointError", "ENCODERS", "register", "available", "get_class", "build"]

@@ -25,7 +25,29 @@ class PatchEmbed(nn.Module):
         return self.proj(x).flatten(2).transpose(1, 2)
 
 
-class ViTEncoder(TransformerEncoder):
+class PatchStemFreezing:
+    """Freezing of a patch-embedding transformer encoder (mixed in before :class:`Encoder`): the stem is
+    ``patch_embed`` + ``norm_pre``, the blocks are ``blocks``, and any partial freeze also freezes the
+    learned embeddings named in ``embedding_names``."""
+
+    embedding_names: tuple[str, ...] = ("cls_token", "pos_embed")
+
+    def stem_modules(self) -> list[nn.Module]:
+        return [self.patch_embed, self.norm_pre]
+
+    def blocks_for_freezing(self) -> list[nn.Module]:
+        return list(self.blocks)
+
+    def freeze(self, blocks: int | bool = True) -> None:
+        super().freeze(blocks)
+        if blocks is not False and blocks != 0:
+            for name in self.embedding_names:
+                param = getattr(self, name)
+                if param is not None:
+                    param.requires_grad_(False)
+
+
+class ViTEncoder(PatchStemFreezing, TransformerEncoder):
     """ViT: patch embedding + [CLS] + learned positions + pre-norm transformer blocks + final norm.
 
     Images have no padding, so the token mask is ``None``; an absent image (``present=False``) is
@@ -93,13 +115,3 @@ class ViTEncoder(TransformerEncoder):
         else:
             pooled = tokens[:, self.num_prefix_tokens:].mean(dim=1, keepdim=True)
         return self.fc_norm(pooled)
-
-    def stem_modules(self) -> list[nn.Module]:
-        return [self.patch_embed, self.norm_pre]
-
-    def freeze(self, blocks: int | bool = True) -> None:
-        super().freeze(blocks)
-        if blocks is not False and blocks != 0:
-            for param in (self.cls_token, self.pos_embed):
-                if param is not None:
-                    param.requires_grad_(False)

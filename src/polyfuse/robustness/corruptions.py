@@ -16,6 +16,9 @@ name                  modality  severity ``s`` means
 ``token_dropout``     text      each token (not the first/last: [CLS]/[SEP]) removed with
                                 probability ``s``; the sequence is compacted
 ``token_shuffle``     text      a fraction ``s`` of the inner tokens permuted among themselves
+``frame_drop``        video     each frame of a clip removed with probability ``s`` (at least
+                                one kept); the clip is compacted and its frame mask shortened
+``temporal_shuffle``  video     a fraction ``s`` of a clip's frames permuted among themselves
 ====================  ========  ==============================================================
 """
 
@@ -126,11 +129,50 @@ def token_shuffle(inputs: ModalityInput, severity: float, generator: torch.Gener
     if mask is None:
         mask = torch.ones_like(values, dtype=torch.bool)
     for sample, inner in enumerate(_inner_positions(mask)):
-        order = inner[torch.randperm(inner.numel(), generator=generator).to(inner.device)]
-        chosen = order[: round(severity * inner.numel())]
-        if chosen.numel() > 1:
-            shuffled = chosen[torch.randperm(chosen.numel(), generator=generator).to(inner.device)]
-            values[sample, chosen] = inputs.values[sample, shuffled]
+        _permute_some(values, inputs.values, sample, inner, severity, generator)
+    return replace(inputs, values=values)
+
+
+def _permute_some(values: Tensor, source: Tensor, sample: int, positions: Tensor, severity: float,
+                  generator: torch.Generator) -> None:
+    """Permute a random fraction ``severity`` of ``positions`` of row ``sample``: ``values`` (in place)
+    takes them from ``source`` in a random order."""
+    order = positions[torch.randperm(positions.numel(), generator=generator).to(positions.device)]
+    chosen = order[: round(severity * positions.numel())]
+    if chosen.numel() > 1:
+        shuffled = chosen[torch.randperm(chosen.numel(), generator=generator).to(positions.device)]
+        values[sample, chosen] = source[sample, shuffled]
+
+
+def _real_frames(inputs: ModalityInput) -> Tensor:
+    """The ``(B, T)`` frame mask of clips ``(B, T, C, H, W)``, materialised."""
+    if inputs.mask is not None:
+        return inputs.mask
+    return torch.ones(inputs.values.shape[:2], dtype=torch.bool, device=inputs.values.device)
+
+
+def frame_drop(inputs: ModalityInput, severity: float, generator: torch.Generator) -> ModalityInput:
+    """Clips ``(B, T, C, H, W)``: drop each real frame with probability ``s`` (keeping at least one)
+    and move the rest to the front; the frame mask marks what is left."""
+    mask = _real_frames(inputs)
+    draws = torch.rand(mask.shape, generator=generator).to(mask.device)
+    values, new_mask = torch.zeros_like(inputs.values), torch.zeros_like(mask)
+    for sample in range(mask.shape[0]):
+        real = torch.nonzero(mask[sample], as_tuple=False).flatten()
+        kept = real[draws[sample, real] >= severity]
+        if kept.numel() == 0 and real.numel():  # a clip never loses every frame
+            kept = real[draws[sample, real].argmax().view(1)]
+        values[sample, : kept.numel()] = inputs.values[sample, kept]
+        new_mask[sample, : kept.numel()] = True
+    return replace(inputs, values=values, mask=new_mask)
+
+
+def temporal_shuffle(inputs: ModalityInput, severity: float, generator: torch.Generator) -> ModalityInput:
+    """Clips ``(B, T, C, H, W)``: permute a random fraction ``s`` of each clip's real frames."""
+    mask, values = _real_frames(inputs), inputs.values.clone()
+    for sample in range(mask.shape[0]):
+        _permute_some(values, inputs.values, sample, torch.nonzero(mask[sample], as_tuple=False).flatten(),
+                      severity, generator)
     return replace(inputs, values=values)
 
 
@@ -141,6 +183,8 @@ CORRUPTIONS: dict[str, tuple[str, Corruption]] = {
     "noise_snr": ("audio", noise_snr),
     "token_dropout": ("text", token_dropout),
     "token_shuffle": ("text", token_shuffle),
+    "frame_drop": ("video", frame_drop),
+    "temporal_shuffle": ("video", temporal_shuffle),
 }
 
 

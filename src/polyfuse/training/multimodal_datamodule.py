@@ -19,6 +19,7 @@ from polyfuse.data.errors import BadSamplePolicy
 from polyfuse.data.image import ImagePipeline
 from polyfuse.data.reader import MODALITIES, modality_kind
 from polyfuse.data.text import TextPipeline
+from polyfuse.data.video import VideoPipeline
 from polyfuse.training.base_datamodule import PolyfuseDataModule
 
 log = logging.getLogger(__name__)
@@ -37,9 +38,10 @@ class MultimodalDataModule(PolyfuseDataModule):
     process's DDP rank and shard themselves.
 
     Args:
-        splits: split name -> reader factory. modalities: of ``image``, ``audio``, ``text`` (and
-            numbered ones, ``image_2``: a second image, decoded by the image pipeline).
-        image, audio, text: the pipelines of the requested modalities.
+        splits: split name -> reader factory. modalities: of ``image``, ``audio``, ``text``, ``video``
+            (and numbered ones, ``image_2``: a second image, decoded by the image pipeline).
+        image, audio, text, video: the pipelines of the requested modalities (with ``audio`` and
+            ``video``, a clip without its own audio file gives its sound track as audio).
         train_split, val_split: names in ``splits`` (``val_split=None``: no validation).
         test_splits: splits evaluated by ``trainer.test``, in order (names become metric prefixes).
         num_classes: read by classification heads (``${data.num_classes}``); not used here.
@@ -54,7 +56,8 @@ class MultimodalDataModule(PolyfuseDataModule):
                  eval_batch_size: int | None = None, num_workers: int = 0, pin_memory: bool = False,
                  persistent_workers: bool = True, prefetch_factor: int | None = None,
                  bad_samples: Mapping[str, Any] | BadSamplePolicy | None = None, drop_last: bool = False,
-                 root: str | Path | None = None, seed: int | None = None) -> None:
+                 root: str | Path | None = None, seed: int | None = None,
+                 video: VideoPipeline | None = None) -> None:
         super().__init__(batch_size=batch_size, eval_batch_size=eval_batch_size, num_workers=num_workers,
                          pin_memory=pin_memory, persistent_workers=persistent_workers,
                          prefetch_factor=prefetch_factor, drop_last=drop_last, seed=seed, bad_samples=bad_samples)
@@ -66,7 +69,7 @@ class MultimodalDataModule(PolyfuseDataModule):
         if missing:
             raise ValueError(f"data.splits has no {missing}; it defines {list(splits)}")
         self.splits, self.modalities = dict(splits), list(modalities)
-        self.pipelines = {"image": image, "audio": audio, "text": text}
+        self.pipelines = {"image": image, "audio": audio, "text": text, "video": video}
         absent = [m for m in self.modalities if self.pipelines[modality_kind(m)] is None]
         if absent:
             raise ValueError(f"data.modalities includes {absent} but data.{modality_kind(absent[0])} "
@@ -121,7 +124,7 @@ class MultimodalDataModule(PolyfuseDataModule):
         reader = self.reader(split)
         kinds = {m: modality_kind(m) for m in self.modalities}  # image_2 (NLVR2) is padded as an image
         pad = {m: self.pipelines["text"].pad_id for m, kind in kinds.items() if kind == "text"}
-        shapes = {m: self.pipelines["image"].shape for m, kind in kinds.items() if kind == "image"}
+        shapes = {m: self.pipelines[kind].shape for m, kind in kinds.items() if kind in ("image", "video")}
         audio = self.pipelines["audio"]
         if "audio" in self.modalities and audio.max_samples:  # a batch without audio (all bad) keeps a valid shape
             shapes["audio"] = (audio.max_samples,)
