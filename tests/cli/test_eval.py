@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from polyfuse.cli.eval import run_eval
-from polyfuse.reporting.runs import checkpoint_file, load_weights
+from polyfuse.training.run_dir import checkpoint_file, load_weights
 
 from run_factory import compose_config, trained_run  # tests/cli is on sys.path (pytest prepend import mode)
 

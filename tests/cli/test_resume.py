@@ -81,9 +81,9 @@ def test_resume_refuses_a_different_model_config(compose_train, tmp_path: Path):
 
 
 def test_ckpt_path_last_without_a_checkpoint_starts_fresh(tmp_path: Path):
-    from polyfuse.training.resume import resolve_checkpoint
+    from polyfuse.training.run_dir import resume_checkpoint
 
-    assert resolve_checkpoint("last", tmp_path) is None
-    assert resolve_checkpoint(None, tmp_path) is None
+    assert resume_checkpoint("last", tmp_path) is None
+    assert resume_checkpoint(None, tmp_path) is None
     with pytest.raises(FileNotFoundError, match="nothing.ckpt"):
-        resolve_checkpoint(tmp_path / "nothing.ckpt", tmp_path)
+        resume_checkpoint(tmp_path / "nothing.ckpt", tmp_path)
