@@ -12,7 +12,7 @@ import pytest
 from polyfuse.cli.eval import run_eval
 from polyfuse.training.run_dir import checkpoint_file, load_weights
 
-from run_factory import compose_config, trained_run  # tests/cli is on sys.path (pytest prepend import mode)
+from .run_factory import compose_config, trained_run
 
 QUICK = ["robustness.rates=[0,0.5,1]", "robustness.severities=[0,1]", "robustness.subsets=single",
          "batch_size=32", "max_batches=1"]
