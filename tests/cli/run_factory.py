@@ -31,13 +31,18 @@ def compose_config(name: str, overrides: list[str], output_dir: Path | None = No
     return cfg
 
 
+#: run directory -> the summary ``train()`` returned for it (this session's runs)
+SUMMARIES: dict[Path, dict] = {}
+
+
 def trained_run(factory: pytest.TempPathFactory, fusion: str = "concat", seed: int = 0) -> Path:
-    """A run directory trained for 2 steps with ``model/fusion=<fusion>``; trained once per session."""
+    """A run directory trained for 2 steps with ``model/fusion=<fusion>``; trained once per session
+    (its summary: ``SUMMARIES[run]``)."""
     from polyfuse.cli.train import train
 
     run = factory.getbasetemp() / "polyfuse_runs" / f"{fusion}_{seed}"
-    if not (run / "summary.json").is_file():
-        train(compose_config("train", [f"model/fusion={fusion}", f"seed={seed}", *TINY], run))
+    if run not in SUMMARIES:
+        SUMMARIES[run], _ = train(compose_config("train", [f"model/fusion={fusion}", f"seed={seed}", *TINY], run))
     return run
 
 
