@@ -96,8 +96,10 @@ def _compose(compose_train, group: str, option: str) -> DictConfig:
 
 
 def _instantiate_all(cfg: DictConfig) -> None:
+    from polyfuse.training.run_dir import set_monitored_metric
+
     hydra.utils.instantiate(cfg.data)
-    hydra.utils.instantiate(cfg.model)
+    set_monitored_metric(cfg, hydra.utils.instantiate(cfg.model))  # as train() does: the head's, or the config's
     for group in ("callbacks", "logger"):
         for node in (cfg.get(group) or {}).values():
             if node is not None and "_target_" in node:

@@ -1,4 +1,4 @@
-"""Test helper (imported by a `polyfuse-train` subprocess through PYTHONPATH): die like a killed job."""
+"""Test helper (``tests.cli.crash_callback.CrashAtStep``, imported by a `polyfuse-train` subprocess with the repository on PYTHONPATH): die like a killed job."""
 
 from __future__ import annotations
 

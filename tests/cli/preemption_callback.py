@@ -1,4 +1,5 @@
-"""Test helper (imported by a `polyfuse-train` subprocess through PYTHONPATH): be signalled like a
+"""Test helper (``tests.cli.preemption_callback.SignalAtStep``, imported by a `polyfuse-train`
+subprocess with the repository on PYTHONPATH): be signalled like a
 SLURM job about to be pre-empted or to hit its time limit."""
 
 from __future__ import annotations

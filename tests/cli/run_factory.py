@@ -31,13 +31,18 @@ def compose_config(name: str, overrides: list[str], output_dir: Path | None = No
     return cfg
 
 
+#: run directory -> the summary ``train()`` returned for it (this session's runs)
+SUMMARIES: dict[Path, dict] = {}
+
+
 def trained_run(factory: pytest.TempPathFactory, fusion: str = "concat", seed: int = 0) -> Path:
-    """A run directory trained for 2 steps with ``model/fusion=<fusion>``; trained once per session."""
+    """A run directory trained for 2 steps with ``model/fusion=<fusion>``; trained once per session
+    (its summary: ``SUMMARIES[run]``)."""
     from polyfuse.cli.train import train
 
     run = factory.getbasetemp() / "polyfuse_runs" / f"{fusion}_{seed}"
-    if not (run / "summary.json").is_file():
-        train(compose_config("train", [f"model/fusion={fusion}", f"seed={seed}", *TINY], run))
+    if run not in SUMMARIES:
+        SUMMARIES[run], _ = train(compose_config("train", [f"model/fusion={fusion}", f"seed={seed}", *TINY], run))
     return run
 
 
@@ -45,20 +50,17 @@ TIMING_COLUMNS = {"train/samples_per_sec"}  # differ between any two runs
 
 
 def train_process(run_dir: Path, *overrides: str) -> "subprocess.CompletedProcess[str]":
-    """``python -m polyfuse.cli.train`` in a subprocess writing to ``run_dir``, with tests/cli on the
-    path (for test callbacks such as ``crash_callback.CrashAtStep``) and no inherited DDP variables."""
-    import os
+    """``python -m polyfuse.cli.train`` in a subprocess writing to ``run_dir``, with the repository on the
+    path (for test callbacks such as ``tests.cli.crash_callback.CrashAtStep``) and no inherited DDP variables."""
     import subprocess
     import sys
 
     from polyfuse.cli.config import repo_root
 
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]),
-               POLYFUSE_ROOT=str(repo_root()), OMP_NUM_THREADS="1")
-    for key in ("LOCAL_RANK", "RANK", "WORLD_SIZE", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(key, None)
+    from ..distributed.harness import clean_env
+
     return subprocess.run([sys.executable, "-m", "polyfuse.cli.train", f"hydra.run.dir={run_dir}", *overrides],
-                          env=env, capture_output=True, text=True, timeout=600)
+                          env=clean_env(POLYFUSE_ROOT=str(repo_root())), capture_output=True, text=True, timeout=600)
 
 
 def csv_rows(path: Path) -> list[dict[str, str]]:

@@ -3,16 +3,15 @@ checkpoint choices, and errors that name the problem."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from polyfuse.cli.eval import run_eval
-from polyfuse.reporting.runs import checkpoint_file, load_weights
+from polyfuse.training.run_dir import checkpoint_file, load_weights
 
-from run_factory import compose_config, trained_run  # tests/cli is on sys.path (pytest prepend import mode)
+from .run_factory import SUMMARIES, compose_config, trained_run
 
 QUICK = ["robustness.rates=[0,0.5,1]", "robustness.severities=[0,1]", "robustness.subsets=single",
          "batch_size=32", "max_batches=1"]
@@ -31,8 +30,7 @@ def test_eval_writes_curves_and_summaries_consistent_with_training(run: Path):
     records = pd.read_csv(out / "robustness.csv")
     assert len(records) == 3 * 3 + 6 * 2  # 3 single-modality drops x 3 rates + 6 corruptions x 2 severities
     # the first test batch, the best weights: the same accuracy Lightning's test loop logged
-    summary = json.loads((run / "summary.json").read_text())
-    assert result["clean"]["acc"] == pytest.approx(summary["test"]["test/acc"], abs=1e-6)
+    assert result["clean"]["acc"] == pytest.approx(SUMMARIES[run]["test"]["test/acc"], abs=1e-6)
     assert (records[records["level"] == 0]["acc"] == result["clean"]["acc"]).all()
     table = pd.read_csv(out / "summary.csv")
     assert {"perturbation", "clean", "worst", "relative_robustness"} <= set(table.columns)

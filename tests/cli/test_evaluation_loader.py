@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-import format_datasets  # tests/cli is on sys.path (pytest prepend import mode)
-from run_factory import compose_config
-
 from polyfuse.cli.eval import evaluation_loader
+
+from . import format_datasets
+from .run_factory import compose_config
 
 
 @pytest.mark.parametrize("name", ["avdigits", "csv", "coco"])

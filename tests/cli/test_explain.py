@@ -13,7 +13,7 @@ from polyfuse.reporting.attention import attention_rollout, collect_attention, p
 from polyfuse.reporting.runs import load_model
 from polyfuse.robustness.ablation import ablation_settings, modality_contributions
 
-from run_factory import compose_config, trained_run  # tests/cli is on sys.path (pytest prepend import mode)
+from .run_factory import compose_config, trained_run
 
 
 @pytest.fixture(scope="module")

@@ -11,14 +11,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from run_factory import checkpoint_weights, csv_rows, train_process  # tests/cli is on sys.path
+from .run_factory import checkpoint_weights, csv_rows, train_process
 
 # 6 batches per epoch, 2 epochs, checkpoints/last.ckpt every 4 steps and at each epoch end.
 COMMON = ["trainer.max_epochs=2", "+trainer.limit_train_batches=6", "+trainer.limit_val_batches=2",
           "+trainer.limit_test_batches=1", "data.batch_size=16", "checkpoint_every_n_steps=4", "seed=7",
           "logger=csv", "trainer.enable_model_summary=false", "trainer.log_every_n_steps=1"]
 # steps 7..12 are epoch 1; the process dies before batch 10, after the step-8 checkpoint (mid-epoch)
-CRASH = ["+callbacks.crash._target_=crash_callback.CrashAtStep", "+callbacks.crash.step=9"]
+CRASH = ["+callbacks.crash._target_=tests.cli.crash_callback.CrashAtStep", "+callbacks.crash.step=9"]
 
 
 def _train(run_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
@@ -81,9 +81,9 @@ def test_resume_refuses_a_different_model_config(compose_train, tmp_path: Path):
 
 
 def test_ckpt_path_last_without_a_checkpoint_starts_fresh(tmp_path: Path):
-    from polyfuse.training.resume import resolve_checkpoint
+    from polyfuse.training.run_dir import resume_checkpoint
 
-    assert resolve_checkpoint("last", tmp_path) is None
-    assert resolve_checkpoint(None, tmp_path) is None
+    assert resume_checkpoint("last", tmp_path) is None
+    assert resume_checkpoint(None, tmp_path) is None
     with pytest.raises(FileNotFoundError, match="nothing.ckpt"):
-        resolve_checkpoint(tmp_path / "nothing.ckpt", tmp_path)
+        resume_checkpoint(tmp_path / "nothing.ckpt", tmp_path)

@@ -16,8 +16,8 @@ from typing import Callable
 import pytest
 import torch
 
-import format_datasets  # tests/cli is on sys.path (pytest prepend import mode)
-from run_factory import checkpoint_weights, csv_rows, train_process
+from . import format_datasets
+from .run_factory import checkpoint_weights, csv_rows, train_process
 
 HERE = Path(__file__).parent
 # 64 training samples, batch 8 per process: 8 steps per epoch in one process, 4 per rank under DDP
@@ -53,7 +53,7 @@ def test_killed_run_resumes_exactly(name: str, processes: int, tmp_path: Path):
     done = train_process(reference, *overrides)
     assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
 
-    crash = ["+callbacks.crash._target_=crash_callback.CrashAtStep", f"+callbacks.crash.step={KILL_AT[processes]}"]
+    crash = ["+callbacks.crash._target_=tests.cli.crash_callback.CrashAtStep", f"+callbacks.crash.step={KILL_AT[processes]}"]
     killed = train_process(resumed, *overrides, *crash)
     assert killed.returncode != 0, "the crash callback should have killed the run"
     last = resumed / "checkpoints" / "last.ckpt"

@@ -20,7 +20,7 @@ from polyfuse.errors import UntrustedConfigError
 from polyfuse.reporting.runs import find_runs, load_model
 from polyfuse.safe_config import check_targets, untrusted_targets
 
-from run_factory import compose_config, trained_run  # tests/cli is on sys.path (pytest prepend import mode)
+from .run_factory import compose_config, trained_run
 
 SHELL = "os.system"
 
@@ -131,9 +131,9 @@ def test_eval_and_explain_pass_trust_config_on(run: Path, tmp_path: Path, monkey
 
 def test_trust_flag_lets_a_custom_target_through(run: Path, saved_config: dict, tmp_path: Path):
     custom = json.loads(json.dumps(saved_config))
-    custom["model"]["fusion"]["_target_"] = "custom_targets.concat_fusion"  # tests/cli/custom_targets.py
+    custom["model"]["fusion"]["_target_"] = "tests.cli.custom_targets.concat_fusion"
     shared = _copy_with_config(run, tmp_path / "custom", custom)
-    with pytest.raises(UntrustedConfigError, match=r"model\.fusion\._target_: custom_targets\.concat_fusion"):
+    with pytest.raises(UntrustedConfigError, match=r"model\.fusion\._target_: tests\.cli\.custom_targets\.concat_fusion"):
         load_model(shared)
     module, _ = load_model(shared, trust_config=True)
     assert type(module.model.fusion).__name__ == "ConcatFusion"

@@ -6,7 +6,6 @@ except that the local executor restarts the job itself where SLURM's job calls `
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +14,8 @@ import pytest
 
 from polyfuse.cli.config import repo_root
 
-import test_resume as resume  # tests/cli is on sys.path (pytest prepend import mode): COMMON and the comparisons
+from ..distributed.harness import clean_env
+from . import test_resume as resume  # COMMON and the comparisons
 
 pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
 
@@ -23,11 +23,9 @@ SIGNAL_STEP = 9  # the signal comes in the 10th optimizer step; last.ckpt was wr
 
 
 def _train(*overrides: str) -> subprocess.CompletedProcess:
-    """``polyfuse-train <overrides> <test_resume.COMMON>``; this directory joins (not replaces) PYTHONPATH."""
-    path = os.pathsep.join(filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH")]))
-    env = dict(os.environ, PYTHONPATH=path, POLYFUSE_ROOT=str(repo_root()))
-    return subprocess.run([sys.executable, "-m", "polyfuse.cli.train", *overrides, *resume.COMMON], env=env,
-                          capture_output=True, text=True, timeout=600)
+    """``polyfuse-train <overrides> <test_resume.COMMON>``, the repository on PYTHONPATH (test callbacks)."""
+    return subprocess.run([sys.executable, "-m", "polyfuse.cli.train", *overrides, *resume.COMMON],
+                          env=clean_env(POLYFUSE_ROOT=str(repo_root())), capture_output=True, text=True, timeout=600)
 
 
 @pytest.mark.slow
@@ -41,7 +39,7 @@ def test_signalled_job_is_requeued_and_resumes_to_the_uninterrupted_weights(tmp_
     # cache travels in the pickled launcher), or ckpt_path=last would silently start afresh elsewhere
     job = _train("-m", "hydra/launcher=submitit_local", f"hydra.sweep.dir={tmp_path}/sweep/${{now:%H-%M-%S-%f}}",
                  "deterministic=true", "ckpt_path=last",
-                 "hydra.launcher.timeout_min=20", "+callbacks.preempt._target_=preemption_callback.SignalAtStep",
+                 "hydra.launcher.timeout_min=20", "+callbacks.preempt._target_=tests.cli.preemption_callback.SignalAtStep",
                  f"+callbacks.preempt.step={SIGNAL_STEP}", f"+callbacks.preempt.marker={marker}")
     assert job.returncode == 0, job.stderr[-3000:]
     assert marker.is_file(), "the job was never signalled"

@@ -15,7 +15,7 @@ import yaml
 from polyfuse.cli.config import repo_root
 from polyfuse.reporting import find_runs
 
-from run_factory import TINY, compose_config  # tests/cli is on sys.path (pytest prepend import mode)
+from .run_factory import TINY, compose_config
 
 
 def _train(*overrides: str) -> subprocess.CompletedProcess:

@@ -22,7 +22,7 @@ def test_fast_dev_run(compose_train, tmp_path: Path):
 def test_short_run_leaves_a_complete_run_directory(compose_train, tmp_path: Path):
     cfg = compose_train(["trainer.max_epochs=2", "+trainer.limit_train_batches=4", "+trainer.limit_val_batches=2",
                          "+trainer.limit_test_batches=2", "data.batch_size=16", "logger=many"])
-    summary = train(cfg)
+    summary, objects = train(cfg)
     run = tmp_path / "run"
     for name in ("config.yaml", "metrics.csv", "summary.json", "learning_curves.png",
                  "checkpoints/best.ckpt", "checkpoints/last.ckpt", "csv/metrics.csv"):
@@ -31,7 +31,7 @@ def test_short_run_leaves_a_complete_run_directory(compose_train, tmp_path: Path
     rows = list(csv.DictReader(open(run / "metrics.csv")))
     assert len(rows) == 2 and {"train/loss", "val/acc", "val/loss"} <= set(rows[0])
     saved = json.loads((run / "summary.json").read_text())
-    assert saved == summary
+    assert saved == summary and objects["output_dir"] == run  # the returned summary is the one written
     assert saved["monitor"] == "val/acc" and 0.0 <= saved["best_score"] <= 1.0
     for split in ("test", "test_real"):
         assert 0.0 <= saved["test"][f"{split}/acc"] <= 1.0

@@ -1,26 +1,19 @@
 """Bad-sample counts are summed over DDP ranks at the end of an epoch (2 processes, gloo): the
 history is global, and max_bad_fraction stops every rank or none."""
 
-import os
-import subprocess
-import sys
-
 import pytest
 import torch
 
+from ..distributed.harness import run_worker, tail
 from . import tracker_ddp_worker as worker
 
 
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory):
     out = tmp_path_factory.mktemp("tracker_ddp")
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    for key in ("LOCAL_RANK", "RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(key, None)
-    proc = subprocess.run([sys.executable, worker.__file__, str(out)], env=env, capture_output=True, text=True,
-                          timeout=180)
+    proc = run_worker(worker, out, timeout=180)
     paths = [out / f"rank{rank}.pt" for rank in range(worker.WORLD_SIZE)]
-    assert proc.returncode == 0 and all(p.is_file() for p in paths), (proc.stdout + proc.stderr)[-4000:]
+    assert proc.returncode == 0 and all(p.is_file() for p in paths), tail(proc.stdout + proc.stderr)
     return [torch.load(path, weights_only=False) for path in paths]
 
 

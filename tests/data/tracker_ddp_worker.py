@@ -1,21 +1,19 @@
 """Two ranks (gloo, CPU) count bad samples with :class:`BadSampleTracker`; run by test_tracker_ddp.py.
 
-Usage: ``python tracker_ddp_worker.py OUT_DIR``; each rank writes ``OUT_DIR/rank{R}.pt``.
+Usage: ``python -m tests.data.tracker_ddp_worker OUT_DIR``; each rank writes ``OUT_DIR/rank{R}.pt``.
 """
 
 from __future__ import annotations
 
-import datetime
 import os
-import socket
 import sys
 
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from polyfuse.data.collate import MultimodalCollate
 from polyfuse.data.errors import BadSample, BadSamplePolicy, BadSampleTracker, TooManyBadSamplesError
+from tests.distributed.harness import spawn_gloo
 
 WORLD_SIZE = 2
 
@@ -27,9 +25,7 @@ def _batch(good: int, bad: int, rank: int):
     return MultimodalCollate(["image"], shapes={"image": (1, 2, 2)})(samples)
 
 
-def run(rank: int, port: int, out_dir: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=WORLD_SIZE, timeout=datetime.timedelta(seconds=30))
+def run(rank: int, out_dir: str) -> None:
     tracker = BadSampleTracker("train", BadSamplePolicy(max_bad_fraction=0.3, min_samples=1))
     result: dict = {}
     # epoch 0: rank 1 alone is over the limit (6 of 10), all ranks together are not (6 of 20)
@@ -58,15 +54,7 @@ def run(rank: int, port: int, out_dir: str) -> None:
         result["raised"] = str(error)
     result["history"] = tracker.history
     torch.save(result, os.path.join(out_dir, f"rank{rank}.pt"))
-    dist.destroy_process_group()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 if __name__ == "__main__":
-    torch.set_num_threads(1)
-    mp.spawn(run, args=(free_port(), sys.argv[1]), nprocs=WORLD_SIZE, join=True)
+    spawn_gloo(run, WORLD_SIZE, sys.argv[1])

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Callable
 
@@ -12,18 +9,15 @@ import pytest
 import torch
 
 from . import contrastive_worker as worker
+from .harness import run_worker, tail
 
 
 @pytest.fixture(scope="session")
 def worker_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     """Run the worker once (Lightning starts its second rank); ``(output dir, log tail)``."""
     out = tmp_path_factory.mktemp("ddp_contrastive")
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    for key in ("LOCAL_RANK", "RANK", "WORLD_SIZE", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(key, None)
-    proc = subprocess.run([sys.executable, worker.__file__, str(out)], env=env, capture_output=True, text=True,
-                          timeout=400)
-    return out, (proc.stdout + proc.stderr)[-4000:]
+    proc = run_worker(worker, out, timeout=400)
+    return out, tail(proc.stdout + proc.stderr)
 
 
 @pytest.fixture(scope="session")

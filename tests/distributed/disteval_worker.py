@@ -1,6 +1,6 @@
 """One process of the exactly-once distributed-evaluation check, run by test_distributed_eval.py.
 
-Usage: ``python disteval_worker.py DATA_DIR OUT_DIR RANK WORLD_SIZE PORT``. With ``WORLD_SIZE > 1`` it
+Usage: ``python -m tests.distributed.disteval_worker DATA_DIR OUT_DIR RANK WORLD_SIZE PORT``. With ``WORLD_SIZE > 1`` it
 joins a gloo process group on ``127.0.0.1:PORT``; with 1 it is the single-process reference.
 
 For every datamodule path (AV-digits, CSV, COCO, VQAv2, WebDataset shards; the files under
@@ -27,6 +27,7 @@ import torch.distributed as dist
 
 from polyfuse.batch import Batch, Encoded
 from polyfuse.cli.config import config_dir, repo_root
+from tests.distributed.harness import init_gloo
 
 BATCH_SIZE = 3  # split sizes 269 / 20 / 40 / 65 / 20: none is a multiple of 2 ranks x 3
 DIM = 16
@@ -35,8 +36,7 @@ PATHS = ("avdigits", "csv", "coco", "vqa", "shards")
 
 def write_datasets(root: Path) -> dict[str, list[str]]:
     """Write the format exports of AV-digits under ``root``; ``{path: data overrides}``."""
-    sys.path.insert(0, str(repo_root()))
-    from tests.cli import format_datasets as formats
+    from tests.cli import format_datasets as formats  # the repository is on PYTHONPATH (harness.clean_env)
 
     tutorial_file = repo_root() / "docs" / "tutorials" / "finetune_vilt_vqa.py"
     spec = importlib.util.spec_from_file_location("finetune_vilt_vqa", tutorial_file)
@@ -167,7 +167,7 @@ def main() -> None:
     data, out, rank, world_size, port = Path(sys.argv[1]), Path(sys.argv[2]), *map(int, sys.argv[3:6])
     torch.set_num_threads(1)
     if world_size > 1:
-        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
+        init_gloo(rank, world_size, f"tcp://127.0.0.1:{port}", timeout_s=1800)
     overrides = json.loads((data / "overrides.json").read_text())
     for path in PATHS:
         result = evaluate(path, overrides[path])

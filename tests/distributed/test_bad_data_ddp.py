@@ -9,9 +9,6 @@ reports the same global counts, and every good sample is trained on exactly once
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +19,7 @@ import torch
 from polyfuse.data.loader import EpochSampler
 
 from . import bad_data_worker as worker
+from .harness import run_worker, tail
 
 TRAIN, VAL, SEED = 16, 6, 42  # SEED: configs/train.yaml, the seed of the loaders' sample order
 
@@ -94,15 +92,11 @@ def run(tmp_path_factory):
     kinds = dict(zip(first, ["image", "image", "audio", "text"]))
     good = {"train": _split(tmp / "av", "train", TRAIN, kinds), "val": _split(tmp / "av", "val", VAL, {2: "image"})}
     _split(tmp / "av", "test", 2, {})
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    for key in ("LOCAL_RANK", "RANK", "WORLD_SIZE", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(key, None)
     out = tmp / "out"
     out.mkdir()
-    proc = subprocess.run([sys.executable, worker.__file__, str(out), str(tmp / "av"), str(_tokenizer(tmp / "t.json"))],
-                          env=env, capture_output=True, text=True, timeout=300)
+    proc = run_worker(worker, out, tmp / "av", _tokenizer(tmp / "t.json"), timeout=300)
     paths = [out / f"rank{rank}.pt" for rank in range(2)]
-    assert proc.returncode == 0 and all(p.is_file() for p in paths), (proc.stdout + proc.stderr)[-5000:]
+    assert proc.returncode == 0 and all(p.is_file() for p in paths), tail(proc.stdout + proc.stderr, 5000)
     return [torch.load(p, weights_only=False) for p in paths], good, first
 
 

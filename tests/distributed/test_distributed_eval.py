@@ -12,24 +12,14 @@ single-process value to 1e-6.
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from . import disteval_worker as worker
+from .harness import free_port, run_ranks
 
 SIZES = {"avdigits": 269, "csv": 20, "coco": 40, "vqa": 65, "shards": 20}
 WORLD_SIZE = 2
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -38,18 +28,9 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, list[dict]
     data = tmp_path_factory.mktemp("disteval_data")
     (data / "overrides.json").write_text(json.dumps(worker.write_datasets(data)))
     ddp, single = tmp_path_factory.mktemp("disteval_ddp"), tmp_path_factory.mktemp("disteval_single")
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    for key in ("LOCAL_RANK", "RANK", "WORLD_SIZE", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(key, None)
     port = free_port()
-    commands = [[sys.executable, worker.__file__, str(data), str(ddp), str(rank), str(WORLD_SIZE), str(port)]
-                for rank in range(WORLD_SIZE)]
-    commands.append([sys.executable, worker.__file__, str(data), str(single), "0", "1", "0"])
-    procs = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for command in commands]
-    logs = [proc.communicate(timeout=300)[0] for proc in procs]
-    for proc, log in zip(procs, logs):
-        assert proc.returncode == 0, log[-4000:]
+    ranks_args = [(data, ddp, rank, WORLD_SIZE, port) for rank in range(WORLD_SIZE)]
+    run_ranks(worker, [*ranks_args, (data, single, 0, 1, 0)], timeout=300)
     ranks = {p: [json.loads((ddp / f"{p}.rank{r}.json").read_text()) for r in range(WORLD_SIZE)] for p in worker.PATHS}
     alone = {p: json.loads((single / f"{p}.rank0.json").read_text()) for p in worker.PATHS}
     return ranks, alone

@@ -4,9 +4,6 @@ metrics equal a single-process evaluation of the same weights."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import hydra
@@ -17,6 +14,7 @@ import torch
 from polyfuse.data.avdigits import AVDigitsDataset
 
 from . import eval_worker
+from .harness import run_worker, tail
 
 WORLD_SIZE = 2
 
@@ -24,12 +22,8 @@ WORLD_SIZE = 2
 @pytest.fixture(scope="module")
 def ddp_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict]]:
     out = tmp_path_factory.mktemp("ddp_eval")
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    for key in ("LOCAL_RANK", "RANK", "WORLD_SIZE", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(key, None)
-    proc = subprocess.run([sys.executable, eval_worker.__file__, str(out)], env=env, capture_output=True,
-                          text=True, timeout=400)
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    proc = run_worker(eval_worker, out, timeout=400)
+    assert proc.returncode == 0, tail(proc.stdout + proc.stderr)
     return out, [json.loads((out / f"rank{rank}.json").read_text()) for rank in range(WORLD_SIZE)]
 
 

@@ -4,7 +4,6 @@ process on the global batch, resumes exactly from a sharded checkpoint, and runs
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +20,7 @@ from polyfuse.training.sharding import (FSDP_UNIT_CLASSES, is_sharded_checkpoint
                                         promote_scalar_parameters, read_checkpoint)
 
 from . import fsdp_worker as worker
+from .harness import clean_env, run_worker, tail
 
 # fp32 on CPU, after worker.STEPS steps. FSDP2 reduce-scatters where DDP all-reduces, and one process
 # reduces the global batch in another order, so weights may differ in the last bits. Measured
@@ -33,20 +33,12 @@ TOLERANCE = dict(rtol=1e-5, atol=1e-6)
 NOISE_ONLY_SUFFIX, NOISE_TOLERANCE = "attn.k_proj.bias", dict(rtol=0.0, atol=1e-4)
 
 
-def _clean_env() -> dict[str, str]:
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    for key in ("LOCAL_RANK", "RANK", "WORLD_SIZE", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(key, None)
-    return env
-
-
 @pytest.fixture(scope="module")
 def fsdp_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     """Run fsdp_worker.py once (Lightning starts its second rank); ``(output dir, log tail)``."""
     out = tmp_path_factory.mktemp("fsdp")
-    proc = subprocess.run([sys.executable, worker.__file__, str(out)], env=_clean_env(), capture_output=True,
-                          text=True, timeout=900)
-    return out, (proc.stdout + proc.stderr)[-4000:]
+    proc = run_worker(worker, out, timeout=900)
+    return out, tail(proc.stdout + proc.stderr)
 
 
 def _load(fsdp_run, name: str):
@@ -152,7 +144,7 @@ def test_cli_fsdp_sim_run_checkpoints_summary_and_eval(tmp_path: Path):
     common = [f"paths.log_dir={tmp_path}", "trainer.max_epochs=1", "+trainer.limit_train_batches=3",
               "+trainer.limit_val_batches=1", "+trainer.limit_test_batches=1", "data.batch_size=8", "logger=csv"]
     proc = subprocess.run([sys.executable, "-m", "polyfuse.cli.train", "trainer=fsdp_sim", *common],
-                          env=_clean_env(), capture_output=True, text=True, timeout=600)
+                          env=clean_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     [run] = list((tmp_path / "train" / "runs").iterdir())
     summary = json.loads((run / "summary.json").read_text())
@@ -164,14 +156,14 @@ def test_cli_fsdp_sim_run_checkpoints_summary_and_eval(tmp_path: Path):
     assert (run / "checkpoints" / "best.safetensors").is_file()  # consolidated from the shards at fit end
     evaluated = subprocess.run([sys.executable, "-m", "polyfuse.cli.eval", f"run_dir={run}", "checkpoint=last",
                                 "robustness.enabled=false", "max_batches=1", "batch_size=16"],
-                               env=_clean_env(), capture_output=True, text=True, timeout=300)
+                               env=clean_env(), capture_output=True, text=True, timeout=300)
     assert evaluated.returncode == 0, (evaluated.stdout + evaluated.stderr)[-4000:]
     clean = json.loads((run / "robustness" / "clean.json").read_text())
     assert clean["checkpoint"] == "last" and 0.0 <= clean["clean"]["acc"] <= 1.0
     # resume the finished run in place from its sharded last.ckpt for one more epoch
     resumed = subprocess.run([sys.executable, "-m", "polyfuse.cli.train", "trainer=fsdp_sim", *common,
                               f"hydra.run.dir={run}", "ckpt_path=last", "trainer.max_epochs=2"],
-                             env=_clean_env(), capture_output=True, text=True, timeout=600)
+                             env=clean_env(), capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, (resumed.stdout + resumed.stderr)[-4000:]
     assert "(step 3)" in resumed.stdout
     assert json.loads((run / "summary.json").read_text())["global_step"] == 6

@@ -3,7 +3,6 @@ and a clear refusal of local DDP inside a Hydra multirun."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,16 +13,15 @@ from omegaconf import open_dict, read_write
 
 from polyfuse.training.launch import MultirunLaunchError, check_multirun_launch
 
+from .harness import clean_env
+
 
 @pytest.mark.slow
 def test_ddp_sim_run_writes_one_run_directory(tmp_path: Path):
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    for key in ("LOCAL_RANK", "RANK", "WORLD_SIZE", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(key, None)
     command = [sys.executable, "-m", "polyfuse.cli.train", "trainer=ddp_sim", f"paths.log_dir={tmp_path}",
                "trainer.max_epochs=1", "+trainer.limit_train_batches=2", "+trainer.limit_val_batches=1",
                "+trainer.limit_test_batches=1", "data.batch_size=8", "logger=csv"]
-    proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=500)
+    proc = subprocess.run(command, env=clean_env(), capture_output=True, text=True, timeout=500)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     runs = [path for path in (tmp_path / "train" / "runs").iterdir()]
     assert len(runs) == 1, f"one run directory expected, got {runs}"

@@ -74,7 +74,7 @@ def test_lightning_auto_requeue_is_off_in_submitit_jobs(monkeypatch, under_submi
     from lightning.fabric.plugins.environments import SLURMEnvironment
     from lightning.pytorch import Trainer
 
-    from polyfuse.training.launch import leave_requeue_to_submitit
+    from polyfuse.training.launch import submitit_requeue_plugins
 
     for name, value in {"SLURM_NTASKS": "1", "SLURM_JOB_NAME": "polyfuse", "SLURM_JOB_ID": "4242",
                         "SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_NODEID": "0"}.items():
@@ -83,11 +83,11 @@ def test_lightning_auto_requeue_is_off_in_submitit_jobs(monkeypatch, under_submi
         monkeypatch.setenv("SUBMITIT_EXECUTOR", "slurm")
     else:
         monkeypatch.delenv("SUBMITIT_EXECUTOR", raising=False)
+    plugins = submitit_requeue_plugins()
+    assert len(plugins) == int(under_submitit)
     trainer = Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                      enable_progress_bar=False, enable_model_summary=False)
+                      enable_progress_bar=False, enable_model_summary=False, plugins=plugins)
     assert isinstance(trainer._accelerator_connector.cluster_environment, SLURMEnvironment)
-
-    assert leave_requeue_to_submitit(trainer) is under_submitit
     before = signal.getsignal(signal.SIGUSR1)
     trainer._signal_connector.register_signal_handlers()  # what trainer.fit does first
     try:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from test_quickstart import code_blocks  # tests/docs is on sys.path (pytest prepend import mode)
+from .test_quickstart import code_blocks
 
 REPO = Path(__file__).resolve().parents[2]
 PAGE = REPO / "docs" / "inference.md"

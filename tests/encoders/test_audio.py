@@ -11,7 +11,7 @@ import torch
 from polyfuse.batch import ModalityInput
 from polyfuse.encoders import AudioCNNEncoder, LogMelSpectrogram, Resample, mel_filter_bank
 
-from parity_helpers import max_diff
+from .parity_helpers import max_diff
 
 
 def test_mel_filter_bank_matches_transformers():

@@ -10,7 +10,7 @@ from polyfuse.encoders import MobileNetV2Encoder
 from polyfuse.encoders.loading import CheckpointError
 from polyfuse.encoders.pretrained import MOBILENET_V2_IMAGENET, mobilenet_v2_from_torchvision
 
-from parity_helpers import TOL, max_diff, require_package
+from .parity_helpers import TOL, max_diff, require_package
 
 torchvision = pytest.importorskip("torchvision")
 

@@ -13,7 +13,7 @@ from polyfuse.encoders.loading import (CheckpointError, adapt_input_conv, load_c
                                        resolve_path)
 from polyfuse.encoders.pretrained import encoder_from_hf, vit_from_timm
 
-from parity_helpers import TOL, max_diff
+from .parity_helpers import TOL, max_diff
 
 
 class CreatesFile:

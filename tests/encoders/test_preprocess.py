@@ -9,7 +9,7 @@ from PIL import Image
 
 from polyfuse.encoders.preprocess import image_transform
 
-from parity_helpers import max_diff
+from .parity_helpers import max_diff
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from polyfuse.encoders.loading import CheckpointError
 from polyfuse.encoders.pretrained import MINILM_L6, clip_text_from_open_clip, encoder_from_hf
 from polyfuse.encoders.tokenize import TextTokenizer, TokenIdRemap
 
-from parity_helpers import REPO_ROOT, TOL, max_diff, randomise_norms, require_package, tiny_clip
+from .parity_helpers import REPO_ROOT, TOL, max_diff, randomise_norms, require_package, tiny_clip
 
 transformers = pytest.importorskip("transformers")
 

@@ -10,7 +10,7 @@ from polyfuse.batch import ModalityInput
 from polyfuse.encoders import ViTEncoder
 from polyfuse.encoders.pretrained import encoder_from_hf, vit_from_open_clip, vit_from_timm
 
-from parity_helpers import TOL, max_diff, randomise_norms, tiny_clip
+from .parity_helpers import TOL, max_diff, randomise_norms, tiny_clip
 
 
 @pytest.fixture

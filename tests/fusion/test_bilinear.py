@@ -5,8 +5,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from fusion_cases import make_fusion, make_inputs
 from polyfuse.fusion.bilinear import signed_sqrt
+
+from .fusion_cases import make_fusion, make_inputs
 
 
 def test_matches_mfb_formula_for_two_modalities():

@@ -5,8 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from fusion_cases import DIMS, make_fusion, make_inputs
 from polyfuse.fusion import ConcatFusion
+
+from .fusion_cases import DIMS, make_fusion, make_inputs
 
 
 def test_absent_modality_uses_its_missing_embedding():

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from fusion_cases import DIMS, OUT_DIM, make_fusion, make_inputs
 from polyfuse.fusion import Connector
+
+from .fusion_cases import DIMS, OUT_DIM, make_fusion, make_inputs
 
 
 def test_connect_keeps_tokens_mask_and_presence_per_modality():

@@ -7,8 +7,9 @@ from dataclasses import replace
 import pytest
 import torch
 
-from fusion_cases import DIMS, make_fusion, make_inputs
 from polyfuse.fusion import CrossAttentionFusion
+
+from .fusion_cases import DIMS, make_fusion, make_inputs
 
 
 def test_maps_mask_padding_and_absent_contexts():

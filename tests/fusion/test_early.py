@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fusion_cases import LENGTHS, make_fusion, make_inputs
 
 from polyfuse.batch import Encoded
 from polyfuse.fusion import EarlyFusion
+
+from .fusion_cases import LENGTHS, make_fusion, make_inputs
 
 
 def test_sequence_layout_and_missing_tokens():

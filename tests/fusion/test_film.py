@@ -7,8 +7,9 @@ from dataclasses import replace
 import pytest
 import torch
 
-from fusion_cases import DIMS, make_fusion, make_inputs
 from polyfuse.fusion import FiLMFusion
+
+from .fusion_cases import DIMS, make_fusion, make_inputs
 
 
 def test_tokens_follow_the_target_and_conditions_matter():

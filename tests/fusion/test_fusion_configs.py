@@ -11,9 +11,10 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from fusion_cases import BATCH, make_inputs
 from polyfuse import fusion
 from polyfuse.cli.config import config_dir
+
+from .fusion_cases import BATCH, make_inputs
 
 FUSION_DIR = config_dir() / "model" / "fusion"
 FUSION_CONFIGS = sorted(path.stem for path in FUSION_DIR.glob("*.yaml"))

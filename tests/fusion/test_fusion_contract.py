@@ -7,9 +7,10 @@ from dataclasses import replace
 import pytest
 import torch
 
-from fusion_cases import ATTENTION, BATCH, DIMS, OUT_DIM, PRESENCE, SMALL, TOKEN_LEVEL, make_fusion, make_inputs
 from polyfuse import fusion
 from polyfuse.batch import Encoded
+
+from .fusion_cases import ATTENTION, BATCH, DIMS, OUT_DIM, PRESENCE, SMALL, TOKEN_LEVEL, make_fusion, make_inputs
 
 
 def run(module: fusion.Fusion, inputs: dict, **kwargs) -> fusion.FusionOutput:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from fusion_cases import make_fusion, make_inputs
+from .fusion_cases import make_fusion, make_inputs
 
 
 def test_combines_early_and_late_branches():

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fusion_cases import DIMS, make_fusion, make_inputs
 from polyfuse.fusion import LateFusion
+
+from .fusion_cases import DIMS, make_fusion, make_inputs
 
 
 @pytest.mark.parametrize("weighting", ["mean", "learned"])

@@ -7,8 +7,9 @@ from dataclasses import replace
 import pytest
 import torch
 
-from fusion_cases import DIMS, make_fusion, make_inputs
 from polyfuse.fusion import BottleneckFusion
+
+from .fusion_cases import DIMS, make_fusion, make_inputs
 
 
 def test_map_shapes_before_and_after_the_fusion_layer():

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from fusion_cases import make_fusion, make_inputs
 from polyfuse.batch import Encoded
+
+from .fusion_cases import make_fusion, make_inputs
 
 
 def test_queries_become_the_tokens_and_cross_attention_frequency():

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from fusion_cases import make_fusion, make_inputs
 from polyfuse.batch import Encoded
+
+from .fusion_cases import make_fusion, make_inputs
 
 
 def test_fixed_number_of_tokens_and_absent_samples_masked():

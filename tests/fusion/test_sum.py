@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from fusion_cases import make_fusion, make_inputs
+from .fusion_cases import make_fusion, make_inputs
 
 
 def fused(name: str) -> torch.Tensor:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from fusion_cases import make_fusion, make_inputs
 from polyfuse.fusion.tensor import embed_with_one
+
+from .fusion_cases import make_fusion, make_inputs
 
 
 def test_outer_product_matches_einsum():

@@ -7,13 +7,14 @@ from dataclasses import replace
 import pytest
 import torch
 
-import fusion_cases
-import test_fusion_contract as contract
-from fusion_cases import BATCH, DIMS, make_inputs
 from polyfuse import fusion
 from polyfuse.batch import Encoded
 from polyfuse.fusion.translation import TranslationFusion
 from polyfuse.generative import RegressionTranslator, VAETranslator
+
+from . import fusion_cases
+from . import test_fusion_contract as contract
+from .fusion_cases import BATCH, DIMS, make_inputs
 
 TRANSLATORS = {
     "regression": {"hidden": 16, "translator_options": {"hidden": 8}},

@@ -5,13 +5,13 @@ Composed and trained as ``tests/cli/run_factory.py`` does (its ``compose_config`
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 from omegaconf import OmegaConf
+
+from ..cli import run_factory as helpers
 
 #: task -> the overrides of its experiment (captioning: CIDEr only, METEOR would start a JVM)
 TASKS = {
@@ -25,22 +25,12 @@ TASKS = {
 COMMON = ["attention_backend=sdpa", "data.test_splits=[test]", "data.batch_size=16"]
 
 
-def run_factory() -> ModuleType:
-    """``tests/cli/run_factory.py`` as a module (tests/cli is not a package)."""
-    path = Path(__file__).resolve().parents[1] / "cli" / "run_factory.py"
-    spec = importlib.util.spec_from_file_location("polyfuse_tests_run_factory", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def tiny_run(factory: pytest.TempPathFactory, task: str) -> Path:
     """The run directory of ``task`` (a key of :data:`TASKS`), trained on first use in this session."""
     from polyfuse.cli.train import train
 
     run = factory.getbasetemp() / "polyfuse_inference_runs" / task
     if not (run / "summary.json").is_file():
-        helpers = run_factory()
         train(helpers.compose_config("train", [*TASKS[task], *helpers.TINY, *COMMON], run))
     return run
 

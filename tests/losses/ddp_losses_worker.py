@@ -1,6 +1,7 @@
 """Every public loss of ``polyfuse.losses`` in a plain 2-process PyTorch DDP script (gloo, CPU).
 
-Usage: ``python ddp_losses_worker.py OUT_DIR``. Imports only ``torch`` and ``polyfuse.losses``
+Usage: ``python -m tests.losses.ddp_losses_worker OUT_DIR``. Imports only ``torch``, ``polyfuse.losses``
+and the test harness
 (no Lightning, which imports ``torch.distributed.nn`` as a side effect and hid issue #18). Each
 rank computes every case of :data:`CASES` on its half of a global batch, averages the loss and
 the gradients over the ranks as DDP does, and rank 0 writes ``OUT_DIR/results.pt``:
@@ -11,17 +12,16 @@ test_losses_ddp.py compares them with one process on the global batch.
 from __future__ import annotations
 
 import os
-import socket
 import sys
 from typing import Callable
 
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn.functional as F
 from torch import Tensor
 
 from polyfuse.losses import ContrastiveLoss, SigLipLoss
+from tests.distributed.harness import spawn_gloo
 
 WORLD_SIZE, GLOBAL_BATCH, IN_DIM, DIM = 2, 8, 5, 4
 # validity of the global batch's rows: rank 0 holds rows 0-3, rank 1 rows 4-7
@@ -71,9 +71,7 @@ def loss_and_grads(loss_name: str, x_a: Tensor, x_b: Tensor, valid: Tensor | Non
     return loss.detach(), grads
 
 
-def run(rank: int, port: int, out_dir: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=WORLD_SIZE)
+def run(rank: int, out_dir: str) -> None:
     assert "lightning" not in sys.modules, "the worker must not import Lightning"
     x_a, x_b = global_inputs()
     rows = slice(rank * GLOBAL_BATCH // WORLD_SIZE, (rank + 1) * GLOBAL_BATCH // WORLD_SIZE)
@@ -90,15 +88,7 @@ def run(rank: int, port: int, out_dir: str) -> None:
     if rank == 0:
         modules = sorted(name for name in sys.modules if name.split(".")[0] in ("lightning", "pytorch_lightning"))
         torch.save({"modules": modules, "cases": results}, os.path.join(out_dir, "results.pt"))
-    dist.destroy_process_group()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 if __name__ == "__main__":
-    torch.set_num_threads(1)
-    mp.spawn(run, args=(free_port(), sys.argv[1]), nprocs=WORLD_SIZE, join=True)
+    spawn_gloo(run, WORLD_SIZE, sys.argv[1])

@@ -1,6 +1,6 @@
 """One rank of the 2-process gloo test of the contrastive losses (run by test_distributed.py).
 
-Usage: ``python ddp_worker.py RANK WORLD_SIZE INIT_FILE OUT_DIR``. Every rank builds the same
+Usage: ``python -m tests.losses.ddp_worker RANK WORLD_SIZE INIT_FILE OUT_DIR``. Every rank builds the same
 global features, takes its slice, computes polyfuse's and open_clip's losses for each setting,
 back-propagates, and saves ``{setting: (loss, grad_a, grad_b)}`` to ``OUT_DIR/rank{RANK}.pt``.
 """
@@ -16,6 +16,7 @@ from open_clip.loss import ClipLoss
 from open_clip.loss import SigLipLoss as OpenClipSigLipLoss
 
 from polyfuse.losses import ContrastiveLoss, SigLipLoss
+from tests.distributed.harness import init_gloo
 
 BATCH_PER_RANK, DIM, SCALE, BIAS = 4, 8, 10.0, -5.0
 
@@ -51,7 +52,7 @@ def run(rank: int, world_size: int) -> dict[str, tuple[torch.Tensor, torch.Tenso
 
 def main() -> None:
     rank, world_size, init_file, out_dir = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
+    init_gloo(rank, world_size, f"file://{init_file}", timeout_s=600)
     try:
         torch.save(run(rank, world_size), f"{out_dir}/rank{rank}.pt")
     finally:

@@ -3,16 +3,12 @@ and against open_clip run in the same group."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
 from polyfuse.losses import ContrastiveLoss, SigLipLoss
 
+from ..distributed.harness import run_ranks
 from . import ddp_worker
 
 WORLD_SIZE = 2
@@ -21,18 +17,8 @@ WORLD_SIZE = 2
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
     out = tmp_path_factory.mktemp("ddp")
-    worker = Path(ddp_worker.__file__)
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    procs = [subprocess.Popen([sys.executable, str(worker), str(rank), str(WORLD_SIZE), str(out / "init"), str(out)],
-                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for rank in range(WORLD_SIZE)]
-    try:
-        for proc in procs:  # generous: starting two interpreters on a loaded CI machine takes time
-            output, _ = proc.communicate(timeout=600)
-            assert proc.returncode == 0, output.decode()[-3000:]
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
+    # generous: starting two interpreters on a loaded CI machine takes time
+    run_ranks(ddp_worker, [(rank, WORLD_SIZE, out / "init", out) for rank in range(WORLD_SIZE)], timeout=600)
     return [torch.load(out / f"rank{rank}.pt") for rank in range(WORLD_SIZE)]
 
 

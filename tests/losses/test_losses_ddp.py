@@ -3,26 +3,19 @@
 placeholder rows spread unevenly over the ranks: DDP's averaged loss and gradients equal one
 process on the global batch's valid rows."""
 
-import os
-import subprocess
-import sys
-
 import pytest
 import torch
 
+from ..distributed.harness import run_worker, tail
 from . import ddp_losses_worker as worker
 
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
     out = tmp_path_factory.mktemp("ddp_losses")
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    for key in ("LOCAL_RANK", "RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(key, None)
-    proc = subprocess.run([sys.executable, worker.__file__, str(out)], env=env, capture_output=True, text=True,
-                          timeout=240)
+    proc = run_worker(worker, out, timeout=240)
     path = out / "results.pt"
-    assert proc.returncode == 0 and path.is_file(), (proc.stdout + proc.stderr)[-4000:]
+    assert proc.returncode == 0 and path.is_file(), tail(proc.stdout + proc.stderr)
     return torch.load(path, weights_only=False)
 
 

@@ -86,7 +86,7 @@ def test_clip_groups_match_open_clip_rule(compose_train):
     through ``to_open_clip``."""
     pytest.importorskip("open_clip")
     from polyfuse.models.clip import CLIP
-    from tests.models.test_clip import overrides
+    from ..models.test_clip import overrides
 
     model = CLIP.from_config(overrides("ViT-B-16"))
     settings = OmegaConf.to_container(compose_train(["experiment=clip_pretrain_avdigits"]).model.optimizer_groups)

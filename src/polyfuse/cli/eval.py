@@ -27,20 +27,19 @@ from omegaconf import DictConfig, OmegaConf
 from polyfuse.cli.config import config_dir, register_resolvers
 from polyfuse.cli.errors import user_errors
 from polyfuse.cli.validate import validate_config
-from polyfuse.reporting.runs import ROBUSTNESS_DIR, find_runs, load_model
+from polyfuse.reporting.runs import ROBUSTNESS_DIR, find_runs
 from polyfuse.robustness import RobustnessConfig, evaluate_clean, evaluate_robustness, summarise
 from polyfuse.robustness.plots import plot_robustness_curves
+from polyfuse.training.run_dir import build_datamodule, load_model
 
 register_resolvers()
 
 
 def evaluation_loader(run_cfg: DictConfig, split: str, batch_size: int) -> Any:
     """The run's data module rebuilt without AV-digits' training-time randomness (augmentation,
-    simulated missingness); returns its in-order evaluation loader of ``split``, any datamodule."""
-    data_cfg = run_cfg.data
-    wanted = {"augment": False, "missing": None, "missing_train": None}
-    overrides = {key: value for key, value in wanted.items() if key in data_cfg}
-    datamodule = hydra.utils.instantiate(data_cfg, **overrides)
+    simulated missingness: :func:`polyfuse.training.run_dir.build_datamodule`); returns its in-order
+    evaluation loader of ``split``, any datamodule."""
+    datamodule = build_datamodule(run_cfg, evaluation=True)
     return datamodule.loader(split, batch_size=batch_size, evaluation=True)
 
 

@@ -11,7 +11,6 @@ Examples::
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +22,9 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from polyfuse.cli.config import config_dir, register_resolvers
 from polyfuse.cli.errors import user_errors
 from polyfuse.cli.validate import validate_config
-from polyfuse.training.launch import check_multirun_launch, is_launch_rank_zero, leave_requeue_to_submitit
-from polyfuse.training import resume
+from polyfuse.training import resume, run_dir
+from polyfuse.training.callbacks import RunArtifacts
+from polyfuse.training.launch import check_multirun_launch, is_launch_rank_zero, submitit_requeue_plugins
 
 register_resolvers()
 
@@ -47,66 +47,79 @@ def _differences(saved: Any, current: Any, prefix: str = "") -> list[str]:
     return [] if saved == current else [f"{prefix.rstrip('.')}: {saved!r} -> {current!r}"]
 
 
-def _check_resume_config(cfg: DictConfig, run_dir: Path) -> None:
-    saved = OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"), resolve=False)
+def _check_resume_config(cfg: DictConfig, resumed_run: Path) -> None:
+    saved_file = run_dir.config_file(resumed_run)
+    saved = OmegaConf.to_container(OmegaConf.load(saved_file), resolve=False)
 
     def plain(value: Any) -> Any:
         return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
 
     problems = [d for key in RESUME_MUST_MATCH for d in _differences({key: saved.get(key)}, {key: plain(cfg.get(key))})]
     if problems:
-        hint = run_dir / ".hydra" / "overrides.yaml"
-        raise ValueError(f"ckpt_path: the config differs from the run being resumed ({run_dir / 'config.yaml'}):\n  "
+        hint = resumed_run / ".hydra" / "overrides.yaml"
+        raise ValueError(f"ckpt_path: the config differs from the run being resumed ({saved_file}):\n  "
                          + "\n  ".join(problems[:10])
                          + f"\nPass the original overrides{f' (listed in {hint})' if hint.is_file() else ''}.")
 
 
-def train(cfg: DictConfig) -> dict[str, Any]:
-    """Run one experiment from a composed config; returns the run summary (also in ``summary.json``).
+def _trainer_plugins(cfg: DictConfig) -> list[Any]:
+    """The config's ``trainer.plugins`` (default: atomic checkpoint writes), plus, in a submitit job, the
+    SLURM environment that leaves requeueing to submitit (training/launch.py)."""
+    if "plugins" in cfg.trainer:
+        configured = hydra.utils.instantiate(cfg.trainer.plugins)
+        plugins = [] if configured is None else list(configured) if isinstance(configured, (list, tuple)) else [configured]
+    else:
+        plugins = [resume.AtomicCheckpointIO()]
+    return plugins + submitit_requeue_plugins(plugins)
+
+
+def train(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Run one experiment from a composed config.
+
+    Returns ``(summary, objects)``, as lightning-hydra-template's ``train()`` returns its metric and
+    object dicts: ``summary`` is the run summary :class:`~polyfuse.training.RunArtifacts` also writes to
+    ``summary.json`` (monitored metric, best score, test metrics, checkpoints, timings; ``{}`` without
+    that callback), ``objects`` holds ``cfg``, ``datamodule``, ``model``, ``callbacks``, ``loggers``,
+    ``trainer`` and ``output_dir``.
 
     With ``ckpt_path`` set, training resumes from that checkpoint in its own run directory:
     model, optimiser, scheduler, loop and loader position, RNG states, callbacks and loggers.
     """
-    from polyfuse.attention import set_default_backend
-
     validate_config(cfg)  # types and ranges of lr, batch sizes, probabilities...: before any work
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
-    backend = cfg.get("attention_backend", "auto")
-    if cfg.get("deterministic", False) and backend == "auto":
-        backend = "sdpa"  # `auto` picks backends by timing, which may differ between two runs
-    set_default_backend(backend)
+    run_dir.configure_attention(cfg)  # `deterministic` pins `auto` to sdpa
     output_dir = Path(cfg.paths.output_dir)
-    resume_from = resume.resolve_checkpoint(cfg.get("ckpt_path"), output_dir) if cfg.get("train", True) else None
-    if resume_from is not None and (run_dir := resume.run_dir_of(resume_from)) is not None:
-        if run_dir.resolve() != output_dir.resolve():
+    resume_from = run_dir.resume_checkpoint(cfg.get("ckpt_path"), output_dir) if cfg.get("train", True) else None
+    resumed_run = run_dir.run_dir_of(resume_from) if resume_from is not None else None
+    if resumed_run is not None:
+        if resumed_run.resolve() != output_dir.resolve():
             with open_dict(cfg):
-                cfg.paths.output_dir = str(run_dir)
-            output_dir = run_dir
-        _check_resume_config(cfg, run_dir)
-    else:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        if is_launch_rank_zero():  # DDP ranks share rank 0's run directory (training/launch.py)
-            (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+                cfg.paths.output_dir = str(resumed_run)
+            output_dir = resumed_run
+        _check_resume_config(cfg, resumed_run)
     if cfg.get("deterministic", False):
         torch.use_deterministic_algorithms(True)
 
     datamodule = hydra.utils.instantiate(cfg.data)
     model = hydra.utils.instantiate(cfg.model)
+    run_dir.set_monitored_metric(cfg, model)  # the head's, unless the config overrides it
+    if resumed_run is None:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        if is_launch_rank_zero():  # DDP ranks share rank 0's run directory (training/launch.py)
+            run_dir.config_file(output_dir).write_text(OmegaConf.to_yaml(cfg, resolve=True))
     callbacks = _instantiate_group(cfg.get("callbacks"))
     step = resume.checkpoint_step(resume_from) if resume_from is not None else 0
-    csv_rows = resume.csv_rows_before(output_dir / "csv" / "metrics.csv", step) if resume_from is not None else []
+    csv_log = output_dir / run_dir.CSV_LOG / run_dir.METRICS
+    csv_rows = resume.csv_rows_before(csv_log, step) if resume_from is not None else []
     loggers = _instantiate_group(cfg.get("logger"), extra=(lambda target: resume.logger_resume_options(
         target, output_dir, step)) if resume_from is not None else None)
-    trainer_options: dict[str, Any] = {}
-    if "plugins" not in cfg.trainer:
-        trainer_options["plugins"] = [resume.AtomicCheckpointIO()]
+    trainer_options: dict[str, Any] = {"plugins": _trainer_plugins(cfg)}
     if cfg.get("deterministic", False):
         trainer_options["deterministic"] = True
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
                                                  **trainer_options)
     check_multirun_launch(trainer)
-    leave_requeue_to_submitit(trainer)  # submitit owns SLURM requeue (configs/hydra/launcher/submitit_slurm.yaml)
     for logger in loggers:
         if type(logger).__name__ == "CSVLogger":
             resume.continue_csv_log(logger, csv_rows)
@@ -123,11 +136,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         trainer.test(model, datamodule=datamodule, ckpt_path="best" if has_best and cfg.get("train", True) else None,
                      weights_only=True, verbose=False)
 
-    summary_path = output_dir / "summary.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    artifacts = next((c for c in callbacks if isinstance(c, RunArtifacts)), None)
+    summary = dict(artifacts.summary) if artifacts is not None else {}
     if is_launch_rank_zero():
         _print_summary(summary, output_dir)
-    return summary
+    objects = {"cfg": cfg, "datamodule": datamodule, "model": model, "callbacks": callbacks, "loggers": loggers,
+               "trainer": trainer, "output_dir": output_dir}
+    return summary, objects
 
 
 def _print_summary(summary: dict[str, Any], output_dir: Path) -> None:
@@ -155,7 +170,7 @@ def _print_summary(summary: dict[str, Any], output_dir: Path) -> None:
 def main(cfg: DictConfig) -> float | None:
     """Hydra entry point; returns ``cfg.optimized_metric`` from the summary (for sweepers)."""
     with user_errors("polyfuse-train"):  # a user's mistake: one message, exit status 2 (cli/errors.py)
-        summary = train(cfg)
+        summary, _ = train(cfg)
     metric = cfg.get("optimized_metric")
     if metric:
         value = summary.get("test", {}).get(metric, summary.get("best_score"))

@@ -28,17 +28,18 @@ def instantiate_node(node: Any) -> Any:
 
 
 def build_model(config: DictConfig) -> nn.Module:
-    """The run's LightningModule (``config.model``), untrained, with the run's attention backend set.
+    """The run's LightningModule (``config.model``), untrained, with the run's attention backend set
+    (:func:`polyfuse.training.run_dir.configure_attention`, the rule training used).
 
     Args:
         config: a run's resolved ``config.yaml`` (or an export's): needs ``model`` and may set
-            ``attention_backend`` (default ``auto``).
+            ``attention_backend`` (default ``auto``) and ``deterministic``.
     """
-    from polyfuse.attention import set_default_backend
+    from polyfuse.training.run_dir import configure_attention
 
     if "model" not in config:
         raise KeyError("the config has no `model` section (is it a polyfuse run's config.yaml?)")
-    set_default_backend(config.get("attention_backend", "auto"))
+    configure_attention(config)
     return instantiate_node(config.model)
 
 

@@ -21,7 +21,9 @@ EXPORT_FORMAT = "polyfuse-export"
 
 
 def is_run(path: Path) -> bool:
-    return (path / "config.yaml").is_file() and (path / "checkpoints").is_dir()
+    from polyfuse.training.run_dir import CHECKPOINTS, config_file
+
+    return config_file(path).is_file() and (path / CHECKPOINTS).is_dir()
 
 
 def is_export(path: Path) -> bool:
@@ -43,9 +45,9 @@ def run_labels(data: Mapping[str, Any]) -> list[str] | None:
 
 
 def _load_run(run_dir: Path, checkpoint: str) -> InferenceModel:
-    from polyfuse.reporting.runs import checkpoint_file, load_weights
+    from polyfuse.training.run_dir import checkpoint_file, config_file, load_weights
 
-    config = OmegaConf.load(run_dir / "config.yaml")
+    config = OmegaConf.load(config_file(run_dir))
     if "data" not in config:
         raise KeyError(f"{run_dir / 'config.yaml'} has no `data` section (the preprocessing is read from it)")
     module = build_model(config)
@@ -78,7 +80,7 @@ def load(path: str | Path, checkpoint: str = "best", device: str | torch.device 
         path: a run directory of ``polyfuse-train`` (``outputs/train/runs/<time>/``: ``config.yaml`` +
             ``checkpoints/``) or a folder written by ``polyfuse-export``.
         checkpoint: for a run directory, ``"best"``, ``"last"`` or a checkpoint file
-            (:func:`polyfuse.reporting.runs.checkpoint_file`); an export holds one set of weights.
+            (:func:`polyfuse.training.run_dir.checkpoint_file`); an export holds one set of weights.
         device: where the model is put.
 
     Example:

@@ -34,7 +34,8 @@ class RunArtifacts(Callback):
     ``output_dir``; at the end of fitting, export the best weights as ``checkpoints/best.safetensors``.
 
     The epoch history and fit time are part of the checkpoint state, so a resumed run's files cover
-    the whole run, not just the part after the restart.
+    the whole run, not just the part after the restart. :attr:`summary` holds the latest summary on
+    every rank (``polyfuse-train``'s ``train()`` returns it); only global rank 0 writes files.
     """
 
     def __init__(self, output_dir: str | Path, export_safetensors: bool = True) -> None:
@@ -44,6 +45,7 @@ class RunArtifacts(Callback):
         self.history: list[dict[str, float]] = []
         self.test_metrics: dict[str, float] = {}
         self.fit_seconds = 0.0
+        self.summary: dict[str, Any] = {}
         self._seconds_before_resume = 0.0
         self._fit_start = 0.0
 
@@ -77,7 +79,7 @@ class RunArtifacts(Callback):
             self.plot()
             if self.export_safetensors:
                 self.export_best_weights(trainer)
-            self.write_summary(trainer, pl_module)
+        self.write_summary(trainer, pl_module)
 
     def export_best_weights(self, trainer: Trainer) -> Path | None:
         """``best.ckpt``'s ``state_dict`` as ``best.safetensors`` next to it (loads without pickle); a
@@ -99,8 +101,7 @@ class RunArtifacts(Callback):
             number = _scalar(value)
             if number is not None and key.split("/")[0] in getattr(pl_module, "test_names", ["test"]):
                 self.test_metrics[key] = number
-        if trainer.is_global_zero:
-            self.write_summary(trainer, pl_module)
+        self.write_summary(trainer, pl_module)
 
     def _write_history(self) -> None:
         if not self.history:
@@ -141,6 +142,9 @@ class RunArtifacts(Callback):
         return path
 
     def write_summary(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, Any]:
+        """Update :attr:`summary`; global rank 0 also writes it to ``summary.json``."""
+        from polyfuse.training.run_dir import summary_file
+
         checkpoint = trainer.checkpoint_callback
         monitor = getattr(checkpoint, "monitor", None)
         summary = {
@@ -156,8 +160,10 @@ class RunArtifacts(Callback):
             "final": self.history[-1] if self.history else {},
             "test": self.test_metrics,
         }
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        (self.output_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        self.summary = summary
+        if trainer.is_global_zero:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            summary_file(self.output_dir).write_text(json.dumps(summary, indent=2) + "\n")
         return summary
 
 

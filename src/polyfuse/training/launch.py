@@ -11,19 +11,23 @@ subprocess launcher starts ranks 1..N-1 by re-running the command line with
   because re-running the command line re-runs the whole sweep in every child rank. Under SLURM
   (``hydra/launcher=submitit_slurm``) or ``torchrun`` the processes are started externally and
   each sweep point is its own job, which is fine;
-* :func:`leave_requeue_to_submitit`: in a job started by submitit (``hydra/launcher=submitit_slurm``)
-  submitit alone requeues on timeout / pre-emption, so Lightning's own SLURM auto-requeue is turned off.
+* :func:`submitit_requeue_plugins`: in a job started by submitit (``hydra/launcher=submitit_slurm``)
+  submitit alone requeues on timeout / pre-emption, so the trainer gets a SLURM environment with
+  Lightning's own auto-requeue turned off.
 """
 
 from __future__ import annotations
 
 import os
+from typing import Any, Sequence
 
-from lightning.fabric.plugins.environments import SLURMEnvironment
+from lightning.fabric.plugins.environments import ClusterEnvironment, SLURMEnvironment, TorchElasticEnvironment
 from lightning.pytorch import Trainer
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
-__all__ = ["is_launch_rank_zero", "check_multirun_launch", "leave_requeue_to_submitit", "MultirunLaunchError"]
+from polyfuse.training.lightning_compat import reruns_command_line
+
+__all__ = ["is_launch_rank_zero", "check_multirun_launch", "submitit_requeue_plugins", "MultirunLaunchError"]
 
 
 class MultirunLaunchError(RuntimeError):
@@ -46,12 +50,10 @@ def _hydra_multirun() -> bool:
 def check_multirun_launch(trainer: Trainer) -> None:
     """Raise :class:`MultirunLaunchError` when this is a Hydra multirun and ``trainer`` would start
     its other ranks by re-running the command line (instead of a scheduler having started them)."""
-    strategy = trainer.strategy
-    launcher = getattr(strategy, "launcher", None)
-    environment = getattr(strategy, "cluster_environment", None)
-    if launcher is None or environment is None or environment.creates_processes_externally:
+    environment = getattr(trainer.strategy, "cluster_environment", None)
+    if environment is None or environment.creates_processes_externally:
         return
-    if type(launcher).__name__ != "_SubprocessScriptLauncher" or not _hydra_multirun():
+    if not reruns_command_line(trainer) or not _hydra_multirun():
         return
     raise MultirunLaunchError(
         f"a Hydra multirun (-m) cannot start {trainer.world_size} local DDP processes: Lightning starts each rank "
@@ -60,25 +62,25 @@ def check_multirun_launch(trainer: Trainer) -> None:
         "one without -m.")
 
 
-def leave_requeue_to_submitit(trainer: Trainer) -> bool:
-    """In a submitit job, switch off Lightning's SLURM auto-requeue before ``fit``; ``True`` if it was on.
+def submitit_requeue_plugins(plugins: Sequence[Any] = ()) -> list[ClusterEnvironment]:
+    """In a SLURM job started by submitit: ``[SLURMEnvironment(auto_requeue=False)]``, the plugin to add to
+    the trainer's ``plugins`` (Lightning's public switch for its SLURM requeue); elsewhere, or when
+    ``plugins`` already holds a cluster environment, ``[]``.
 
     Two requeue mechanisms exist and only one may act. Submitit's (the one polyfuse uses): sbatch gets
     ``--signal=USR2@<signal_delay_s>``, and on that signal submitit's handler on global rank 0 pickles
     the same job again (hydra-submitit-launcher's ``checkpoint()``: same overrides, same run directory),
     counts timeouts against ``max_num_timeout``, calls ``scontrol requeue`` and exits; the requeued job
-    resumes with ``ckpt_path=last``. Lightning's (``SLURMEnvironment(auto_requeue=True)``, the default
-    when it detects SLURM): its ``_SignalConnector`` handles ``requeue_signal`` (SIGUSR1) by writing an
-    ``hpc_ckpt_*.ckpt`` and calling ``scontrol requeue`` itself, with no limit on the count. With both on,
-    a SIGUSR1 (or ``SUBMITIT_PREEMPT_SIGNAL=USR1``) would requeue twice or forever. The signal connector
-    reads ``auto_requeue`` when ``fit`` starts, so setting it here is enough.
+    resumes with ``ckpt_path=last``. Lightning's (``SLURMEnvironment(auto_requeue=True)``, what it picks
+    when it detects SLURM): on ``requeue_signal`` (SIGUSR1) it writes an ``hpc_ckpt_*.ckpt`` and calls
+    ``scontrol requeue`` itself, with no limit on the count. With both on, a SIGUSR1 (or
+    ``SUBMITIT_PREEMPT_SIGNAL=USR1``) would requeue twice or forever. The environment is the one Lightning
+    would detect (torchelastic first, then SLURM), with only ``auto_requeue`` changed.
     """
     if not os.environ.get("SUBMITIT_EXECUTOR"):  # exported by submitit's job script (slurm / local)
-        return False
-    # the environment the accelerator connector detected: the one _SignalConnector consults (for a
-    # single-device strategy too, which has no cluster_environment attribute of its own)
-    environment = trainer._accelerator_connector.cluster_environment
-    if not isinstance(environment, SLURMEnvironment) or not environment.auto_requeue:
-        return False
-    environment.auto_requeue = False
-    return True
+        return []
+    if any(isinstance(plugin, ClusterEnvironment) for plugin in plugins):
+        return []
+    if TorchElasticEnvironment.detect() or not SLURMEnvironment.detect():
+        return []
+    return [SLURMEnvironment(auto_requeue=False)]

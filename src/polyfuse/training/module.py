@@ -14,6 +14,7 @@ from polyfuse.batch import Batch
 from polyfuse.heads.base import update_valid_metrics, valid_rows_loss
 from polyfuse.models.multimodal import FusionFactory, HeadFactory, MultimodalModel
 from polyfuse.distributed import gather_from_ranks, rank_and_world
+from polyfuse.training.lightning_compat import is_last_train_batch
 from polyfuse.training.param_groups import ParameterGroupSettings, apply_lr_scales, parameter_groups
 
 log = logging.getLogger(__name__)
@@ -136,15 +137,11 @@ class PolyfuseLitModule(LightningModule):
         if size:
             self.train_loss.update(loss.detach(), weight=size)
         self.log("train/loss_step", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=size)
-        if self._is_last_train_batch():  # epoch values, logged before validation and the epoch-end hooks
+        if is_last_train_batch(self._trainer, batch_idx):  # epoch values, logged before validation and the epoch-end hooks
             self.log("train/loss_epoch", self.train_loss.compute(), on_step=False, on_epoch=True,
                      batch_size=max(size, 1))
             self.log_dict(self.train_metrics.compute(), on_step=False, on_epoch=True, batch_size=max(size, 1))
         return loss
-
-    def _is_last_train_batch(self) -> bool:
-        trainer = self._trainer
-        return trainer is None or bool(trainer.fit_loop.epoch_loop.batch_progress.is_last_batch)
 
     def on_train_epoch_end(self) -> None:
         self.train_metrics.reset()

@@ -27,7 +27,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_warn
 
 from polyfuse.distributed import gather_from_ranks
-from polyfuse.training.sharding import is_sharded_checkpoint, read_checkpoint
+from polyfuse.training.sharding import read_checkpoint
 
 __all__ = ["ExactResume", "AtomicCheckpointIO", "rng_states", "set_rng_states"]
 
@@ -133,29 +133,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         return super().load_checkpoint(path, weights_only=True if weights_only is None else weights_only, **options)
 
 
-# --- where a resumed run continues, and its loggers --------------------------------------------
-
-def resolve_checkpoint(ckpt_path: str | Path | None, output_dir: str | Path) -> Path | None:
-    """``None`` -> ``None``; ``"last"`` -> ``<output_dir>/checkpoints/last.ckpt`` if it exists (else
-    ``None``: a fresh start, so a requeued job can always pass ``ckpt_path=last``); a path -> that file."""
-    if ckpt_path in (None, ""):
-        return None
-    if str(ckpt_path) == "last":
-        last = Path(output_dir) / "checkpoints" / "last.ckpt"
-        return last.resolve() if last.is_file() or is_sharded_checkpoint(last) else None
-    path = Path(ckpt_path).expanduser().resolve()
-    if not (path.is_file() or is_sharded_checkpoint(path)):  # a file, or a directory of FSDP shards
-        raise FileNotFoundError(f"ckpt_path={ckpt_path}: no such checkpoint file ({path})")
-    return path
-
-
-def run_dir_of(checkpoint: Path) -> Path | None:
-    """The run directory a checkpoint belongs to (``<run>/checkpoints/<file>`` with ``<run>/config.yaml``)."""
-    run = checkpoint.parent.parent
-    if checkpoint.parent.name == "checkpoints" and (run / "config.yaml").is_file():
-        return run
-    return None
-
+# --- the step a resumed run continues from, and its loggers --------------------------------------------
 
 def checkpoint_step(checkpoint: Path) -> int:
     """The ``global_step`` stored in a Lightning checkpoint (file or sharded directory)."""
