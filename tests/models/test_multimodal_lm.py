@@ -123,10 +123,10 @@ def test_errors_name_what_is_wrong(lm_dirs):
         build(lm_dirs["llama"], stage=3)
     model = build(lm_dirs["llama"])
     batch = tiny_batch([True], [True], [[{"from": "human", "value": "<image> <image>"}, {"from": "gpt", "value": "no"}]])
-    with pytest.raises(ValueError, match="more than one <image>"):
+    with pytest.raises(ValueError, match=r"sample 0 \(id '0'\) has 2 <image> placeholders but one image"):
         model(batch)
     batch = tiny_batch([True], [True], [SHORT])
-    with pytest.raises(ValueError, match="has no .*<audio>.* placeholder"):
+    with pytest.raises(ValueError, match=r"sample 0 \(id '0'\) has \['audio'\] but its text has no .*<audio>.* placeholder"):
         model(batch)
     batch.extras = {}
     with pytest.raises(KeyError, match="conversations"):

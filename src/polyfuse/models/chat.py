@@ -23,7 +23,7 @@ IGNORE_INDEX = -100
 USER_ROLES = ("human", "user")
 ASSISTANT_ROLES = ("gpt", "assistant")
 
-__all__ = ["ChatTemplate", "IGNORE_INDEX", "last_answer", "load_chat_tokenizer", "turns"]
+__all__ = ["ChatTemplate", "IGNORE_INDEX", "answer_types", "last_answer", "load_chat_tokenizer", "turns"]
 
 
 def load_chat_tokenizer(source: Any) -> Any:
@@ -73,6 +73,13 @@ def last_answer(conversation: Sequence[Mapping[str, Any]]) -> str:
     """The text of the conversation's final assistant turn ("" when it has none)."""
     answers = [text for role, text in turns(conversation) if role == "assistant"]
     return answers[-1].strip() if answers else ""
+
+
+def answer_types(conversation: Sequence[Mapping[str, Any]]) -> list[str | None]:
+    """The ``"type"`` field of each assistant turn, in order (``None`` where a turn has none): metrics
+    per question type (AV-digits' ``written`` / ``spoken`` / ``both``)."""
+    return [turn.get("type") for turn in conversation
+            if str(turn.get("from", turn.get("role", ""))).lower() in ASSISTANT_ROLES]
 
 
 @dataclass

@@ -1,0 +1,60 @@
+"""MultimodalLM on bad input: over-long conversations (cut with a warning naming the sample, or an error
+for a prompt) and the LM's context as the length limit."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from polyfuse.fusion import MLPConnector
+from polyfuse.models import MultimodalLM
+from polyfuse.models.chat import IGNORE_INDEX
+
+from .lm_cases import CONVERSATION, SHORT, save_tiny_lm, tiny_batch, tiny_encoders
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+@pytest.fixture(scope="module")
+def lm_dir(tmp_path_factory: pytest.TempPathFactory):
+    return save_tiny_lm("llama", tmp_path_factory.mktemp("lm") / "llama")
+
+
+def build(lm_dir, **options) -> MultimodalLM:
+    torch.manual_seed(0)
+    return MultimodalLM(str(lm_dir), tiny_encoders(), MLPConnector, **options).eval()
+
+
+def test_max_length_is_at_most_the_lm_context(lm_dir):
+    assert build(lm_dir, max_length=100_000).max_length == 256  # the tiny LM's max_position_embeddings
+    assert build(lm_dir, max_length=40).max_length == 40
+
+
+def test_overlong_training_sample_is_cut_with_a_warning_naming_it_and_labels_stay_aligned(lm_dir):
+    full = build(lm_dir)
+    batch = tiny_batch([True, True], [True, False], [CONVERSATION, SHORT])
+    batch.ids = ["long-one", "short-one"]
+    features, _, reference = full.prepare(batch)
+    lengths = reference.attention_mask.sum(1).tolist()
+    limit = (lengths[0] + lengths[1]) // 2  # cuts the first sample inside its answers, not the second
+    assert lengths[1] < limit < lengths[0]
+    model = build(lm_dir, max_length=limit)
+    model.connector.load_state_dict(full.connector.state_dict())
+    with pytest.warns(UserWarning, match=r"sample 0 \(id 'long-one'\) is \d+ tokens long after splicing; cut to "
+                                         rf"max_length={limit} \([1-9]\d* answer tokens dropped\)"):
+        _, _, cut = model.prepare(batch)
+    assert model.truncated == 1
+    assert cut.inputs_embeds.shape[1] == limit
+    torch.testing.assert_close(cut.inputs_embeds[0], reference.inputs_embeds[0, :limit])
+    assert cut.labels[0].tolist() == reference.labels[0, :limit].tolist()  # the same cut on tokens and labels
+    assert cut.labels[1, :lengths[1]].tolist() == reference.labels[1, :lengths[1]].tolist()
+    assert bool((reference.labels[0, limit:] != IGNORE_INDEX).any())  # answers really were dropped
+
+
+def test_overlong_generation_prompt_is_an_error_naming_the_sample(lm_dir):
+    model = build(lm_dir, max_length=40)
+    batch = tiny_batch([True], [True], [CONVERSATION])
+    batch.ids = ["too-long"]
+    with pytest.raises(ValueError, match=r"sample 0 \(id 'too-long'\) is \d+ tokens long after splicing, more than "
+                                         r"the 36 the language model can take"):
+        model.generate(batch, max_new_tokens=4)
