@@ -164,3 +164,29 @@ def test_eval_generate_answers_the_last_question_and_scores_exact_match(lm_dirs)
     assert "answer_exact_match" not in build(lm_dirs["llama"]).head.make_metrics("test").keys(keep_base=True)
     model.train()
     assert model(batch).outputs.generated is None  # never while training
+
+
+def test_metrics_per_question_type(lm_dirs):
+    model = build(lm_dirs["llama"], eval_generate=2, question_types=["written", "spoken", "both"])
+    typed = [dict(turn, type=kind) if turn["from"] == "gpt" else turn
+             for turn, kind in zip(CONVERSATION, [None, "written", None, "both"])]
+    batch = tiny_batch([True], [True], [typed])
+    with torch.no_grad():
+        outputs = model(batch).outputs
+    assert outputs.answer_types == [["written", "both"]] and outputs.reference_types == ["both"]
+    targets = outputs.labels[0, 1:]
+    logits = torch.full_like(outputs.logits, -10.0)
+    answer_positions = (targets != IGNORE_INDEX).nonzero().flatten().tolist()
+    first = answer_positions[0]  # "seven" (written) right; "no" (both) wrong
+    for position in answer_positions:
+        wrong = int(targets[position]) + 1 if position != first else int(targets[position])
+        logits[0, position, wrong] = 10.0
+    metrics = model.head.make_metrics("test")
+    assert {"answer_token_acc_written", "answer_exact_match_both"} <= set(metrics.keys(keep_base=True))
+    model.head.update_metrics(metrics, type(outputs)(logits, None, outputs.labels, ["No"], ["no"],
+                                                     outputs.answer_types, outputs.reference_types), batch)
+    values = {name: metrics[name].compute() for name in ("answer_token_acc", "answer_token_acc_written",
+                                                           "answer_token_acc_both", "answer_exact_match_both")}
+    assert values == {"answer_token_acc": 0.5, "answer_token_acc_written": 1.0, "answer_token_acc_both": 0.0,
+                      "answer_exact_match_both": 1.0}
+    assert metrics["answer_token_acc_spoken"].update_count == 0  # no spoken answer in the batch
