@@ -94,6 +94,8 @@ def test_stage1_trains_only_the_connector(lm_dirs, kind, connector):
         assert p.grad is not None and p.grad.abs().sum() > 0, f"connector parameter {name} got no gradient"
     assert all(p.grad is None for p in model.lm.parameters()) and all(p.grad is None for p in model.encoders.parameters())
     assert not model.lm.training and not model.encoders.training  # frozen parts stay in eval mode
+    fresh = MultimodalLM(str(lm_dirs[kind]), tiny_encoders(), factory)
+    assert fresh.training and not fresh.lm.training and not any(m.training for m in fresh.encoders.modules())
 
 
 @pytest.mark.parametrize("kind", ["llama", "qwen2", "gpt2"])

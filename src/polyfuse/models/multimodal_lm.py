@@ -172,6 +172,9 @@ class MultimodalLM(nn.Module):
             self.lm = lora_lib.add_lora(self.lm, **dict(lora))
         elif stage == 2:
             self.lm.requires_grad_(True)  # LLaVA's stage 2 without LoRA: the full LM trains
+        # frozen parts start in eval mode too: Lightning records each submodule's mode and sets it back
+        # flag by flag (not through train()), which would otherwise update a frozen BatchNorm's statistics
+        self.train(self.training)
 
     def load_connector(self, path: str | Path) -> None:
         """Connector weights from a training checkpoint (``model.connector.*`` of a Lightning ``.ckpt``)
