@@ -58,3 +58,29 @@ def test_overlong_generation_prompt_is_an_error_naming_the_sample(lm_dir):
     with pytest.raises(ValueError, match=r"sample 0 \(id 'too-long'\) is \d+ tokens long after splicing, more than "
                                          r"the 36 the language model can take"):
         model.generate(batch, max_new_tokens=4)
+
+
+JINJA = ("{% for m in messages %}{% if m['role'] == 'user' %}USER: {{ m['content'] }} {% else %}ASSISTANT:"
+         "{% generation %} {{ m['content'] }}</s>{% endgeneration %}{% endif %}{% endfor %}"
+         "{% if add_generation_prompt %}ASSISTANT:{% endif %}")
+
+
+def test_tokenizer_chat_template_labels_answers_and_its_absence_is_named(lm_dir):
+    from polyfuse.models.chat import ChatTemplate, load_chat_tokenizer
+
+    with pytest.raises(ValueError, match=r"tokenizer '.*llama' has no chat template"):
+        build(lm_dir, template="tokenizer")
+    tokenizer = load_chat_tokenizer(str(lm_dir))
+    tokenizer.chat_template = JINJA
+    model = build(lm_dir, tokenizer=tokenizer, template="tokenizer")
+    ids, labels = model.tokenize([CONVERSATION])
+    # the same layout as polyfuse's template without system prompt and BOS: the same ids and labels
+    expected_ids, expected_labels = ChatTemplate(system="", add_bos=False).encode(CONVERSATION, model.tokenizer)
+    assert (ids[0], labels[0]) == (expected_ids, expected_labels)
+    assert model.tokenizer.convert_ids_to_tokens([t for t in labels[0] if t != IGNORE_INDEX]) == ["seven", "</s>", "no",
+                                                                                                "</s>"]
+    prompt, _ = model.tokenize([CONVERSATION], generation=True)
+    assert prompt[0] == expected_ids[: expected_ids.index(model.tokenizer.convert_tokens_to_ids("no"))]
+    tokenizer.chat_template = JINJA.replace("{% generation %}", "").replace("{% endgeneration %}", "")
+    with pytest.raises(ValueError, match="marks no answer tokens: put {% generation %}"):
+        model.tokenize([CONVERSATION])

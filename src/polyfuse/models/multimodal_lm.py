@@ -26,7 +26,9 @@ from torch import Tensor, nn
 from polyfuse.batch import Batch, Encoded
 from polyfuse.fusion.connectors import Connector
 from polyfuse.models import lora as lora_lib
-from polyfuse.models.chat import IGNORE_INDEX, ChatTemplate, answer_types, last_answer, load_chat_tokenizer
+from polyfuse.models.causal_lm import context_length, load_causal_lm, resize_embeddings
+from polyfuse.models.chat import (IGNORE_INDEX, ChatTemplate, TokenizerChatTemplate, answer_types, last_answer,
+                                  load_chat_tokenizer)
 from polyfuse.models.lm_head import LanguageModelingHead, LMOutput
 from polyfuse.models.multimodal import ModelOutput
 
@@ -48,50 +50,6 @@ class Spliced:
     spans: list[dict[str, tuple[int, int]]] = field(default_factory=list)
 
 
-def load_causal_lm(source: str | Path | Mapping[str, Any] | nn.Module, vocab_size: int | None = None) -> nn.Module:
-    """A causal LM from a local ``save_pretrained`` directory, a config mapping (``model_type`` + fields,
-    randomly initialised), or a ready module. Nothing is downloaded (``local_files_only``)."""
-    if isinstance(source, nn.Module):
-        return source
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    if isinstance(source, Mapping):
-        options = dict(source)
-        if "model_type" not in options:
-            raise ValueError(f"an LM config needs `model_type` (llama, qwen2, gpt2, ...), got keys {sorted(options)}")
-        if vocab_size is not None:
-            options["vocab_size"] = vocab_size
-        config = AutoConfig.for_model(options.pop("model_type"), **options)
-        return AutoModelForCausalLM.from_config(config)
-    path = Path(source).expanduser()
-    if not path.is_dir():
-        raise FileNotFoundError(f"language model directory not found: {path} (a save_pretrained directory)")
-    return AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True)
-
-
-def context_length(lm: nn.Module) -> int | None:
-    """The LM's maximum sequence length (``max_position_embeddings``, GPT-2's ``n_positions``), if it has one."""
-    config = getattr(lm, "config", None)
-    value = getattr(config, "max_position_embeddings", None)
-    return int(value) if isinstance(value, int) and value > 0 else None
-
-
-def resize_embeddings(lm: nn.Module, size: int) -> None:
-    """Grow the LM's vocabulary to ``size`` (the placeholders); new input and output rows are the mean
-    of the old ones -- deterministic, so a saved adapter fits any model built the same way."""
-    old = lm.get_input_embeddings().num_embeddings
-    if old >= size:
-        return
-    lm.resize_token_embeddings(size, mean_resizing=False)
-    with torch.no_grad():
-        for layer in (lm.get_input_embeddings(), lm.get_output_embeddings()):
-            if layer is not None and layer.weight.shape[0] >= size:
-                layer.weight[old:] = layer.weight[:old].mean(0)
-                bias = getattr(layer, "bias", None)
-                if bias is not None:
-                    bias[old:] = bias[:old].mean()
-
-
 class MultimodalLM(nn.Module):
     """LLaVA-style multimodal LM: ``batch -> encoders -> connector -> splice at placeholders -> causal LM``.
 
@@ -109,7 +67,8 @@ class MultimodalLM(nn.Module):
             ``connector(dims={m: encoder width}, out_dim=LM hidden size)``.
         tokenizer: a tokenizer, its directory or a ``tokenizer.json``; default: the ``lm`` directory's.
         placeholders: modality -> placeholder token (added to the tokenizer as special tokens).
-        template: the :class:`~polyfuse.models.chat.ChatTemplate` (or its fields as a mapping).
+        template: the :class:`~polyfuse.models.chat.ChatTemplate` (or its fields as a mapping), or
+            ``"tokenizer"``: the tokenizer's own chat template (:class:`~polyfuse.models.chat.TokenizerChatTemplate`).
         stage: ``1`` (connector only) or ``2`` (connector + LoRA adapters when ``lora`` is set, else the
             whole LM); encoders stay frozen unless ``train_encoders``. lora: :func:`polyfuse.models.lora.add_lora`
             options for stage 2. connector_checkpoint: start the connector from this checkpoint (stage 1's).
@@ -125,7 +84,8 @@ class MultimodalLM(nn.Module):
 
     def __init__(self, lm: str | Path | Mapping[str, Any] | nn.Module, encoders: Mapping[str, nn.Module],
                  connector: Connector | Callable[..., Connector], tokenizer: Any = None,
-                 placeholders: Mapping[str, str] | None = None, template: ChatTemplate | Mapping[str, Any] | None = None,
+                 placeholders: Mapping[str, str] | None = None,
+                 template: ChatTemplate | TokenizerChatTemplate | Mapping[str, Any] | str | None = None,
                  stage: int = 1, lora: Mapping[str, Any] | None = None, modalities: Sequence[str] | None = None,
                  max_length: int = 2048, conversations_key: str = "conversations",
                  train_encoders: bool = False, connector_checkpoint: str | Path | None = None,
@@ -149,7 +109,11 @@ class MultimodalLM(nn.Module):
         if new:
             self.tokenizer.add_special_tokens({"additional_special_tokens": new})
         self.placeholder_ids = {m: int(self.tokenizer.convert_tokens_to_ids(t)) for m, t in self.placeholders.items()}
-        self.template = template if isinstance(template, ChatTemplate) else ChatTemplate(**dict(template or {}))
+        if template == "tokenizer":
+            template = TokenizerChatTemplate()
+            template.check(self.tokenizer)
+        self.template = template if isinstance(template, (ChatTemplate, TokenizerChatTemplate)) \
+            else ChatTemplate(**dict(template or {}))
         self.lm = load_causal_lm(lm, vocab_size=len(self.tokenizer) if isinstance(lm, Mapping) else None)
         resize_embeddings(self.lm, len(self.tokenizer))
         self.hidden_size = int(self.lm.get_input_embeddings().embedding_dim)
