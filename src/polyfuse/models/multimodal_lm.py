@@ -29,6 +29,7 @@ from polyfuse.models import lora as lora_lib
 from polyfuse.models.causal_lm import context_length, load_causal_lm, resize_embeddings
 from polyfuse.models.chat import (IGNORE_INDEX, ChatTemplate, TokenizerChatTemplate, answer_types, last_answer,
                                   load_chat_tokenizer)
+from polyfuse.models.lm_attention import run_with_attention
 from polyfuse.models.lm_head import LanguageModelingHead, LMOutput
 from polyfuse.models.multimodal import ModelOutput
 
@@ -295,8 +296,6 @@ class MultimodalLM(nn.Module):
         features, conversations, spliced = self.prepare(batch)
         attentions: dict[str, Any] = {}
         if return_attention:
-            from polyfuse.models.lm_attention import run_with_attention
-
             outputs, attentions = run_with_attention(self, spliced)
         else:
             outputs = self.language_model(spliced)
