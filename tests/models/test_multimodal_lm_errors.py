@@ -84,3 +84,17 @@ def test_tokenizer_chat_template_labels_answers_and_its_absence_is_named(lm_dir)
     tokenizer.chat_template = JINJA.replace("{% generation %}", "").replace("{% endgeneration %}", "")
     with pytest.raises(ValueError, match="marks no answer tokens: put {% generation %}"):
         model.tokenize([CONVERSATION])
+
+
+def test_lm_directory_that_is_not_a_causal_lm_is_named(tmp_path):
+    from transformers import ViTConfig, ViTModel
+
+    from polyfuse.models.causal_lm import load_causal_lm
+
+    ViTModel(ViTConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=8,
+                       image_size=8, patch_size=4)).save_pretrained(str(tmp_path / "vit"))
+    with pytest.raises(ValueError, match=r"vit holds a 'vit' model, which is not a causal language model"):
+        load_causal_lm(tmp_path / "vit")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="empty has no config.json"):
+        load_causal_lm(tmp_path / "empty")

@@ -30,7 +30,14 @@ def load_causal_lm(source: str | Path | Mapping[str, Any] | nn.Module, vocab_siz
     path = Path(source).expanduser()
     if not path.is_dir():
         raise FileNotFoundError(f"language model directory not found: {path} (a save_pretrained directory)")
-    return AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True)
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"{path} has no config.json: not a save_pretrained language model directory")
+    try:
+        return AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True)
+    except ValueError as error:  # transformers: "Unrecognized configuration class ... for AutoModelForCausalLM"
+        kind = AutoConfig.from_pretrained(str(path), local_files_only=True).model_type
+        raise ValueError(f"{path} holds a {kind!r} model, which is not a causal language model "
+                         "(AutoModelForCausalLM cannot load it; decoder LMs such as llama, qwen2, gpt2 can)") from error
 
 
 def context_length(lm: nn.Module) -> int | None:
