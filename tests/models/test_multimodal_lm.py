@@ -192,3 +192,4 @@ def test_metrics_per_question_type(lm_dirs):
     assert values == {"answer_token_acc": 0.5, "answer_token_acc_written": 1.0, "answer_token_acc_both": 0.0,
                       "answer_exact_match_both": 1.0}
     assert metrics["answer_token_acc_spoken"].update_count == 0  # no spoken answer in the batch
+    assert set(model.head.make_metrics("train").keys(keep_base=True)) == {"answer_token_acc", "truncated_samples"}

@@ -43,7 +43,11 @@ def test_overlong_training_sample_is_cut_with_a_warning_naming_it_and_labels_sta
     with pytest.warns(UserWarning, match=r"sample 0 \(id 'long-one'\) is \d+ tokens long after splicing; cut to "
                                          rf"max_length={limit} \([1-9]\d* answer tokens dropped\)"):
         _, _, cut = model.prepare(batch)
-    assert model.truncated == 1
+    assert model.truncated == 1 and cut.truncated == 1
+    metrics = model.head.make_metrics("train")  # reported: counted in the training metrics
+    with pytest.warns(UserWarning, match="long-one"):
+        model.head.update_metrics(metrics, model(batch).outputs, batch)
+    assert float(metrics["truncated_samples"].compute()) == 1.0 and model.truncated == 2
     assert cut.inputs_embeds.shape[1] == limit
     torch.testing.assert_close(cut.inputs_embeds[0], reference.inputs_embeds[0, :limit])
     assert cut.labels[0].tolist() == reference.labels[0, :limit].tolist()  # the same cut on tokens and labels

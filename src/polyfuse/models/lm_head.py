@@ -5,9 +5,11 @@ Metrics (all over answer tokens, see :mod:`polyfuse.models.chat` for the labels)
 * ``answer_token_acc``: teacher-forced next-token accuracy, EOS left out;
 * ``answer_exact_match`` (with ``eval_generate``, outside training): the generated answer to the last
   question equals the reference after lower-casing and whitespace normalisation;
-* per question type (``question_types``, e.g. AV-digits' ``written`` / ``spoken`` / ``both``): the
-  same two as ``answer_token_acc_<type>`` and ``answer_exact_match_<type>``, where an answer's type is
-  the ``"type"`` field of its assistant turn (:func:`polyfuse.models.chat.answer_types`).
+* per question type (``question_types``, e.g. AV-digits' ``written`` / ``spoken`` / ``both``), in
+  validation and test: the same two as ``answer_token_acc_<type>`` and ``answer_exact_match_<type>``,
+  where an answer's type is the ``"type"`` field of its assistant turn
+  (:func:`polyfuse.models.chat.answer_types`);
+* ``truncated_samples``: how many conversations were cut to ``max_length`` (a sum, not a mean).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Mapping, Sequence
 
 import torch
 from torch import Tensor
-from torchmetrics import MeanMetric, MetricCollection
+from torchmetrics import MeanMetric, Metric, MetricCollection, SumMetric
 
 from polyfuse.batch import Batch
 from polyfuse.heads.base import TaskHead
@@ -32,8 +34,9 @@ class LMOutput:
     ``generated``: greedy answers to each conversation's last question when the model generates in
     evaluation (``eval_generate``), with ``references`` the conversations' last answers.
     ``answer_types``: per sample, the type of each answer turn in order (``None`` = untyped);
-    ``reference_types``: the type of each last answer. ``layer_attentions``: the LM's per-layer
-    ``(B, H, L, L)`` attention probabilities, only when asked for (``output_attentions``)."""
+    ``reference_types``: the type of each last answer. ``truncated``: samples cut to ``max_length``.
+    ``layer_attentions``: the LM's per-layer ``(B, H, L, L)`` attention probabilities, only when asked
+    for (``output_attentions``)."""
 
     logits: Tensor
     loss: Tensor | None = None
@@ -43,6 +46,7 @@ class LMOutput:
     answer_types: list[list[str | None]] | None = None
     reference_types: list[str | None] | None = None
     layer_attentions: tuple[Tensor, ...] | None = None
+    truncated: int = 0
 
 
 def normalise(text: str) -> str:
@@ -90,11 +94,14 @@ class LanguageModelingHead(TaskHead):
         names = ["answer_token_acc"]
         if stage != "train" and self.exact_match:
             names.append("answer_exact_match")
-        return MetricCollection({f"{name}{suffix}": MeanMetric() for name in names
-                                 for suffix in [""] + [f"_{t}" for t in self.question_types]})
+        suffixes = [""] + ([f"_{t}" for t in self.question_types] if stage != "train" else [])
+        metrics: dict[str, Metric] = {f"{name}{suffix}": MeanMetric() for name in names for suffix in suffixes}
+        return MetricCollection({**metrics, "truncated_samples": SumMetric()})
 
     def update_metrics(self, metrics: MetricCollection, outputs: LMOutput, batch: Batch) -> None:
         present = set(metrics.keys(keep_base=True))
+        if "truncated_samples" in present:
+            metrics["truncated_samples"].update(float(outputs.truncated))
         if outputs.generated is not None and outputs.references is not None and "answer_exact_match" in present:
             kinds = outputs.reference_types or [None] * len(outputs.references)
             for generated, reference, kind in zip(outputs.generated, outputs.references, kinds):
@@ -108,7 +115,8 @@ class LanguageModelingHead(TaskHead):
         answer = (targets != IGNORE_INDEX) & (targets != (-1 if self.eos_id is None else self.eos_id))
         correct = (outputs.logits[:, :-1].argmax(-1) == targets) & answer
         self._update_accuracy(metrics["answer_token_acc"], correct, answer)
-        if not self.question_types or outputs.answer_types is None:
+        if not self.question_types or outputs.answer_types is None or \
+                f"answer_token_acc_{self.question_types[0]}" not in present:
             return
         runs = answer_runs(targets)
         for kind in self.question_types:

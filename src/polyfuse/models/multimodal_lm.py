@@ -42,13 +42,15 @@ DEFAULT_PLACEHOLDERS = {"image": "<image>", "audio": "<audio>"}
 class Spliced:
     """The LM's input after splicing: ``inputs_embeds (B, L, H)``, ``attention_mask (B, L)`` (1 = real),
     ``position_ids (B, L)`` (counting real tokens only), ``labels (B, L)`` or ``None``; ``spans``: per
-    sample, modality -> ``(start, end)`` of its spliced tokens in the padded row (absent: no entry)."""
+    sample, modality -> ``(start, end)`` of its spliced tokens in the padded row (absent: no entry);
+    ``truncated``: how many samples were cut to ``max_length``."""
 
     inputs_embeds: Tensor
     attention_mask: Tensor
     position_ids: Tensor
     labels: Tensor | None
     spans: list[dict[str, tuple[int, int]]] = field(default_factory=list)
+    truncated: int = 0
 
 
 class MultimodalLM(nn.Module):
@@ -209,6 +211,7 @@ class MultimodalLM(nn.Module):
         rows: list[Tensor] = []
         row_labels: list[Tensor] = []
         spans: list[dict[str, tuple[int, int]]] = []
+        truncated = 0
         for b, sample in enumerate(ids):
             name = f"sample {b}" + (f" (id {names[b]!r})" if names is not None and b < len(names) else "")
             sample_ids = torch.as_tensor(list(sample), dtype=torch.long, device=device)
@@ -251,7 +254,7 @@ class MultimodalLM(nn.Module):
                     raise ValueError(f"{name} is {row.shape[0]} tokens long after splicing, more than the "
                                      f"{limit} the language model can take here (max_length / its context, "
                                      "less the new tokens); shorten the prompt")
-                self.truncated += 1
+                truncated += 1
                 cut = torch.cat(piece_labels)[limit:]
                 warnings.warn(f"{name} is {row.shape[0]} tokens long after splicing; cut to max_length={limit} "
                               f"({int((cut != IGNORE_INDEX).sum())} answer tokens dropped)", stacklevel=2)
@@ -273,7 +276,9 @@ class MultimodalLM(nn.Module):
                 out_labels[b, span] = row_labels[b]
             spans[b] = {m: (lo + offset, hi + offset) for m, (lo, hi) in spans[b].items()}
         position_ids = (attention_mask.cumsum(-1) - 1).clamp_min(0)
-        return Spliced(inputs_embeds, attention_mask, position_ids, out_labels if labels is not None else None, spans)
+        self.truncated += truncated
+        return Spliced(inputs_embeds, attention_mask, position_ids, out_labels if labels is not None else None, spans,
+                       truncated)
 
     # ------------------------------------------------------------------------------ forward / generate
     def conversations(self, batch: Batch) -> list[Any]:
@@ -325,7 +330,7 @@ class MultimodalLM(nn.Module):
             if bool((targets != IGNORE_INDEX).any()):
                 loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), targets.flatten(),
                                        ignore_index=IGNORE_INDEX)
-        return LMOutput(logits=logits, loss=loss, labels=spliced.labels,
+        return LMOutput(logits=logits, loss=loss, labels=spliced.labels, truncated=spliced.truncated,
                         layer_attentions=getattr(result, "attentions", None))
 
     @torch.no_grad()
