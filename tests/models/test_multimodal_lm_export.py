@@ -6,13 +6,13 @@ import pytest
 import torch
 
 from polyfuse.batch import Batch, ModalityInput
-from polyfuse.fusion import LinearConnector, PerceiverResamplerConnector
+from polyfuse.fusion import LinearConnector, MLPConnector, PerceiverResamplerConnector
 from polyfuse.models import MultimodalLM
 from polyfuse.models.chat import load_chat_tokenizer
 from polyfuse.models.llava_convert import multimodal_lm_from_hf_llava
 from polyfuse.models.llava_export import hf_llava_from_multimodal_lm, save_hf_llava
 
-from .lm_cases import TOKENIZER, tiny_encoders
+from .lm_cases import TOKENIZER, save_tiny_lm, tiny_encoders
 from .test_llava_parity import CONVERSATIONS, tiny_llava
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -94,8 +94,6 @@ def test_linear_connector_exports_as_a_two_layer_projector():
 
 
 def test_what_llava_cannot_hold_is_refused(tmp_path):
-    from .lm_cases import save_tiny_lm
-
     lm_dir = save_tiny_lm("llama", tmp_path / "lm")
     with pytest.raises(ValueError, match=r"LLaVA takes images only; this model has modalities \['image', 'audio'\]"):
         hf_llava_from_multimodal_lm(MultimodalLM(str(lm_dir), tiny_encoders(), LinearConnector))
@@ -108,3 +106,16 @@ def test_what_llava_cannot_hold_is_refused(tmp_path):
     with pytest.raises(ValueError, match="PerceiverResamplerConnector; LLaVA export needs an MLPConnector"):
         hf_llava_from_multimodal_lm(MultimodalLM(converted.lm, {"image": converted.encoders["image"]}, resampler,
                                                  tokenizer=tokenizer))
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "qwen2"])
+def test_other_language_models_export(tmp_path, kind):
+    tokenizer = chat_tokenizer()
+    vit = multimodal_lm_from_hf_llava(tiny_llava(tokenizer, -2, "default"), tokenizer).encoders["image"]
+    torch.manual_seed(3)
+    model = MultimodalLM(str(save_tiny_lm(kind, tmp_path / kind)), {"image": vit}, MLPConnector, tokenizer=tokenizer)
+    back = reload(model, tmp_path / "llava")  # GPT-2's tied embeddings: written out untied
+    assert back.config.text_config.model_type == kind
+    ours = own_logits(model)
+    for index, theirs in enumerate(hf_logits(back, model, 16)):
+        torch.testing.assert_close(ours[index, : theirs.shape[0]], theirs, atol=1e-5, rtol=1e-5)

@@ -136,10 +136,12 @@ def hf_llava_from_multimodal_lm(model: MultimodalLM) -> nn.Module:
         lm = lora_lib.merge_lora(copy.deepcopy(lm))
     tower, layer, strategy = _vision(model.encoders["image"])
     projector, act, bias = _projector(model.connector, model.hidden_size)
-    config = LlavaConfig(vision_config=tower.config, text_config=copy.deepcopy(lm.config),
+    text_config = copy.deepcopy(lm.config)
+    text_config.tie_word_embeddings = False  # lm_head is written out: LLaVA ties by Llama's names only
+    config = LlavaConfig(vision_config=tower.config, text_config=text_config,
                          image_token_id=model.placeholder_ids["image"], vision_feature_layer=layer,
                          vision_feature_select_strategy=strategy, projector_hidden_act=act,
-                         multimodal_projector_bias=bias, tie_word_embeddings=bool(lm.config.tie_word_embeddings))
+                         multimodal_projector_bias=bias, tie_word_embeddings=False)
     llava = LlavaForConditionalGeneration(config).eval()
     llava.model.vision_tower.load_state_dict(tower.state_dict())
     llava.model.multi_modal_projector.load_state_dict(projector)
