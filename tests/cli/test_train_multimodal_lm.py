@@ -16,7 +16,8 @@ SHORT = ["trainer.max_epochs=1", "+trainer.limit_train_batches=2", "+trainer.lim
 
 def run_stage1(compose_train, tmp_path: Path) -> Path:
     summary, _ = train(compose_train(["experiment=avdigits_llava_stage1", *SHORT]))
-    assert set(summary["test"]) >= {"test/loss", "test_real/loss", "test/answer_token_acc"}
+    assert set(summary["test"]) >= {"test/loss", "test_real/loss", "test/answer_token_acc", "test/answer_token_acc_written",
+                                    "test/answer_token_acc_spoken", "test/answer_exact_match_both"}
     return tmp_path / "run" / "checkpoints" / "last.ckpt"
 
 

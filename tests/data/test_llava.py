@@ -11,6 +11,7 @@ from polyfuse.data import AVDigitsInstructionReader, AudioPipeline, ImagePipelin
 from polyfuse.data.collate import MultimodalCollate
 from polyfuse.data.decode import DecodedDataset, SampleDecoder
 from polyfuse.data.io import DataFileError
+from polyfuse.models.chat import answer_types
 
 
 def test_llava_json_records_placeholders_and_bad_records(tmp_path: Path, avdigits_root: Path):
@@ -51,6 +52,7 @@ def test_avdigits_instruction_conversations(avdigits_root: Path):
     assert turns[0] == {"from": "human", "value": "<image>\nwhat digit is shown ?"}
     assert turns[1]["value"] == turns[3]["value"] == names[sample["label"]]
     assert turns[2]["value"].startswith("<audio>\n") and len(turns) == 4 + 2 * 5
+    assert answer_types(turns) == ["written", "spoken"] + ["both"] * 5  # metrics per question type
     dataset = DecodedDataset(reader, SampleDecoder(["image", "audio"], image=ImagePipeline(size=32, mode="L"),
                                                    audio=AudioPipeline(8000, 1.5)))
     decoded = dataset[0]
@@ -69,5 +71,7 @@ def test_avdigits_instruction_missing_and_single_turns(avdigits_root: Path):
     first = reader[0]["id"]
     assert by_id[f"{first}_written"]["audio"] is None and by_id[f"{first}_spoken"]["image"] is None
     assert by_id[f"{first}_q0"]["conversations"][0]["value"].startswith("<image>\n<audio>\n")
+    assert [answer_types(by_id[f"{first}_{k}"]["conversations"]) for k in ("written", "spoken", "q0")] == \
+        [["written"], ["spoken"], ["both"]]
     with pytest.raises(ValueError, match="turns"):
         AVDigitsInstructionReader(avdigits_root, "val", turns="many")

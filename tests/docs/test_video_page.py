@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from test_quickstart import code_blocks  # tests/docs is on sys.path (pytest prepend import mode)
+from .test_quickstart import code_blocks
 
 REPO = Path(__file__).resolve().parents[2]
 

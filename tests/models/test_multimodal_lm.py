@@ -94,6 +94,8 @@ def test_stage1_trains_only_the_connector(lm_dirs, kind, connector):
         assert p.grad is not None and p.grad.abs().sum() > 0, f"connector parameter {name} got no gradient"
     assert all(p.grad is None for p in model.lm.parameters()) and all(p.grad is None for p in model.encoders.parameters())
     assert not model.lm.training and not model.encoders.training  # frozen parts stay in eval mode
+    fresh = MultimodalLM(str(lm_dirs[kind]), tiny_encoders(), factory)
+    assert fresh.training and not fresh.lm.training and not any(m.training for m in fresh.encoders.modules())
 
 
 @pytest.mark.parametrize("kind", ["llama", "qwen2", "gpt2"])
@@ -123,10 +125,10 @@ def test_errors_name_what_is_wrong(lm_dirs):
         build(lm_dirs["llama"], stage=3)
     model = build(lm_dirs["llama"])
     batch = tiny_batch([True], [True], [[{"from": "human", "value": "<image> <image>"}, {"from": "gpt", "value": "no"}]])
-    with pytest.raises(ValueError, match="more than one <image>"):
+    with pytest.raises(ValueError, match=r"sample 0 \(id '0'\) has 2 <image> placeholders but one image"):
         model(batch)
     batch = tiny_batch([True], [True], [SHORT])
-    with pytest.raises(ValueError, match="has no .*<audio>.* placeholder"):
+    with pytest.raises(ValueError, match=r"sample 0 \(id '0'\) has \['audio'\] but its text has no .*<audio>.* placeholder"):
         model(batch)
     batch.extras = {}
     with pytest.raises(KeyError, match="conversations"):
@@ -164,3 +166,30 @@ def test_eval_generate_answers_the_last_question_and_scores_exact_match(lm_dirs)
     assert "answer_exact_match" not in build(lm_dirs["llama"]).head.make_metrics("test").keys(keep_base=True)
     model.train()
     assert model(batch).outputs.generated is None  # never while training
+
+
+def test_metrics_per_question_type(lm_dirs):
+    model = build(lm_dirs["llama"], eval_generate=2, question_types=["written", "spoken", "both"])
+    typed = [dict(turn, type=kind) if turn["from"] == "gpt" else turn
+             for turn, kind in zip(CONVERSATION, [None, "written", None, "both"])]
+    batch = tiny_batch([True], [True], [typed])
+    with torch.no_grad():
+        outputs = model(batch).outputs
+    assert outputs.answer_types == [["written", "both"]] and outputs.reference_types == ["both"]
+    targets = outputs.labels[0, 1:]
+    logits = torch.full_like(outputs.logits, -10.0)
+    answer_positions = (targets != IGNORE_INDEX).nonzero().flatten().tolist()
+    first = answer_positions[0]  # "seven" (written) right; "no" (both) wrong
+    for position in answer_positions:
+        wrong = int(targets[position]) + 1 if position != first else int(targets[position])
+        logits[0, position, wrong] = 10.0
+    metrics = model.head.make_metrics("test")
+    assert {"answer_token_acc_written", "answer_exact_match_both"} <= set(metrics.keys(keep_base=True))
+    model.head.update_metrics(metrics, type(outputs)(logits, None, outputs.labels, ["No"], ["no"],
+                                                     outputs.answer_types, outputs.reference_types), batch)
+    values = {name: metrics[name].compute() for name in ("answer_token_acc", "answer_token_acc_written",
+                                                           "answer_token_acc_both", "answer_exact_match_both")}
+    assert values == {"answer_token_acc": 0.5, "answer_token_acc_written": 1.0, "answer_token_acc_both": 0.0,
+                      "answer_exact_match_both": 1.0}
+    assert metrics["answer_token_acc_spoken"].update_count == 0  # no spoken answer in the batch
+    assert set(model.head.make_metrics("train").keys(keep_base=True)) == {"answer_token_acc", "truncated_samples"}

@@ -28,6 +28,7 @@ __all__ = ["LlavaConversationReader", "AVDigitsInstructionReader", "check_conver
 PLACEHOLDERS = {"image": "<image>", "audio": "<audio>"}
 WRITTEN_QUESTION = "what digit is shown ?"
 SPOKEN_QUESTION = "what digit is spoken ?"
+QUESTION_TYPES = ("written", "spoken", "both")  # about the image, the audio, both (the record's qa)
 
 
 def check_conversation(conversation: Any) -> str | None:
@@ -99,7 +100,8 @@ class AVDigitsInstructionReader(RecordReader):
     Turns, in order: the written digit (``<image>`` + "what digit is shown ?" -> its name), the
     spoken digit (``<audio>`` + "what digit is spoken ?" -> its name), then the record's ``qa``
     questions about the digit (parity, comparisons, arithmetic, stroke thickness), answered from
-    both modalities. With ``turns="single"`` each of those is its own sample (ids ``<id>_written``,
+    both modalities. Each answer turn carries its question type (``"type"``: ``written``, ``spoken`` or
+    ``both``; the model's ``question_types`` metrics). With ``turns="single"`` each of those is its own sample (ids ``<id>_written``,
     ``<id>_spoken``, ``<id>_q<k>``) holding only the modalities it asks about (the ``qa`` ones both).
 
     Args:
@@ -145,15 +147,17 @@ class AVDigitsInstructionReader(RecordReader):
                     if suffix not in ("written", "spoken"):
                         question = "<image>\n<audio>\n" + question
                     own = {m: files[m] if m in used else None for m in self.modalities}
-                    self._add(f"{record['id']}_{suffix}", own, [(question, answer)], record["label"])
+                    self._add(f"{record['id']}_{suffix}", own, [(suffix, question, answer)], record["label"])
             else:
                 placed = "".join(f"{PLACEHOLDERS[m]}\n" for m in self.modalities if m in absent)
-                first = [(placed + pairs[0][1], pairs[0][2])] + [(q, a) for _, q, a in pairs[1:]]
+                first = [(pairs[0][0], placed + pairs[0][1], pairs[0][2])] + pairs[1:]
                 self._add(str(record["id"]), files, first, record["label"])
 
-    def _add(self, sample_id: str, files: dict[str, str | None], pairs: Sequence[tuple[str, str]], label: int) -> None:
+    def _add(self, sample_id: str, files: dict[str, str | None], pairs: Sequence[tuple[str, str, str]],
+             label: int) -> None:
         conversation = []
-        for question, answer in pairs:
-            conversation += [{"from": "human", "value": question}, {"from": "gpt", "value": answer}]
+        for suffix, question, answer in pairs:
+            kind = suffix if suffix in QUESTION_TYPES else "both"
+            conversation += [{"from": "human", "value": question}, {"from": "gpt", "value": answer, "type": kind}]
         self.records.append({"id": sample_id, **files, "conversations": conversation, "label": int(label),
                              SOURCE_KEY: f"{self.root / 'metadata.jsonl'} (id {sample_id})"})

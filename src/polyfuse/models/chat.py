@@ -23,7 +23,8 @@ IGNORE_INDEX = -100
 USER_ROLES = ("human", "user")
 ASSISTANT_ROLES = ("gpt", "assistant")
 
-__all__ = ["ChatTemplate", "IGNORE_INDEX", "last_answer", "load_chat_tokenizer", "turns"]
+__all__ = ["ChatTemplate", "IGNORE_INDEX", "TokenizerChatTemplate", "answer_types", "last_answer", "load_chat_tokenizer",
+           "turns"]
 
 
 def load_chat_tokenizer(source: Any) -> Any:
@@ -73,6 +74,13 @@ def last_answer(conversation: Sequence[Mapping[str, Any]]) -> str:
     """The text of the conversation's final assistant turn ("" when it has none)."""
     answers = [text for role, text in turns(conversation) if role == "assistant"]
     return answers[-1].strip() if answers else ""
+
+
+def answer_types(conversation: Sequence[Mapping[str, Any]]) -> list[str | None]:
+    """The ``"type"`` field of each assistant turn, in order (``None`` where a turn has none): metrics
+    per question type (AV-digits' ``written`` / ``spoken`` / ``both``)."""
+    return [turn.get("type") for turn in conversation
+            if str(turn.get("from", turn.get("role", ""))).lower() in ASSISTANT_ROLES]
 
 
 @dataclass
@@ -130,3 +138,41 @@ class ChatTemplate:
         if generation:
             add(self.assistant, False)
         return ids, labels
+
+
+@dataclass
+class TokenizerChatTemplate:
+    """The tokenizer's own Jinja chat template (``tokenizer.apply_chat_template``), e.g. a Qwen2 or Llama-3
+    instruct model's. The labels come from the template's ``{% generation %}`` ... ``{% endgeneration %}``
+    markers around the answers (Hugging Face's ``return_assistant_tokens_mask``): what they enclose is
+    learned, everything else is ``-100``. A tokenizer without a chat template, or a template without
+    those markers, is an error naming the tokenizer (answers cannot be told from prompts otherwise).
+    ``MultimodalLM(template="tokenizer")`` selects it.
+    """
+
+    def check(self, tokenizer: Any) -> None:
+        """Raise unless ``tokenizer`` has a chat template."""
+        if not getattr(tokenizer, "chat_template", None):
+            raise ValueError(f"tokenizer {getattr(tokenizer, 'name_or_path', '') or type(tokenizer).__name__!r} has "
+                             "no chat template (chat_template.jinja / tokenizer_config.json 'chat_template'); use "
+                             "polyfuse's ChatTemplate (model.template: {user: ..., assistant: ...}) instead")
+
+    def encode(self, conversation: Sequence[Mapping[str, Any]], tokenizer: Any,
+               generation: bool = False) -> tuple[list[int], list[int]]:
+        """``(ids, labels)`` as :meth:`ChatTemplate.encode`, laid out by the tokenizer's template."""
+        self.check(tokenizer)
+        messages = [{"role": role, "content": text} for role, text in turns(conversation)]
+        if generation and messages and messages[-1]["role"] == "assistant":
+            messages = messages[:-1]
+        out = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True,
+                                            return_assistant_tokens_mask=not generation,
+                                            add_generation_prompt=generation)
+        ids = [int(t) for t in out["input_ids"]]
+        if generation:
+            return ids, [IGNORE_INDEX] * len(ids)
+        mask = list(out["assistant_masks"])
+        if any(m["role"] == "assistant" for m in messages) and not any(mask):
+            raise ValueError(f"the chat template of tokenizer {getattr(tokenizer, 'name_or_path', '')!r} marks no "
+                             "answer tokens: put {% generation %} ... {% endgeneration %} around each assistant "
+                             "message (with its end-of-turn token) so only answers are learned")
+        return ids, [t if m else IGNORE_INDEX for t, m in zip(ids, mask)]

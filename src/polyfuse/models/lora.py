@@ -59,7 +59,7 @@ def save_lora(lm: nn.Module, directory: str | Path) -> Path:
         raise ValueError("this language model has no LoRA adapters to save (stage 2 adds them)")
     directory = Path(directory)
     # the placeholder rows added to the embeddings are never read (replaced by modality tokens) and
-    # are set deterministically (multimodal_lm.resize_embeddings): the adapters alone are enough
+    # are set deterministically (causal_lm.resize_embeddings): the adapters alone are enough
     lm.save_pretrained(str(directory), save_embedding_layers=False)  # type: ignore[operator]
     return directory
 

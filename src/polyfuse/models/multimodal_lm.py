@@ -14,138 +14,43 @@ only (:mod:`polyfuse.models.chat`). Training stages (LLaVA, Liu et al. 2023):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchmetrics import MeanMetric, MetricCollection
 
 from polyfuse.batch import Batch, Encoded
 from polyfuse.fusion.connectors import Connector
-from polyfuse.heads.base import TaskHead
 from polyfuse.models import lora as lora_lib
-from polyfuse.models.chat import IGNORE_INDEX, ChatTemplate, last_answer, load_chat_tokenizer
+from polyfuse.models.causal_lm import context_length, load_causal_lm, resize_embeddings
+from polyfuse.models.chat import (IGNORE_INDEX, ChatTemplate, TokenizerChatTemplate, answer_types, last_answer,
+                                  load_chat_tokenizer)
+from polyfuse.models.lm_attention import run_with_attention
+from polyfuse.models.lm_head import LanguageModelingHead, LMOutput
 from polyfuse.models.multimodal import ModelOutput
 
-__all__ = ["MultimodalLM", "LMOutput", "LanguageModelingHead", "Spliced", "load_causal_lm"]
+__all__ = ["MultimodalLM", "LMOutput", "LanguageModelingHead", "Spliced", "load_causal_lm", "context_length"]
 
 DEFAULT_PLACEHOLDERS = {"image": "<image>", "audio": "<audio>"}
 
 
 @dataclass
-class LMOutput:
-    """``logits (B, L, V)``; ``loss``: mean over answer tokens (``None`` without labels); ``labels (B, L)``;
-    ``generated``: greedy answers to each conversation's last question when the model generates in
-    evaluation (``eval_generate``), with ``references`` the conversations' last answers."""
-
-    logits: Tensor
-    loss: Tensor | None = None
-    labels: Tensor | None = None
-    generated: list[str] | None = None
-    references: list[str] | None = None
-
-
-@dataclass
 class Spliced:
     """The LM's input after splicing: ``inputs_embeds (B, L, H)``, ``attention_mask (B, L)`` (1 = real),
-    ``position_ids (B, L)`` (counting real tokens only), ``labels (B, L)`` or ``None``."""
+    ``position_ids (B, L)`` (counting real tokens only), ``labels (B, L)`` or ``None``; ``spans``: per
+    sample, modality -> ``(start, end)`` of its spliced tokens in the padded row (absent: no entry);
+    ``truncated``: how many samples were cut to ``max_length``."""
 
     inputs_embeds: Tensor
     attention_mask: Tensor
     position_ids: Tensor
     labels: Tensor | None
-
-
-class LanguageModelingHead(TaskHead):
-    """The training module's view of :class:`MultimodalLM`: the loss is the LM's answer-token loss.
-
-    Args: dims: modality -> encoder width. eos_id: the EOS token, left out of the accuracy (it
-    closes every answer, so counting it would credit short answers for their ending alone).
-    exact_match: also score generated answers (``answer_exact_match``) in validation and test.
-    """
-
-    needs_fusion = False
-    monitor = "answer_token_acc"  # what polyfuse-eval reports by default; the experiments select on val/loss
-    monitor_mode = "max"
-
-    def __init__(self, dims: Mapping[str, int] | None = None, eos_id: int | None = None,
-                 exact_match: bool = False) -> None:
-        super().__init__(None, dims)
-        self.eos_id, self.exact_match = eos_id, exact_match
-
-    def loss(self, outputs: LMOutput, batch: Batch) -> Tensor:
-        if outputs.loss is None:
-            raise ValueError("MultimodalLM produced no loss: the batch has no conversations with answers")
-        return outputs.loss
-
-    def make_metrics(self, stage: str = "val") -> MetricCollection:
-        """``answer_token_acc``: teacher-forced next-token accuracy over answer tokens (EOS excluded);
-        with ``exact_match`` (the model generates in evaluation, ``eval_generate``) and outside training
-        also ``answer_exact_match``: generated answer == reference after lower-casing and whitespace
-        normalisation."""
-        metrics = {"answer_token_acc": MeanMetric()}
-        if stage != "train" and self.exact_match:
-            metrics["answer_exact_match"] = MeanMetric()
-        return MetricCollection(metrics)
-
-    def update_metrics(self, metrics: MetricCollection, outputs: LMOutput, batch: Batch) -> None:
-        if outputs.generated is not None and outputs.references is not None and \
-                "answer_exact_match" in metrics.keys(keep_base=True):
-            for generated, reference in zip(outputs.generated, outputs.references):
-                metrics["answer_exact_match"].update(float(normalise(generated) == normalise(reference)))
-        if outputs.labels is None:
-            return
-        targets = outputs.labels[:, 1:]
-        answer = (targets != IGNORE_INDEX) & (targets != (-1 if self.eos_id is None else self.eos_id))
-        if bool(answer.any()):
-            correct = (outputs.logits[:, :-1].argmax(-1) == targets) & answer
-            total = answer.sum()
-            metrics["answer_token_acc"].update(correct.sum() / total, weight=total)
-
-
-def normalise(text: str) -> str:
-    """Lower-case, single spaces: how generated and reference answers are compared."""
-    return " ".join(text.lower().split())
-
-
-def load_causal_lm(source: str | Path | Mapping[str, Any] | nn.Module, vocab_size: int | None = None) -> nn.Module:
-    """A causal LM from a local ``save_pretrained`` directory, a config mapping (``model_type`` + fields,
-    randomly initialised), or a ready module. Nothing is downloaded (``local_files_only``)."""
-    if isinstance(source, nn.Module):
-        return source
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    if isinstance(source, Mapping):
-        options = dict(source)
-        if "model_type" not in options:
-            raise ValueError(f"an LM config needs `model_type` (llama, qwen2, gpt2, ...), got keys {sorted(options)}")
-        if vocab_size is not None:
-            options["vocab_size"] = vocab_size
-        config = AutoConfig.for_model(options.pop("model_type"), **options)
-        return AutoModelForCausalLM.from_config(config)
-    path = Path(source).expanduser()
-    if not path.is_dir():
-        raise FileNotFoundError(f"language model directory not found: {path} (a save_pretrained directory)")
-    return AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True)
-
-
-def resize_embeddings(lm: nn.Module, size: int) -> None:
-    """Grow the LM's vocabulary to ``size`` (the placeholders); new input and output rows are the mean
-    of the old ones -- deterministic, so a saved adapter fits any model built the same way."""
-    old = lm.get_input_embeddings().num_embeddings
-    if old >= size:
-        return
-    lm.resize_token_embeddings(size, mean_resizing=False)
-    with torch.no_grad():
-        for layer in (lm.get_input_embeddings(), lm.get_output_embeddings()):
-            if layer is not None and layer.weight.shape[0] >= size:
-                layer.weight[old:] = layer.weight[:old].mean(0)
-                bias = getattr(layer, "bias", None)
-                if bias is not None:
-                    bias[old:] = bias[:old].mean()
+    spans: list[dict[str, tuple[int, int]]] = field(default_factory=list)
+    truncated: int = 0
 
 
 class MultimodalLM(nn.Module):
@@ -165,23 +70,29 @@ class MultimodalLM(nn.Module):
             ``connector(dims={m: encoder width}, out_dim=LM hidden size)``.
         tokenizer: a tokenizer, its directory or a ``tokenizer.json``; default: the ``lm`` directory's.
         placeholders: modality -> placeholder token (added to the tokenizer as special tokens).
-        template: the :class:`~polyfuse.models.chat.ChatTemplate` (or its fields as a mapping).
+        template: the :class:`~polyfuse.models.chat.ChatTemplate` (or its fields as a mapping), or
+            ``"tokenizer"``: the tokenizer's own chat template (:class:`~polyfuse.models.chat.TokenizerChatTemplate`).
         stage: ``1`` (connector only) or ``2`` (connector + LoRA adapters when ``lora`` is set, else the
             whole LM); encoders stay frozen unless ``train_encoders``. lora: :func:`polyfuse.models.lora.add_lora`
             options for stage 2. connector_checkpoint: start the connector from this checkpoint (stage 1's).
-        modalities: which encoders to use (default: all). max_length: spliced sequences are cut to it.
+        modalities: which encoders to use (default: all).
+        max_length: longest spliced sequence (at most the LM's context). A longer training sample loses
+            its end (text, answers included; labels cut alike) with a warning naming it, counted in
+            ``truncated``; a longer generation prompt is an error.
         conversations_key: extras key of the conversations.
         eval_generate: outside training, also answer each conversation's last question greedily with
             up to this many new tokens (``LMOutput.generated``, metric ``answer_exact_match``); 0 = off.
+        question_types: answer types (the ``"type"`` of assistant turns) that get their own metrics.
     """
 
     def __init__(self, lm: str | Path | Mapping[str, Any] | nn.Module, encoders: Mapping[str, nn.Module],
                  connector: Connector | Callable[..., Connector], tokenizer: Any = None,
-                 placeholders: Mapping[str, str] | None = None, template: ChatTemplate | Mapping[str, Any] | None = None,
+                 placeholders: Mapping[str, str] | None = None,
+                 template: ChatTemplate | TokenizerChatTemplate | Mapping[str, Any] | str | None = None,
                  stage: int = 1, lora: Mapping[str, Any] | None = None, modalities: Sequence[str] | None = None,
                  max_length: int = 2048, conversations_key: str = "conversations",
                  train_encoders: bool = False, connector_checkpoint: str | Path | None = None,
-                 eval_generate: int = 0) -> None:
+                 eval_generate: int = 0, question_types: Sequence[str] | None = None) -> None:
         super().__init__()
         if stage not in (1, 2):
             raise ValueError(f"MultimodalLM stage must be 1 (connector only) or 2 (connector + LoRA), got {stage}")
@@ -201,7 +112,11 @@ class MultimodalLM(nn.Module):
         if new:
             self.tokenizer.add_special_tokens({"additional_special_tokens": new})
         self.placeholder_ids = {m: int(self.tokenizer.convert_tokens_to_ids(t)) for m, t in self.placeholders.items()}
-        self.template = template if isinstance(template, ChatTemplate) else ChatTemplate(**dict(template or {}))
+        if template == "tokenizer":
+            template = TokenizerChatTemplate()
+            template.check(self.tokenizer)
+        self.template = template if isinstance(template, (ChatTemplate, TokenizerChatTemplate)) \
+            else ChatTemplate(**dict(template or {}))
         self.lm = load_causal_lm(lm, vocab_size=len(self.tokenizer) if isinstance(lm, Mapping) else None)
         resize_embeddings(self.lm, len(self.tokenizer))
         self.hidden_size = int(self.lm.get_input_embeddings().embedding_dim)
@@ -210,8 +125,11 @@ class MultimodalLM(nn.Module):
         self.connector = connector if isinstance(connector, nn.Module) else connector(dims=dims, out_dim=self.hidden_size)
         if getattr(self.connector, "out_dim", self.hidden_size) != self.hidden_size:
             raise ValueError(f"connector out_dim {self.connector.out_dim} != the LM's hidden size {self.hidden_size}")
-        self.head = LanguageModelingHead(dims, self.tokenizer.eos_token_id, exact_match=int(eval_generate) > 0)
-        self.stage, self.max_length, self.conversations_key = stage, int(max_length), conversations_key
+        self.head = LanguageModelingHead(dims, self.tokenizer.eos_token_id, exact_match=int(eval_generate) > 0,
+                                         question_types=question_types)
+        context = context_length(self.lm)
+        self.max_length = int(max_length) if context is None else min(int(max_length), context)
+        self.stage, self.conversations_key, self.truncated = stage, conversations_key, 0
         self.lm.requires_grad_(False)
         self.encoders.requires_grad_(train_encoders)
         self.train_encoders, self.eval_generate = train_encoders, int(eval_generate)
@@ -221,6 +139,9 @@ class MultimodalLM(nn.Module):
             self.lm = lora_lib.add_lora(self.lm, **dict(lora))
         elif stage == 2:
             self.lm.requires_grad_(True)  # LLaVA's stage 2 without LoRA: the full LM trains
+        # frozen parts start in eval mode too: Lightning records each submodule's mode and sets it back
+        # flag by flag (not through train()), which would otherwise update a frozen BatchNorm's statistics
+        self.train(self.training)
 
     def load_connector(self, path: str | Path) -> None:
         """Connector weights from a training checkpoint (``model.connector.*`` of a Lightning ``.ckpt``)
@@ -270,35 +191,45 @@ class MultimodalLM(nn.Module):
         return [ids for ids, _ in pairs], [labels for _, labels in pairs]
 
     def splice(self, ids: Sequence[Sequence[int]], features: Mapping[str, Encoded],
-               labels: Sequence[Sequence[int]] | None = None, padding_side: str = "right") -> Spliced:
+               labels: Sequence[Sequence[int]] | None = None, padding_side: str = "right",
+               names: Sequence[str] | None = None, limit: int | None = None) -> Spliced:
         """Replace each placeholder id by its modality's valid tokens for that sample (none if absent).
 
-        A present modality without a placeholder in the sample's text is an error (never dropped silently).
-
         ``ids``: per-sample token ids (unpadded). ``features``: connector outputs. Spliced tokens get
-        label ``-100``; sequences are padded on ``padding_side`` and cut to ``max_length``.
+        label ``-100``; sequences are padded on ``padding_side``. ``names``: the samples' ids, for
+        errors. A present modality without a placeholder, or a modality with more placeholders than
+        the sample has items of it (one), is an error naming the sample. A row longer than ``limit``
+        (default ``max_length``) is cut at its end with a warning naming the sample (``truncated``
+        counts them) when ``labels`` are given (training), and is an error for a generation prompt.
         """
         if padding_side not in ("left", "right"):
             raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
+        limit = self.max_length if limit is None else limit
         embed = self.lm.get_input_embeddings()
         device = embed.weight.device
         owner = {index: m for m, index in self.placeholder_ids.items()}
         rows: list[Tensor] = []
         row_labels: list[Tensor] = []
+        spans: list[dict[str, tuple[int, int]]] = []
+        truncated = 0
         for b, sample in enumerate(ids):
+            name = f"sample {b}" + (f" (id {names[b]!r})" if names is not None and b < len(names) else "")
             sample_ids = torch.as_tensor(list(sample), dtype=torch.long, device=device)
             text = embed(sample_ids)
             target = torch.as_tensor(list(labels[b]), dtype=torch.long, device=device) if labels is not None else None
-            pieces, piece_labels, start, seen = [], [], 0, set()
+            pieces, piece_labels, start, length, own = [], [], 0, 0, {}
+            counts = {m: 0 for m in self.placeholder_ids}
             for position, token in enumerate(sample_ids.tolist()):
                 if token not in owner:
                     continue
                 modality = owner[token]
-                if modality in seen:
-                    raise ValueError(f"sample {b} has more than one {self.placeholders[modality]} placeholder; "
-                                     "one per modality is supported")
-                seen.add(modality)
+                counts[modality] += 1
+                if counts[modality] > 1:
+                    total = sample_ids.tolist().count(token)
+                    raise ValueError(f"{name} has {total} {self.placeholders[modality]} placeholders but one "
+                                     f"{modality} input; one placeholder per modality is supported")
                 pieces.append(text[start:position])
+                length += position - start
                 if target is not None:
                     piece_labels.append(target[start:position])
                 start = position + 1
@@ -307,29 +238,47 @@ class MultimodalLM(nn.Module):
                     continue  # the sample lacks this modality: no token at all
                 tokens = value.tokens[b][value.mask_or_full()[b]].to(text.dtype)
                 pieces.append(tokens)
+                own[modality] = (length, length + tokens.shape[0])
+                length += tokens.shape[0]
                 piece_labels.append(torch.full((tokens.shape[0],), IGNORE_INDEX, dtype=torch.long, device=device))
-            unplaced = [m for m, value in features.items() if m not in seen and bool(value.present_or_full()[b])]
+            unplaced = [m for m, value in features.items() if not counts.get(m) and bool(value.present_or_full()[b])]
             if unplaced:
-                raise ValueError(f"sample {b} has {unplaced} but its text has no {[self.placeholders[m] for m in unplaced]} "
+                raise ValueError(f"{name} has {unplaced} but its text has no {[self.placeholders[m] for m in unplaced]} "
                                  "placeholder; put one where the modality's tokens belong")
             pieces.append(text[start:])
-            rows.append(torch.cat(pieces)[: self.max_length])
+            row = torch.cat(pieces)
             if target is not None:
                 piece_labels.append(target[start:])
-                row_labels.append(torch.cat(piece_labels)[: self.max_length])
+            if row.shape[0] > limit:
+                if labels is None:
+                    raise ValueError(f"{name} is {row.shape[0]} tokens long after splicing, more than the "
+                                     f"{limit} the language model can take here (max_length / its context, "
+                                     "less the new tokens); shorten the prompt")
+                truncated += 1
+                cut = torch.cat(piece_labels)[limit:]
+                warnings.warn(f"{name} is {row.shape[0]} tokens long after splicing; cut to max_length={limit} "
+                              f"({int((cut != IGNORE_INDEX).sum())} answer tokens dropped)", stacklevel=2)
+            rows.append(row[:limit])
+            if target is not None:
+                row_labels.append(torch.cat(piece_labels)[:limit])
+            spans.append({m: (lo, min(hi, limit)) for m, (lo, hi) in own.items() if lo < limit})
         longest = max(row.shape[0] for row in rows)
         batch = len(rows)
         inputs_embeds = rows[0].new_zeros(batch, longest, self.hidden_size)
         attention_mask = torch.zeros(batch, longest, dtype=torch.long, device=device)
         out_labels = torch.full((batch, longest), IGNORE_INDEX, dtype=torch.long, device=device)
         for b, row in enumerate(rows):
-            span = slice(0, row.shape[0]) if padding_side == "right" else slice(longest - row.shape[0], longest)
+            offset = 0 if padding_side == "right" else longest - row.shape[0]
+            span = slice(offset, offset + row.shape[0])
             inputs_embeds[b, span] = row
             attention_mask[b, span] = 1
             if labels is not None:
                 out_labels[b, span] = row_labels[b]
+            spans[b] = {m: (lo + offset, hi + offset) for m, (lo, hi) in spans[b].items()}
         position_ids = (attention_mask.cumsum(-1) - 1).clamp_min(0)
-        return Spliced(inputs_embeds, attention_mask, position_ids, out_labels if labels is not None else None)
+        self.truncated += truncated
+        return Spliced(inputs_embeds, attention_mask, position_ids, out_labels if labels is not None else None, spans,
+                       truncated)
 
     # ------------------------------------------------------------------------------ forward / generate
     def conversations(self, batch: Batch) -> list[Any]:
@@ -339,48 +288,72 @@ class MultimodalLM(nn.Module):
                            f"{sorted(batch.extras)}; readers such as polyfuse.data.LlavaConversationReader provide it")
         return list(found)
 
-    def forward(self, batch: Batch, return_attention: bool = False) -> ModelOutput:
-        """Teacher-forced pass over the batch's conversations; ``outputs`` is an :class:`LMOutput`."""
+    def prepare(self, batch: Batch) -> tuple[dict[str, Encoded], list[Any], Spliced]:
+        """Connector tokens, conversations and the right-padded, labelled LM input of a training batch."""
         features = self.encode(batch)
         conversations = self.conversations(batch)
         ids, labels = self.tokenize(conversations)
-        spliced = self.splice(ids, features, labels, padding_side="right")
-        outputs = self.language_model(spliced)
+        return features, conversations, self.splice(ids, features, labels, "right", names=batch.ids)
+
+    def forward(self, batch: Batch, return_attention: bool = False) -> ModelOutput:
+        """Teacher-forced pass over the batch's conversations; ``outputs`` is an :class:`LMOutput`.
+        ``return_attention``: ``attentions`` holds :meth:`attention_maps`' maps of this pass."""
+        features, conversations, spliced = self.prepare(batch)
+        attentions: dict[str, Any] = {}
+        if return_attention:
+            outputs, attentions = run_with_attention(self, spliced)
+        else:
+            outputs = self.language_model(spliced)
+        outputs.answer_types = [answer_types(c) for c in conversations]
         if self.eval_generate and not self.training:
             prompts, _ = self.tokenize(conversations, generation=True)
-            rows = self.generate_ids(prompts, features, max_new_tokens=self.eval_generate)
+            rows = self.generate_ids(prompts, features, max_new_tokens=self.eval_generate, names=batch.ids)
             outputs.generated = [self.tokenizer.decode(row, skip_special_tokens=True).strip() for row in rows]
             outputs.references = [last_answer(c) for c in conversations]
-        return ModelOutput(encoded=features, fused=None, outputs=outputs)
+            outputs.reference_types = [(kinds or [None])[-1] for kinds in outputs.answer_types]
+        return ModelOutput(encoded=features, fused=None, outputs=outputs, attentions=attentions)
 
-    def language_model(self, spliced: Spliced) -> LMOutput:
+    def attention_maps(self, batch: Batch) -> dict[str, Tensor]:
+        """The LM's attention over each modality's spliced tokens, layer by layer, as return values:
+        ``{"text->{m}/layer{i}": (B, H, L, N_m)}`` (see :mod:`polyfuse.models.lm_attention`)."""
+        with torch.no_grad():
+            return self(batch, return_attention=True).attentions
+
+    def language_model(self, spliced: Spliced, **options: Any) -> LMOutput:
         """Run the LM on spliced inputs; the loss (with labels) is the mean over answer tokens."""
-        logits = self.lm(inputs_embeds=spliced.inputs_embeds, attention_mask=spliced.attention_mask,
-                         position_ids=spliced.position_ids).logits
+        result = self.lm(inputs_embeds=spliced.inputs_embeds, attention_mask=spliced.attention_mask,
+                         position_ids=spliced.position_ids, **options)
+        logits = result.logits
         loss = None
         if spliced.labels is not None:
             targets = spliced.labels[:, 1:]
             if bool((targets != IGNORE_INDEX).any()):
                 loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), targets.flatten(),
                                        ignore_index=IGNORE_INDEX)
-        return LMOutput(logits=logits, loss=loss, labels=spliced.labels)
+        return LMOutput(logits=logits, loss=loss, labels=spliced.labels, truncated=spliced.truncated,
+                        layer_attentions=getattr(result, "attentions", None))
 
     @torch.no_grad()
-    def generate(self, batch: Batch, max_new_tokens: int = 16, **options: Any) -> list[str]:
-        """Greedy answers to the last user turn of each conversation, batched with left padding
-        through the LM's ``generate`` (KV cache). ``options`` go to ``generate``."""
+    def generate(self, batch: Batch, max_new_tokens: int = 16, num_beams: int = 1, **options: Any) -> list[str]:
+        """Answers to the last user turn of each conversation, batched with left padding through the
+        LM's ``generate`` (KV cache): greedy, or beam search with ``num_beams > 1`` (the best beam).
+        ``options`` go to ``generate`` (``length_penalty``, ``use_cache``, ...)."""
         ids, _ = self.tokenize(self.conversations(batch), generation=True)
-        tokens = self.generate_ids(ids, self.encode(batch), max_new_tokens, **options)
+        tokens = self.generate_ids(ids, self.encode(batch), max_new_tokens, num_beams=num_beams,
+                                   names=batch.ids, **options)
         return [self.tokenizer.decode(row, skip_special_tokens=True).strip() for row in tokens]
 
     @torch.no_grad()
     def generate_ids(self, ids: Sequence[Sequence[int]], features: Mapping[str, Encoded], max_new_tokens: int = 16,
-                     **options: Any) -> list[list[int]]:
-        """New token ids per prompt (cut after EOS) for unpadded prompt ``ids`` with placeholders."""
-        spliced = self.splice(ids, features, padding_side="left")
+                     num_beams: int = 1, names: Sequence[str] | None = None, **options: Any) -> list[list[int]]:
+        """New token ids per prompt (cut after EOS) for unpadded prompt ``ids`` with placeholders.
+        A prompt that leaves no room for ``max_new_tokens`` in ``max_length`` is an error naming it."""
+        spliced = self.splice(ids, features, padding_side="left", names=names,
+                              limit=max(self.max_length - max_new_tokens, 1))
         eos = self.tokenizer.eos_token_id
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else eos
-        settings = {"suppress_tokens": sorted(self.placeholder_ids.values()), "do_sample": False, "num_beams": 1, "max_new_tokens": max_new_tokens, "eos_token_id": eos,
+        settings = {"suppress_tokens": sorted(self.placeholder_ids.values()), "do_sample": False,
+                    "num_beams": int(num_beams), "max_new_tokens": max_new_tokens, "eos_token_id": eos,
                     "pad_token_id": pad, **options}
         out = self.lm.generate(inputs_embeds=spliced.inputs_embeds, attention_mask=spliced.attention_mask, **settings)
         rows = []
