@@ -95,3 +95,15 @@ def test_report_gives_ci_per_variant_and_comparisons(tmp_path: Path) -> None:
                                          ).files["comparisons.csv"])
     tensor_concat = all_pairs[(all_pairs["a"] == "concat") & (all_pairs["b"] == "tensor")].iloc[0]
     assert not tensor_concat["distinguishable"]
+
+
+def test_group_intervals_over_several_keys() -> None:
+    """Robustness summaries group by (variant, perturbation): one interval per pair of keys."""
+    from polyfuse.reporting.statistics import group_intervals
+
+    table = pd.DataFrame({"variant": ["a", "a", "a", "a"], "perturbation": ["x", "x", "y", "y"],
+                          "worst": [0.1, 0.3, 0.5, 0.5]})
+    result = group_intervals(table, ["worst"], by=["variant", "perturbation"]).set_index("perturbation")
+    assert result.loc["x", ["worst ci_low", "worst ci_high"]].tolist() == pytest.approx(
+        [t_interval([0.1, 0.3]).low, t_interval([0.1, 0.3]).high])
+    assert result.loc["y", "worst ci_low"] == result.loc["y", "worst ci_high"] == 0.5

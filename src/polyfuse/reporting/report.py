@@ -30,7 +30,7 @@ import pandas as pd
 from polyfuse.reporting.html import figure_html, table_html, write_page
 from polyfuse.reporting.plots import plot_learning_curves, plot_metric_bars
 from polyfuse.reporting.runs import Run, find_runs
-from polyfuse.reporting.statistics import pairwise_differences
+from polyfuse.reporting.statistics import group_intervals, pairwise_differences
 from polyfuse.reporting.tables import (aggregate, ci_strings, format_mean_std, mean_std_strings, runs_table,
                                        to_markdown, varying_overrides)
 from polyfuse.robustness.plots import plot_robustness_curves
@@ -67,15 +67,13 @@ def _default_metric(runs: Sequence[Run]) -> str:
 
 def _robustness_summary(records: pd.DataFrame, metric: str, reference: str | None) -> pd.DataFrame:
     """Per run summaries (effective robustness against the reference variant's mean curves),
-    then mean and std over each variant's runs."""
+    then mean, std and 95% CI over each variant's runs."""
     ref_curves = None
     if reference is not None and reference in set(records["variant"]):
         ref_curves = mean_curves(records[records["variant"] == reference], metric)
     per_run = summarise(records, metric, group=["variant", "run"], reference=ref_curves)
     values = [c for c in ("clean", "worst", "relative_robustness", "effective_robustness") if c in per_run.columns]
-    stats = per_run.groupby(["variant", "perturbation"], sort=False)[values].agg(["mean", "std"])
-    stats.columns = [f"{name} {stat}" for name, stat in stats.columns]
-    return stats.reset_index()
+    return group_intervals(per_run, values, by=["variant", "perturbation"]).drop(columns="runs")
 
 
 def _pivot(summary: pd.DataFrame, value: str, variants: Sequence[str]) -> pd.DataFrame:

@@ -97,12 +97,14 @@ def bootstrap_difference(correct_a: Sequence[float], correct_b: Sequence[float],
                     confidence)
 
 
-def group_intervals(table: pd.DataFrame, metrics: Sequence[str], by: str = "variant",
+def group_intervals(table: pd.DataFrame, metrics: Sequence[str], by: str | Sequence[str] = "variant",
                     confidence: float = 0.95) -> pd.DataFrame:
-    """Per ``by`` value (first-seen order): ``runs`` and, per metric, ``mean``, ``std``, ``ci_low``, ``ci_high``."""
+    """Per ``by`` value (one column or several; first-seen order): ``runs`` and, per metric, ``mean``,
+    ``std``, ``ci_low``, ``ci_high``."""
+    keys = [by] if isinstance(by, str) else list(by)
     rows = []
-    for group, frame in table.groupby(by, sort=False):
-        row: dict[str, object] = {by: group, "runs": len(frame)}
+    for group, frame in table.groupby(keys, sort=False):
+        row: dict[str, object] = {**dict(zip(keys, group)), "runs": len(frame)}
         for metric in (m for m in metrics if m in table.columns):
             interval = t_interval(frame[metric].astype(float).tolist(), confidence)
             row.update({f"{metric} mean": interval.mean, f"{metric} std": interval.std,
