@@ -107,3 +107,22 @@ def test_group_intervals_over_several_keys() -> None:
     assert result.loc["x", ["worst ci_low", "worst ci_high"]].tolist() == pytest.approx(
         [t_interval([0.1, 0.3]).low, t_interval([0.1, 0.3]).high])
     assert result.loc["y", "worst ci_low"] == result.loc["y", "worst ci_high"] == 0.5
+
+
+def test_metric_bars_show_the_ci_half_width(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from matplotlib.axes import Axes
+
+    from polyfuse.reporting.plots import plot_metric_bars
+    from polyfuse.reporting.tables import aggregate
+
+    drawn = {}
+    original = Axes.bar
+
+    def spy(self, x, height, *args, **kwargs):
+        drawn["yerr"] = list(kwargs["yerr"])
+        return original(self, x, height, *args, **kwargs)
+
+    monkeypatch.setattr(Axes, "bar", spy)
+    table = pd.DataFrame({"variant": ["a"] * 3 + ["b"] * 3, "acc": [0.80, 0.84, 0.82, 0.5, 0.6, 0.7]})
+    assert plot_metric_bars(aggregate(table, ["acc"]), ["acc"], tmp_path / "bars.png").is_file()
+    assert drawn["yerr"] == pytest.approx([t_interval([0.80, 0.84, 0.82]).half_width, t_interval([0.5, 0.6, 0.7]).half_width])

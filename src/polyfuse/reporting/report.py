@@ -136,7 +136,7 @@ def build_report(root: str | Path, out_dir: str | Path | None = None, metric: st
     bars = plot_metric_bars(summary, tested, out / "metric_by_variant.png")
     if bars:
         figures.append((f"{name} per variant on {', '.join(c.split('/')[0] for c in tested)} "
-                        "(mean ± std over seeds)", bars))
+                        "(mean ± 95% CI over seeds)", bars))
     curves = plot_learning_curves(runs, labels, out / "learning_curves.png")
     if curves:
         figures.append(("Learning curves (mean ± std over seeds)", curves))
