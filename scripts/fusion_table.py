@@ -51,7 +51,7 @@ from polyfuse.batch import Encoded
 from polyfuse.cli.config import repo_root
 from polyfuse.data.avdigits_tasks import INTERACTION_TASKS
 from polyfuse.reporting import find_runs
-from polyfuse.reporting.statistics import format_interval, t_interval
+from polyfuse.reporting.statistics import format_interval, pairwise_differences, t_interval
 
 ROOT = repo_root()
 # test-time missing modalities: column -> per-modality absence probability (data.missing)
@@ -297,6 +297,7 @@ def task_table(records: pd.DataFrame, tasks: list[str], variants: list[str], com
               f"in parentheses (one seed: no interval). {len(records)} runs, epochs {epochs}, fit time per run "
               f"{seconds.median():.0f} s median, {seconds.sum() / 60:.0f} min in all (2 shared CPU cores). "
               f"Regenerate: `{command}`."] if len(records) else ["", f"No run yet. Regenerate: `{command}`."]
+    lines += differences_to(records, tasks, variants, "late")
     curves = records[(records["task"] == "synergy") & records["curve"].map(bool)]
     if not curves.empty:
         length = max(map(len, curves["curve"]))
@@ -307,6 +308,32 @@ def task_table(records: pd.DataFrame, tasks: list[str], variants: list[str], com
             means = [np.mean([r[e] for r in rows if len(r) > e]) for e in range(length)]
             lines.append(f"| `{variant}` | " + " | ".join(f"{100 * m:.1f}" for m in means) + " |")
     return "\n".join(lines)
+
+
+def differences_to(records: pd.DataFrame, tasks: list[str], variants: list[str], reference: str) -> list[str]:
+    """Markdown: each variant's test accuracy minus ``reference``'s per task, 95% CI (paired over seeds)."""
+    if reference not in set(records["variant"]):
+        return []
+    cells: dict[tuple[str, str], str] = {}
+    for task in tasks:
+        frame = records[records["task"] == task].dropna(subset=["acc"])
+        if reference not in set(frame["variant"]):
+            continue
+        for row in pairwise_differences(frame, "acc", reference=reference).itertuples():
+            if row.ci_low != row.ci_low:  # NaN: fewer than two seeds
+                cells[row.a, task] = f"{100 * row.difference:+.1f}"
+            else:
+                mark = "" if row.distinguishable else " (n.s.)"
+                cells[row.a, task] = f"{100 * row.difference:+.1f} [{100 * row.ci_low:+.1f}, {100 * row.ci_high:+.1f}]{mark}"
+    shown = [v for v in variants if v != reference and any((v, t) in cells for t in tasks)]
+    if not shown:
+        return []
+    lines = ["", f"Difference to `{reference}` in points, with its 95% CI (paired t over seeds where both ran "
+             "the same seeds, else Welch); *n.s.*: the interval contains 0, the pair is not distinguishable:", "",
+             "| variant | " + " | ".join(tasks) + " |", "|---|" + "---:|" * len(tasks)]
+    for variant in shown:
+        lines.append(f"| `{variant}` | " + " | ".join(cells.get((variant, t), "–") for t in tasks) + " |")
+    return lines
 
 
 def tasks_main(args: argparse.Namespace, names: list[str]) -> None:
