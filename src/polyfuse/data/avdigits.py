@@ -17,12 +17,13 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
+from polyfuse.data.avdigits_tasks import INTERACTION_TASKS, get_task, pair_records
 from polyfuse.data.io import DataFileError, load_audio, load_image
 
 SPLITS = ("train", "val", "test", "test_real")
 MODALITIES = ("image", "audio", "text")
 TEXT_FIELDS = ("hint", "caption")
-TASKS = ("classification", "captioning", "vqa")
+TASKS = ("classification", "captioning", "vqa", *INTERACTION_TASKS)
 
 
 def read_metadata(root: Path) -> list[dict[str, Any]]:
@@ -85,6 +86,9 @@ class AVDigitsDataset(Dataset):
       the 10 human ``answers``, the ``answer`` and the ``question`` travel as strings, and
       ``answer_ids`` (the tokenized answer) and ``caption_ids`` as padded targets, so one batch
       serves VQA, generative VQA, captioning and retrieval over captions (multi-task).
+    * ``"redundant"``, ``"unique"``, ``"synergy"``, ``"mixed"``: interaction tasks, one sample per
+      (written digit, spoken digit) pair of the split (:mod:`polyfuse.data.avdigits_tasks`), with
+      ``image_digit`` / ``audio_digit`` beside the task's ``label``; no text except for ``redundant``.
 
     Args:
         root: dataset directory. split: ``train``, ``val``, ``test`` or ``test_real`` (test images
@@ -95,13 +99,13 @@ class AVDigitsDataset(Dataset):
         missing: per-modality probability that a sample's modality is absent (returned as
             ``None``), drawn once per sample from ``missing_seed`` so it is the same every epoch.
         augment: random affine jitter on training images.
-        task: ``"classification"``, ``"captioning"`` or ``"vqa"`` (see above).
+        task: one of :data:`TASKS` (see above). pairing_seed: seed of an interaction task's pairs.
     """
 
     def __init__(self, root: str | Path, split: str = "train", modalities: Sequence[str] = MODALITIES,
                  text_field: str = "hint", max_audio_seconds: float = 1.5, max_text_length: int = 32,
                  missing: dict[str, float] | None = None, missing_seed: int = 0, augment: bool = True,
-                 task: str = "classification") -> None:
+                 task: str = "classification", pairing_seed: int = 0) -> None:
         self.root = Path(root)
         if split not in SPLITS:
             raise ValueError(f"unknown AV-digits split {split!r}; valid: {', '.join(SPLITS)}")
@@ -129,6 +133,12 @@ class AVDigitsDataset(Dataset):
             if task == "vqa" else [(i, -1) for i in range(len(self.records))]
         if not self.items:
             raise DataFileError(f"{self.root / 'metadata.jsonl'} has no question in split {split!r}")
+        self.pairs: list[tuple[int, int, int]] | None = None
+        if task in INTERACTION_TASKS:
+            if "text" in self.modalities and not get_task(task).text:
+                raise ValueError(f"AV-digits task {task!r} pairs a written and a spoken digit of different "
+                                 "records, so it has no text modality; use data.modalities=[image, audio]")
+            self.pairs = pair_records(self.records, task, pairing_seed)
         self.tokenizer = load_tokenizer(self.root / "tokenizer.json")
         self.pad_id = self.tokenizer.token_to_id("[PAD]")
         self.transform = image_transform(train=split == "train", augment=augment)
@@ -144,7 +154,7 @@ class AVDigitsDataset(Dataset):
 
     @property
     def num_classes(self) -> int:
-        return int(self.info["num_classes"])
+        return get_task(self.task).num_classes if self.task in INTERACTION_TASKS else int(self.info["num_classes"])
 
     @property
     def vocab_size(self) -> int:
@@ -177,9 +187,26 @@ class AVDigitsDataset(Dataset):
         return ids + [self.pad_id] * (self.max_text_length - len(ids))
 
     def __len__(self) -> int:
-        return len(self.items)
+        return len(self.items) if self.pairs is None else len(self.pairs)
+
+    def _pair_sample(self, item: int) -> dict[str, Any]:
+        """An interaction-task sample: the image of one record, the voice of another."""
+        image_index, audio_index, label = self.pairs[item]  # type: ignore[index]
+        shown, spoken = self.records[image_index], self.records[audio_index]
+        sample: dict[str, Any] = {"id": f"{shown['id']}+{spoken['id']}", "label": label,
+                                  "image_digit": int(shown["label"]), "audio_digit": int(spoken["label"])}
+        if "image" in self.modalities:
+            sample["image"] = None if image_index in self.absent["image"] else self.transform(self._images[shown["image"]])
+        if "audio" in self.modalities:
+            sample["audio"] = None if audio_index in self.absent["audio"] \
+                else self._audio[spoken["audio"]][: self.max_audio_samples]
+        if "text" in self.modalities:
+            sample["text"] = None if image_index in self.absent["text"] else self._text.get(image_index)
+        return sample
 
     def __getitem__(self, item: int) -> dict[str, Any]:
+        if self.pairs is not None:
+            return self._pair_sample(item)
         index, question = self.items[item]
         record = self.records[index]
         sample: dict[str, Any] = {"id": record["id"], "label": int(record["label"]),

@@ -62,28 +62,36 @@ def plot_learning_curves(runs: Sequence[Run], labels: Sequence[str], path: str |
 
 def plot_metric_bars(aggregated: pd.DataFrame, metrics: Sequence[str], path: str | Path,
                      by: str = "variant") -> Path | None:
-    """Grouped bars of ``<metric> mean`` per variant with ``<metric> std`` error bars (over seeds)."""
+    """Grouped bars of ``<metric> mean`` per variant with error bars over seeds: the 95% CI when
+    ``aggregated`` has ``<metric> ci_low`` / ``ci_high`` (:func:`~polyfuse.reporting.tables.aggregate`), else the std."""
     metrics = [m for m in metrics if f"{m} mean" in aggregated.columns]
     if not metrics or aggregated.empty:
         return None
+    with_ci = all(f"{m} ci_low" in aggregated.columns for m in metrics)
+
+    def error(metric: str) -> pd.Series:
+        if with_ci:
+            return ((aggregated[f"{metric} ci_high"] - aggregated[f"{metric} ci_low"]) / 2).fillna(0.0)
+        return aggregated[f"{metric} std"].fillna(0.0)
+
     plt = _pyplot()
     variants = aggregated[by].astype(str).tolist()
     width = 0.8 / len(metrics)
     fig, ax = plt.subplots(figsize=(max(4.5, 1.1 * len(variants) * max(1, len(metrics) / 2)), 3.8))
     for i, metric in enumerate(metrics):
         positions = [x + (i - (len(metrics) - 1) / 2) * width for x in range(len(variants))]
-        means, stds = aggregated[f"{metric} mean"], aggregated[f"{metric} std"].fillna(0.0)
-        bars = ax.bar(positions, means, width, yerr=stds, capsize=3, label=metric)
+        means = aggregated[f"{metric} mean"]
+        bars = ax.bar(positions, means, width, yerr=error(metric), capsize=3, label=metric)
         ax.bar_label(bars, labels=[f"{m:.3f}" for m in means], fontsize=7, padding=2)
     ax.set_xticks(range(len(variants)), variants, rotation=20, ha="right", fontsize=8)
     ax.set_ylabel(metrics[0] if len(metrics) == 1 else "metric")
-    low = min(float((aggregated[f"{m} mean"] - aggregated[f"{m} std"].fillna(0)).min()) for m in metrics)
-    high = max(float((aggregated[f"{m} mean"] + aggregated[f"{m} std"].fillna(0)).max()) for m in metrics)
+    low = min(float((aggregated[f"{m} mean"] - error(m)).min()) for m in metrics)
+    high = max(float((aggregated[f"{m} mean"] + error(m)).max()) for m in metrics)
     ax.set_ylim(max(0.0, low - 0.1 * (high - low + 1e-6)), high + 0.12 * (high - low + 1e-6))
     ax.grid(axis="y", alpha=0.3)
     if len(metrics) > 1:
         ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.25), ncol=len(metrics), frameon=False)
-    ax.set_title("mean ± std over seeds", fontsize=9)
+    ax.set_title("mean ± 95% CI over seeds" if with_ci else "mean ± std over seeds", fontsize=9)
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=110)

@@ -3,7 +3,11 @@
 ``build_report(<multirun dir>)`` writes into ``<multirun dir>/report/`` (or ``out_dir``):
 
 * ``runs.csv`` -- one row per run (variant, seed, test metrics, best validation score, time, size);
-* ``summary.csv`` / ``summary.md`` -- mean and std over seeds per variant;
+* ``summary.csv`` / ``summary.md`` -- mean, std and 95% confidence interval (Student t) over seeds
+  per variant;
+* ``comparisons.csv`` -- the primary metric's difference between variants (each against
+  ``reference``, else every pair) with its 95% CI, paired over seeds where the seeds match, and
+  whether the pair is distinguishable (:mod:`polyfuse.reporting.statistics`);
 * ``learning_curves.png``, ``metric_by_variant.png``;
 * with ``polyfuse-eval`` results: ``robustness.csv`` (every curve point of every run),
   ``robustness_summary.csv`` (relative / effective robustness per variant and perturbation,
@@ -26,8 +30,9 @@ import pandas as pd
 from polyfuse.reporting.html import figure_html, table_html, write_page
 from polyfuse.reporting.plots import plot_learning_curves, plot_metric_bars
 from polyfuse.reporting.runs import Run, find_runs
-from polyfuse.reporting.tables import (aggregate, format_mean_std, mean_std_strings, runs_table, to_markdown,
-                                       varying_overrides)
+from polyfuse.reporting.statistics import group_intervals, pairwise_differences
+from polyfuse.reporting.tables import (aggregate, ci_strings, format_mean_std, mean_std_strings, runs_table,
+                                       to_markdown, varying_overrides)
 from polyfuse.robustness.plots import plot_robustness_curves
 from polyfuse.robustness.summary import mean_curves, summarise
 
@@ -62,15 +67,13 @@ def _default_metric(runs: Sequence[Run]) -> str:
 
 def _robustness_summary(records: pd.DataFrame, metric: str, reference: str | None) -> pd.DataFrame:
     """Per run summaries (effective robustness against the reference variant's mean curves),
-    then mean and std over each variant's runs."""
+    then mean, std and 95% CI over each variant's runs."""
     ref_curves = None
     if reference is not None and reference in set(records["variant"]):
         ref_curves = mean_curves(records[records["variant"] == reference], metric)
     per_run = summarise(records, metric, group=["variant", "run"], reference=ref_curves)
     values = [c for c in ("clean", "worst", "relative_robustness", "effective_robustness") if c in per_run.columns]
-    stats = per_run.groupby(["variant", "perturbation"], sort=False)[values].agg(["mean", "std"])
-    stats.columns = [f"{name} {stat}" for name, stat in stats.columns]
-    return stats.reset_index()
+    return group_intervals(per_run, values, by=["variant", "perturbation"]).drop(columns="runs")
 
 
 def _pivot(summary: pd.DataFrame, value: str, variants: Sequence[str]) -> pd.DataFrame:
@@ -82,6 +85,19 @@ def _pivot(summary: pd.DataFrame, value: str, variants: Sequence[str]) -> pd.Dat
     table = table.reindex(index=order, columns=[v for v in variants if v in table.columns])
     table.columns.name = None
     return table.reset_index()
+
+
+def _comparisons(table: pd.DataFrame, metric: str, reference: str | None, variants: Sequence[str]) -> pd.DataFrame:
+    """Differences of ``metric`` between variants (against ``reference`` when it is one, else all pairs)."""
+    if len(variants) < 2 or metric not in table.columns:
+        return pd.DataFrame()
+    return pairwise_differences(table, metric, reference=reference if reference in variants else None)
+
+
+def _readable_comparisons(comparisons: pd.DataFrame) -> pd.DataFrame:
+    cells = comparisons[["a", "b", "difference", "ci_low", "ci_high", "test", "runs"]].copy()
+    cells["distinguishable"] = ["yes" if d else "no (CI contains 0)" for d in comparisons["distinguishable"]]
+    return cells
 
 
 def build_report(root: str | Path, out_dir: str | Path | None = None, metric: str | None = None,
@@ -102,19 +118,25 @@ def build_report(root: str | Path, out_dir: str | Path | None = None, metric: st
     name = metric.split("/")[-1]
     headline = [metric] + [c for c in metrics[1:] if c.split("/")[-1] == name]  # the metric on every split
     readable = mean_std_strings(summary, headline)
+    for offset, (column, cells) in enumerate(ci_strings(summary, [metric]).items()):
+        readable.insert(3 + offset, column, cells)  # beside the primary metric's mean ± std
     readable["fit time (s)"] = mean_std_strings(summary, ["fit_seconds"], digits=1)["fit_seconds"]
     report.runs, report.summary = table, summary
     report.files["runs.csv"] = out / "runs.csv"
     table.to_csv(report.files["runs.csv"], index=False)
     report.files["summary.csv"] = out / "summary.csv"
     summary.to_csv(report.files["summary.csv"], index=False)
+    comparisons = _comparisons(table, metric, reference, variants)
+    if not comparisons.empty:
+        report.files["comparisons.csv"] = out / "comparisons.csv"
+        comparisons.to_csv(report.files["comparisons.csv"], index=False)
 
     figures: list[tuple[str, Path]] = []
     tested = [c for c in headline if c.split("/")[0].startswith("test")] or [metric]
     bars = plot_metric_bars(summary, tested, out / "metric_by_variant.png")
     if bars:
         figures.append((f"{name} per variant on {', '.join(c.split('/')[0] for c in tested)} "
-                        "(mean ± std over seeds)", bars))
+                        "(mean ± 95% CI over seeds)", bars))
     curves = plot_learning_curves(runs, labels, out / "learning_curves.png")
     if curves:
         figures.append(("Learning curves (mean ± std over seeds)", curves))
@@ -151,7 +173,11 @@ def build_report(root: str | Path, out_dir: str | Path | None = None, metric: st
     meta = (f"{len(runs)} runs, {len(variants)} variants, from {root}. Primary metric: {metric}. "
             f"Varying: {', '.join(varying_overrides(runs)) or '-'}; seeds: "
             f"{', '.join(sorted({str(r.seed) for r in runs}))}.")
-    markdown = [f"# {title}\n", f"{meta}\n", "## Summary (mean ± std over seeds)\n", to_markdown(readable)]
+    comparison_heading = (f"Differences in {metric} (a - b, 95% CI; paired t over seeds where both ran the same "
+                          "seeds, else Welch)")
+    markdown = [f"# {title}\n", f"{meta}\n", "## Summary (mean ± std and 95% CI over seeds)\n", to_markdown(readable)]
+    if not comparisons.empty:
+        markdown += [f"## {comparison_heading}\n", to_markdown(_readable_comparisons(comparisons))]
     for heading, frame in robustness_tables:
         markdown += [f"## {heading}\n", to_markdown(frame)]
     markdown += ["## Figures\n"] + [f"![{caption}]({path.name})\n" for caption, path in figures]
@@ -159,7 +185,9 @@ def build_report(root: str | Path, out_dir: str | Path | None = None, metric: st
     report.files["summary.md"] = out / "summary.md"
     report.files["summary.md"].write_text("\n".join(markdown))
 
-    sections = [("Summary (mean ± std over seeds)", table_html(readable))]
+    sections = [("Summary (mean ± std and 95% CI over seeds)", table_html(readable))]
+    if not comparisons.empty:
+        sections.append((comparison_heading, table_html(_readable_comparisons(comparisons))))
     sections += [(heading, table_html(frame)) for heading, frame in robustness_tables]
     sections += [("Figures", "\n".join(figure_html(path, caption) for caption, path in figures))]
     sections += [("Runs", table_html(table))]

@@ -1,4 +1,4 @@
-"""Run tables: one row per run, mean +- std per variant over seeds, Markdown rendering."""
+"""Run tables: one row per run, mean +- std and 95% CI per variant over seeds, Markdown rendering."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ from typing import Any, Sequence
 import pandas as pd
 
 from polyfuse.reporting.runs import Run
+from polyfuse.reporting.statistics import format_interval, group_intervals
 
 __all__ = ["IGNORED_OVERRIDES", "varying_overrides", "variant_label", "runs_table", "aggregate", "to_markdown",
-           "format_mean_std", "mean_std_strings"]
+           "format_mean_std", "mean_std_strings", "ci_strings"]
 
 # overrides that never distinguish variants (seeds are averaged over; the rest is bookkeeping)
 IGNORED_OVERRIDES = ("seed", "task_name", "ckpt_path", "tags")
@@ -72,13 +73,9 @@ def runs_table(runs: Sequence[Run], root: Any = None) -> pd.DataFrame:
 
 
 def aggregate(table: pd.DataFrame, metrics: Sequence[str], by: str = "variant") -> pd.DataFrame:
-    """Mean, std (over seeds; NaN for one run) and count of ``metrics`` per ``by`` value, in first-seen order."""
-    present = [m for m in metrics if m in table.columns]
-    grouped = table.groupby(by, sort=False)[present]
-    result = grouped.agg(["mean", "std"])
-    result.columns = [f"{metric} {stat}" for metric, stat in result.columns]
-    result.insert(0, "runs", grouped.size())
-    return result.reset_index()
+    """Count, and mean, std, 95% CI bounds (``ci_low`` / ``ci_high``, Student t over seeds; std and CI
+    NaN for one run) of ``metrics`` per ``by`` value, in first-seen order."""
+    return group_intervals(table, metrics, by=by)
 
 
 def format_mean_std(mean: float, std: float, digits: int = 4) -> str:
@@ -99,6 +96,14 @@ def mean_std_strings(aggregated: pd.DataFrame, metrics: Sequence[str], by: str =
             out[metric] = [format_mean_std(m, s, digits) for m, s in
                            zip(aggregated[f"{metric} mean"], aggregated[f"{metric} std"])]
     return out
+
+
+def ci_strings(aggregated: pd.DataFrame, metrics: Sequence[str], digits: int = 4) -> dict[str, list[str]]:
+    """``<metric> 95% CI`` -> ``mean ± half-width`` cells, for the metrics ``aggregated`` has CI bounds of."""
+    return {f"{metric} 95% CI": [format_interval(m, lo, hi, digits) for m, lo, hi in
+                                 zip(aggregated[f"{metric} mean"], aggregated[f"{metric} ci_low"],
+                                     aggregated[f"{metric} ci_high"])]
+            for metric in metrics if f"{metric} ci_low" in aggregated.columns}
 
 
 def to_markdown(frame: pd.DataFrame, digits: int = 4) -> str:

@@ -26,7 +26,9 @@ class AVDigitsDataModule(PolyfuseDataModule):
         test_splits: splits evaluated by ``trainer.test`` (names become metric prefixes).
         task: ``classification``, ``captioning`` (adds the ``caption_ids`` target) or ``vqa`` (one
             sample per question; ``answer_ids`` and ``caption_ids`` targets), see
-            :class:`~polyfuse.data.avdigits.AVDigitsDataset`.
+            :class:`~polyfuse.data.avdigits.AVDigitsDataset`; or an interaction task (``redundant``,
+            ``unique``, ``synergy``, ``mixed``: :mod:`polyfuse.data.avdigits_tasks`) whose pairs are drawn
+            from ``pairing_seed`` (fixed across runs, so seeds vary only the training).
     """
 
     def __init__(self, root: str | Path, modalities: Sequence[str] = MODALITIES, text_field: str = "hint",
@@ -36,14 +38,14 @@ class AVDigitsDataModule(PolyfuseDataModule):
                  test_splits: Sequence[str] = ("test", "test_real"), task: str = "classification",
                  eval_batch_size: int | None = None, pin_memory: bool = False, persistent_workers: bool = True,
                  prefetch_factor: int | None = None, drop_last: bool = False, seed: int | None = None,
-                 bad_samples: Mapping[str, Any] | BadSamplePolicy | None = None) -> None:
+                 bad_samples: Mapping[str, Any] | BadSamplePolicy | None = None, pairing_seed: int = 0) -> None:
         super().__init__(batch_size=batch_size, eval_batch_size=eval_batch_size, num_workers=num_workers,
                          pin_memory=pin_memory, persistent_workers=persistent_workers,
                          prefetch_factor=prefetch_factor, drop_last=drop_last, seed=seed, bad_samples=bad_samples)
         self.root, self.modalities = Path(root), list(modalities)
         self.text_field = text_field
         self.dataset_options = dict(text_field=text_field, max_audio_seconds=max_audio_seconds,
-                                    max_text_length=max_text_length, task=task)
+                                    max_text_length=max_text_length, task=task, pairing_seed=pairing_seed)
         self.task = task
         self.augment = augment
         self.missing = dict(missing or {})
@@ -59,8 +61,8 @@ class AVDigitsDataModule(PolyfuseDataModule):
                                                    missing=missing, missing_seed=SPLITS.index(split),
                                                    **self.dataset_options)
             if self.datasets[split].num_classes != self.num_classes:
-                raise ValueError(f"data.num_classes={self.num_classes} but {self.root / 'info.json'} says "
-                                 f"{self.datasets[split].num_classes}")
+                raise ValueError(f"data.num_classes={self.num_classes} but task {self.task!r} on "
+                                 f"{self.root / 'info.json'} has {self.datasets[split].num_classes} classes")
         return self.datasets[split]
 
     def collate(self, split: str) -> MultimodalCollate:
