@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 import sys
-from typing import Callable
+from pathlib import Path
+from typing import Any, Callable
 
 import torch
 import torch.distributed as dist
@@ -103,6 +105,19 @@ def run(rank: int, port: int, out_dir: str, world_size: int = WORLD_SIZE, losses
         modules = sorted(name for name in sys.modules if name.split(".")[0] in ("lightning", "pytorch_lightning"))
         torch.save({"modules": modules, "cases": results}, os.path.join(out_dir, "results.pt"))
     dist.destroy_process_group()
+
+
+def run_worker(script: str, out: Path, *args: str, timeout: float = 240) -> Any:
+    """Run a spawning worker ``script OUT_DIR *args`` in a clean environment (no inherited rank variables);
+    what it saved to ``OUT_DIR/results.pt``. Shared by the DDP tests of tests/losses and tests/training."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    for key in ("LOCAL_RANK", "RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(key, None)
+    proc = subprocess.run([sys.executable, script, str(out), *args], env=env, capture_output=True, text=True,
+                          timeout=timeout)
+    path = out / "results.pt"
+    assert proc.returncode == 0 and path.is_file(), (proc.stdout + proc.stderr)[-4000:]
+    return torch.load(path, weights_only=False)
 
 
 def free_port() -> int:

@@ -3,36 +3,21 @@
 placeholder rows spread unevenly over the ranks: DDP's averaged loss and gradients equal one
 process on the global batch's valid rows."""
 
-import os
-import subprocess
-import sys
-
 import pytest
 import torch
 
 from . import ddp_losses_worker as worker
 
 
-def _run_worker(out, *args: str) -> dict:
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    for key in ("LOCAL_RANK", "RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(key, None)
-    proc = subprocess.run([sys.executable, worker.__file__, str(out), *args], env=env, capture_output=True,
-                          text=True, timeout=240)
-    path = out / "results.pt"
-    assert proc.returncode == 0 and path.is_file(), (proc.stdout + proc.stderr)[-4000:]
-    return torch.load(path, weights_only=False)
-
-
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
-    return _run_worker(tmp_path_factory.mktemp("ddp_losses"))
+    return worker.run_worker(worker.__file__, tmp_path_factory.mktemp("ddp_losses"))
 
 
 @pytest.fixture(scope="module")
 def four_ranks(tmp_path_factory):
     """SigLIP on 4 ranks: the ring's two-way exchange (blocks of rank +-1) and its last one-way step (+2)."""
-    return _run_worker(tmp_path_factory.mktemp("ddp_losses_4"), "4", "siglip", "siglip_ring")
+    return worker.run_worker(worker.__file__, tmp_path_factory.mktemp("ddp_losses_4"), "4", "siglip", "siglip_ring")
 
 
 def test_the_worker_ran_without_lightning(results):

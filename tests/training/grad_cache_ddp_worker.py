@@ -16,7 +16,6 @@ communication hook ran (a plain DDP step of the same model: once per bucket). Ra
 from __future__ import annotations
 
 import os
-import socket
 import sys
 
 import torch
@@ -26,7 +25,9 @@ from torch import nn
 from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
 from torch.nn.parallel import DistributedDataParallel
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [HERE, os.path.join(os.path.dirname(HERE), "losses")]
+from ddp_losses_worker import free_port, run_worker  # noqa: E402,F401  (run_worker: for the test)
 from grad_cache_models import Towers, chunks_of, global_inputs, grads_of, loss_of  # noqa: E402
 
 from polyfuse.training.grad_cache import CachedEmbeddings, grad_cache_step  # noqa: E402
@@ -89,12 +90,6 @@ def run(rank: int, port: int, out_dir: str) -> None:
     if rank == 0:
         torch.save(gathered, os.path.join(out_dir, "results.pt"))
     dist.destroy_process_group()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 if __name__ == "__main__":

@@ -3,10 +3,6 @@ equal one process on the global batch (1e-5), and DDP all-reduces once per step,
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
 import torch
 
@@ -18,15 +14,7 @@ pytestmark = pytest.mark.slow  # two spawned processes (~30 s of CPU)
 
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory):
-    out = tmp_path_factory.mktemp("grad_cache_ddp")
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    for key in ("LOCAL_RANK", "RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(key, None)
-    proc = subprocess.run([sys.executable, worker.__file__, str(out)], env=env, capture_output=True, text=True,
-                          timeout=240)
-    path = out / "results.pt"
-    assert proc.returncode == 0 and path.is_file(), (proc.stdout + proc.stderr)[-4000:]
-    return torch.load(path, weights_only=False)
+    return worker.run_worker(worker.__file__, tmp_path_factory.mktemp("grad_cache_ddp"))
 
 
 def _global_reference(loss_name: str):
