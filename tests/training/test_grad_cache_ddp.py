@@ -47,3 +47,20 @@ def test_only_the_last_chunk_all_reduces(ranks, loss_name: str, way: str):
     for rank in ranks:
         plain = rank[f"{loss_name}/plain"]["allreduce_calls"]
         assert plain >= 1 and rank[f"{loss_name}/{way}"]["allreduce_calls"] == plain
+
+
+def test_lightning_ddp_grad_cache_step_equals_one_process_on_the_global_batch(tmp_path):
+    """PolyfuseLitModule's training_step + backward under Lightning's DDPStrategy (the reducer armed by the
+    wrapped forward): the all-reduced gradients equal one process's plain step on the global batch."""
+    from . import grad_cache_lightning_worker as lightning_worker
+    from .test_grad_cache_module import make_module
+
+    ranks = worker.run_worker(lightning_worker.__file__, tmp_path, timeout=400)
+    plain = make_module(None)
+    batch = lightning_worker.make_batch(0, lightning_worker.GLOBAL_BATCH)
+    plain.backward(plain.training_step(batch, 0))
+    assert len(ranks) == lightning_worker.WORLD_SIZE
+    for rank in ranks:
+        assert not rank["pending"]  # backward consumed the cached step
+        for name, p in plain.named_parameters():
+            torch.testing.assert_close(rank["grads"][name], p.grad, rtol=1e-5, atol=1e-5, msg=name)
