@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from polyfuse.training.grad_cache import batch_chunks, grad_cache_step
 
@@ -48,6 +49,28 @@ def test_dropout_is_replayed_in_the_recompute(loss_name: str):
     assert torch.equal(torch.get_rng_state(), after_reference)  # the recompute leaves the generator as it found it
     _, no_dropout = graph_reference(Towers(dropout=0.0), [(7, chunks)], loss_name)
     assert not torch.allclose(no_dropout["a.0.weight"], grads["a.0.weight"])  # dropout did act
+
+
+class CheckpointedTowers(Towers):
+    """Tower ``a`` under activation checkpointing (non-reentrant, RNG preserved): it recomputes in backward."""
+
+    def forward(self, chunk):
+        from torch.utils.checkpoint import checkpoint
+
+        x_a, x_b = chunk
+        a = checkpoint(self.a, x_a, use_reentrant=False)
+        return {"a": F.normalize(a, dim=-1), "b": F.normalize(self.b(x_b), dim=-1), "scale": self.log_scale.exp(),
+                "bias": self.bias}
+
+
+def test_composes_with_activation_checkpointing_and_dropout():
+    model, inputs = CheckpointedTowers(dropout=0.3), global_inputs(10)
+    chunks = chunks_of(inputs, 4)
+    expected_loss, expected = graph_reference(model, [(3, chunks)], "siglip")
+    loss, _, grads = _cached(model, chunks, "siglip", seed=3)
+    torch.testing.assert_close(loss, expected_loss, **TOLERANCE)
+    for name, grad in expected.items():
+        torch.testing.assert_close(grads[name], grad, **TOLERANCE, msg=name)
 
 
 def test_outputs_are_concatenated_in_chunk_order():

@@ -33,9 +33,9 @@ wrapped model's forward; :meth:`CachedEmbeddings.backward`).
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 from torch import Tensor
@@ -74,22 +74,14 @@ class RngState:
         devices = range(torch.cuda.device_count()) if torch.cuda.is_initialized() else ()
         return cls(torch.get_rng_state(), {d: torch.cuda.get_rng_state(d) for d in devices})
 
-    def replay(self) -> AbstractContextManager:
+    @contextmanager
+    def replay(self) -> Iterator[None]:
         """A context in which the generators start from this state; the global state is restored on exit."""
-        state = self
-
-        class _Replay(AbstractContextManager):
-            def __enter__(self) -> None:
-                self.fork = torch.random.fork_rng(devices=list(state.cuda))
-                self.fork.__enter__()
-                torch.set_rng_state(state.cpu)
-                for device, value in state.cuda.items():
-                    torch.cuda.set_rng_state(value, device)
-
-            def __exit__(self, *exc: Any) -> None:
-                self.fork.__exit__(*exc)
-
-        return _Replay()
+        with torch.random.fork_rng(devices=list(self.cuda)):
+            torch.set_rng_state(self.cpu)
+            for device, value in self.cuda.items():
+                torch.cuda.set_rng_state(value, device)
+            yield
 
 
 def _merge(parts: list[Any], rows: list[int], where: str) -> Any:
