@@ -104,6 +104,7 @@ def run(rank: int, port: int, out_dir: str, world_size: int = WORLD_SIZE, losses
     if rank == 0:
         modules = sorted(name for name in sys.modules if name.split(".")[0] in ("lightning", "pytorch_lightning"))
         torch.save({"modules": modules, "cases": results}, os.path.join(out_dir, "results.pt"))
+    dist.barrier()  # no rank tears its gloo pairs down while another still has point-to-point traffic in flight
     dist.destroy_process_group()
 
 

@@ -89,6 +89,7 @@ def run(rank: int, port: int, out_dir: str) -> None:
     dist.all_gather_object(gathered, results)
     if rank == 0:
         torch.save(gathered, os.path.join(out_dir, "results.pt"))
+    dist.barrier()  # no rank tears its gloo pairs down while another is still using them
     dist.destroy_process_group()
 
 
