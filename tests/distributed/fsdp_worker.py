@@ -24,7 +24,6 @@ from typing import Any
 import hydra
 import lightning as L
 import torch
-import torch.distributed.nn  # noqa: F401  (losses/gather.py uses torch.distributed.nn without importing it)
 from hydra import compose, initialize_config_dir
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.strategies import DDPStrategy

@@ -24,7 +24,7 @@ from typing import Any, Callable, Sequence
 import torch
 import torch.distributed as dist
 
-__all__ = ["DDP_VARIABLES", "REPO_ROOT", "clean_env", "free_port", "init_gloo", "run_ranks", "run_worker",
+__all__ = ["DDP_VARIABLES", "REPO_ROOT", "clean_env", "free_port", "init_gloo", "run_ranks", "run_worker", "worker_results",
            "spawn_gloo", "tail"]
 
 #: variables a launcher sets for its ranks; a test's workers must not inherit them from the test process
@@ -73,6 +73,15 @@ def run_ranks(worker: ModuleType, rank_args: Sequence[Sequence[Any]], *, timeout
     return logs
 
 
+def worker_results(worker: ModuleType, out: Path, *args: Any, timeout: float = 240) -> Any:
+    """:func:`run_worker` ``worker OUT *args``; asserts it exited with 0 and wrote ``OUT/results.pt``,
+    which it returns loaded."""
+    proc = run_worker(worker, out, *args, timeout=timeout)
+    path = Path(out) / "results.pt"
+    assert proc.returncode == 0 and path.is_file(), tail(proc.stdout + proc.stderr)
+    return torch.load(path, weights_only=False)
+
+
 def free_port() -> int:
     """A TCP port free on the loopback interface now (for a gloo rendezvous)."""
     with socket.socket() as sock:
@@ -90,6 +99,7 @@ def _rank_main(rank: int, function: Callable[..., None], world_size: int, port: 
     init_gloo(rank, world_size, f"tcp://127.0.0.1:{port}")
     try:
         function(rank, *args)
+        dist.barrier()  # no rank tears its gloo pairs down while another still has traffic in flight
     finally:
         dist.destroy_process_group()
 

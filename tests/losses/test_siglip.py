@@ -54,3 +54,13 @@ def test_simulated_world_of_two_equals_open_clip_gather(monkeypatch, rank: int) 
         results.append((loss.detach(), a.grad, b.grad))
     for ours, reference in zip(*results):
         torch.testing.assert_close(ours, reference)
+
+
+def test_ring_exchange_in_one_process_is_the_plain_loss_and_a_bad_choice_is_named() -> None:
+    a, b = _features(6)
+    valid = torch.tensor([True, False, True, True, True, True])
+    for mask in (None, valid):
+        torch.testing.assert_close(SigLipLoss(exchange="ring")(a, b, 10.0, -10.0, valid=mask),
+                                   SigLipLoss()(a, b, 10.0, -10.0, valid=mask))
+    with pytest.raises(ValueError, match="exchange must be 'gather' or 'ring'"):
+        SigLipLoss(exchange="allgather")

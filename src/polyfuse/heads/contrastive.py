@@ -50,6 +50,8 @@ class ContrastiveHead(TaskHead):
             carry their own projections (:class:`~polyfuse.models.CLIP`, open_clip checkpoints).
         init_temperature, learn_temperature, max_logit_scale: CLIP temperature settings.
         local_loss, gather_with_grad: distributed options of :class:`~polyfuse.losses.ContrastiveLoss`.
+        siglip_exchange: ``"gather"`` or ``"ring"`` (SigLIP's chunked loss across ranks), see
+            :class:`~polyfuse.losses.SigLipLoss`.
         ks: recall cut-offs. dedupe: modalities whose identical inputs are merged for the metrics.
         sources: modality -> name of a token-id target to embed *instead of* the batch input, with
             that modality's encoder (e.g. ``{"text": "caption_ids"}`` when the text input holds VQA
@@ -68,7 +70,7 @@ class ContrastiveHead(TaskHead):
                  init_temperature: float = 0.07, learn_temperature: bool = True, max_logit_scale: float = 100.0,
                  local_loss: bool = False, gather_with_grad: bool = True, ks: Sequence[int] = (1, 5, 10),
                  dedupe: Sequence[str] = (), sources: Mapping[str, str] | None = None,
-                 source_pad_id: int = 0) -> None:
+                 source_pad_id: int = 0, siglip_exchange: Literal["gather", "ring"] = "gather") -> None:
         super().__init__(in_dim, dims)
         modalities = list(self.dims) if modalities is None else list(modalities)
         unknown = [m for m in modalities if m not in self.dims]
@@ -97,7 +99,7 @@ class ContrastiveHead(TaskHead):
             self.loss_fn: nn.Module = ContrastiveLoss(local_loss=local_loss, gather_with_grad=gather_with_grad)
             init_scale, init_bias = math.log(1.0 / init_temperature), None
         else:
-            self.loss_fn = SigLipLoss()
+            self.loss_fn = SigLipLoss(exchange=siglip_exchange)
             init_scale, init_bias = math.log(10.0), -10.0
         self.logit_scale = nn.Parameter(torch.tensor(init_scale), requires_grad=learn_temperature)
         self.logit_bias = None if init_bias is None else nn.Parameter(torch.tensor(init_bias))

@@ -12,8 +12,9 @@ from torchmetrics import MeanMetric, Metric
 
 from polyfuse.batch import Batch
 from polyfuse.heads.base import update_valid_metrics, valid_rows_loss
-from polyfuse.models.multimodal import FusionFactory, HeadFactory, MultimodalModel
+from polyfuse.models.multimodal import FusionFactory, HeadFactory, ModelOutput, MultimodalModel
 from polyfuse.distributed import gather_from_ranks, rank_and_world
+from polyfuse.training.grad_cache import CachedEmbeddings, batch_chunks
 from polyfuse.training.lightning_compat import is_last_train_batch
 from polyfuse.training.param_groups import ParameterGroupSettings, apply_lr_scales, parameter_groups
 
@@ -57,6 +58,12 @@ class PolyfuseLitModule(LightningModule):
             called with ``dims`` (modality -> encoder width). With the fusion's own
             ``FusionOutput.aux_losses`` they form the auxiliary losses (:meth:`auxiliary_losses`),
             added to the head's loss and logged as ``train/aux/<name>``, ``val/aux/<name>``.
+        objective: how the training loss is computed (``model.objective``):
+            ``{"grad_cache": {"chunk_size": n}}`` embeds the batch ``n`` rows at a time and
+            back-propagates through gradient caching (:mod:`polyfuse.training.grad_cache`; Gao et al.,
+            2021): the head's loss over the whole (DDP: global) batch with one chunk's activations in
+            memory. For heads whose outputs are per-sample embeddings (contrastive, SigLIP); not with
+            auxiliary objectives. ``None`` / ``chunk_size: null``: one forward and backward per batch.
     """
 
     def __init__(self, encoders: Mapping[str, nn.Module] | None = None, fusion: FusionFactory | None = None,
@@ -66,7 +73,8 @@ class PolyfuseLitModule(LightningModule):
                  modality_dropout: nn.Module | None = None, test_names: Sequence[str] = ("test",),
                  objectives: Mapping[str, nn.Module | Callable[..., nn.Module]] | None = None,
                  warmup_ratio: float | None = None, model: MultimodalModel | None = None,
-                 optimizer_groups: Mapping[str, Any] | None = None) -> None:
+                 optimizer_groups: Mapping[str, Any] | None = None,
+                 objective: Mapping[str, Any] | None = None) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["encoders", "fusion", "head", "optimizer", "scheduler", "modality_dropout",
                                           "objectives", "model"])
@@ -92,6 +100,11 @@ class PolyfuseLitModule(LightningModule):
         self.optimizer_groups = (None if optimizer_groups is None
                                  else ParameterGroupSettings.from_config(optimizer_groups))
         self.test_names = list(test_names)
+        self.grad_cache_chunk_size = _grad_cache_chunk_size(objective)
+        self._grad_cache_pending: CachedEmbeddings | None = None  # set by training_step, consumed by backward
+        if self.grad_cache_chunk_size is not None and len(self.objectives):
+            raise ValueError(f"model.objective.grad_cache cannot cache the gradients of auxiliary objectives "
+                             f"{list(self.objectives)} (they read the encodings); drop them or the grad cache")
         head_module = self.model.head
         self.train_metrics = head_module.make_metrics("train").clone(prefix="train/")
         self.train_loss = MeanMetric()
@@ -116,6 +129,10 @@ class PolyfuseLitModule(LightningModule):
 
     def _step(self, batch: Batch, stage: str | None = None):
         output = self.model(batch)
+        return output, self._loss(output, batch, stage)
+
+    def _loss(self, output: ModelOutput, batch: Batch, stage: str | None = None) -> torch.Tensor:
+        """The head's loss (placeholder rows left out) plus the auxiliary losses, logging named terms."""
         loss = valid_rows_loss(self.model.head, output.outputs, batch)
         if isinstance(loss, dict):  # a head may report named terms (per-task losses) besides the loss it optimises
             terms, loss = {k: v for k, v in loss.items() if k != "loss"}, loss["loss"]
@@ -128,10 +145,48 @@ class PolyfuseLitModule(LightningModule):
             if stage is not None:
                 self.log_dict({f"{stage}/aux/{name}": value.detach() for name, value in aux.items()},
                               on_step=False, on_epoch=True, batch_size=batch.num_valid)
-        return output, loss
+        return loss
+
+    def _grad_cache_step(self, batch: Batch) -> tuple[ModelOutput, torch.Tensor]:
+        """``(whole-batch output, loss)``: the batch embedded chunk by chunk without graphs, the loss on all
+        embeddings (its graph ends at them); :meth:`backward` recomputes the chunks and back-propagates."""
+
+        def embed(chunk: Batch) -> Any:
+            output = self.model(chunk)
+            if getattr(output.fused, "aux_losses", None):
+                raise ValueError("model.objective.grad_cache: the fusion returns auxiliary losses, which a "
+                                 "gradient cache cannot split into chunks; drop the grad cache for this fusion")
+            return output.outputs
+
+        cache = CachedEmbeddings(embed, batch_chunks(batch, self.grad_cache_chunk_size), lambda c: c.batch_size)
+        loss = self._loss(ModelOutput({}, None, cache.outputs), batch, "train")
+        self._grad_cache_pending = cache
+        return ModelOutput({}, None, cache.outputs), loss
+
+    def backward(self, loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
+        """Lightning's backward; with a grad cache, the chunk-by-chunk backward of the pending step.
+
+        ``loss`` arrives scaled as Lightning scales it (``1 / accumulate_grad_batches``, the AMP grad
+        scaler), so the cached embedding gradients are too. Under DDP the wrapped model's reducer is
+        already armed for this step: every chunk but the last contributes its gradients without firing
+        DDP's hooks, and the last chunk's backward all-reduces the sum once.
+        """
+        cache, self._grad_cache_pending = getattr(self, "_grad_cache_pending", None), None
+        if cache is None:
+            super().backward(loss, *args, **kwargs)
+            return
+        wrapped = self._trainer.strategy.model if self._trainer is not None else None
+        armed = isinstance(wrapped, torch.nn.parallel.DistributedDataParallel)
+        if armed and getattr(wrapped, "find_unused_parameters", False):
+            raise ValueError("model.objective.grad_cache does not work with DDP find_unused_parameters=true "
+                             "(the loss reaches the parameters only through the chunks' recompute)")
+        cache.backward(loss, parameters=[p for p in self.parameters() if p.requires_grad] if armed else None)
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
-        output, loss = self._step(batch, "train")
+        if self.grad_cache_chunk_size is None:
+            output, loss = self._step(batch, "train")
+        else:
+            output, loss = self._grad_cache_step(batch)
         size = batch.num_valid
         update_valid_metrics(self.model.head, self.train_metrics, output.outputs, batch)
         if size:
@@ -221,6 +276,22 @@ class PolyfuseLitModule(LightningModule):
         else:
             scheduler = self.scheduler_factory(optimizer=optimizer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def _grad_cache_chunk_size(objective: Mapping[str, Any] | None) -> int | None:
+    """``model.objective.grad_cache.chunk_size`` (``None``: no gradient caching), checked."""
+    objective = dict(objective or {})
+    unknown = sorted(set(objective) - {"grad_cache"})
+    if unknown:
+        raise ValueError(f"model.objective: unknown keys {unknown}; valid: grad_cache")
+    settings = dict(objective.get("grad_cache") or {})
+    if sorted(set(settings) - {"chunk_size"}):
+        raise ValueError(f"model.objective.grad_cache: unknown keys {sorted(set(settings) - {'chunk_size'})}; "
+                         "valid: chunk_size")
+    size = settings.get("chunk_size")
+    if size is not None and int(size) < 1:
+        raise ValueError(f"model.objective.grad_cache.chunk_size must be a positive number of rows, got {size}")
+    return None if size is None else int(size)
 
 
 def _on_cpu(value: Any) -> Any:
