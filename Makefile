@@ -8,6 +8,8 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 ARGS   ?=
+# test processes (pytest-xdist); whole files go to one process, so a module's shared run starts once
+TEST_JOBS ?= 2
 
 .PHONY: setup train test test-fast docs data pretrained clean
 
@@ -34,10 +36,10 @@ train: $(STAMP)
 	$(VENV)/bin/polyfuse-train $(ARGS)
 
 test: $(STAMP)
-	$(PY) -m pytest -q $(ARGS)
+	$(PY) -m pytest -q -n $(TEST_JOBS) --dist loadfile $(ARGS)
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not slow" $(ARGS)
+	$(PY) -m pytest -q -n $(TEST_JOBS) --dist loadfile -m "not slow" $(ARGS)
 
 # The documentation site (mkdocs.yml): strict, so a broken link or API reference fails the build.
 docs: $(STAMP)
