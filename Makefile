@@ -8,7 +8,8 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 ARGS   ?=
-# test processes (pytest-xdist); whole files go to one process, so a module's shared run starts once
+# test processes (pytest-xdist; 0 = all in this process); whole files go to one process, so a
+# module's shared run starts once
 TEST_JOBS ?= 2
 
 .PHONY: setup train test test-fast docs data pretrained clean

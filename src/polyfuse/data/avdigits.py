@@ -18,7 +18,7 @@ from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
 from polyfuse.data.avdigits_tasks import INTERACTION_TASKS, get_task, pair_records
-from polyfuse.data.io import DataFileError, load_audio, load_image
+from polyfuse.data.io import DataFileError, iter_json_lines, load_audio, load_image
 
 SPLITS = ("train", "val", "test", "test_real")
 MODALITIES = ("image", "audio", "text")
@@ -32,18 +32,13 @@ def read_metadata(root: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         raise DataFileError(f"AV-digits metadata not found: {path} (rebuild with `make data`)")
     records = []
-    with open(path) as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise DataFileError(f"{path}, line {number}: malformed JSON ({error.msg})") from error
-            for key in ("id", "split", "label", "image", "audio", "hint", "caption"):
-                if key not in record:
-                    raise DataFileError(f"{path}, line {number}: record has no {key!r} field")
-            records.append(record)
+    for number, record, problem in iter_json_lines(path):
+        if record is None:
+            raise DataFileError(f"{path}, line {number}: {problem}")
+        for key in ("id", "split", "label", "image", "audio", "hint", "caption"):
+            if key not in record:
+                raise DataFileError(f"{path}, line {number}: record has no {key!r} field")
+        records.append(record)
     return records
 
 

@@ -20,11 +20,10 @@ Two layouts, both as in Hugging Face's imagefolder / audiofolder, extended to se
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from polyfuse.data.io import DataFileError
+from polyfuse.data.io import DataFileError, iter_json_lines
 from polyfuse.data.reader import MODALITIES, SOURCE_KEY, RecordReader
 from polyfuse.data.video import VIDEO_EXTENSIONS
 
@@ -80,19 +79,7 @@ class MediaFolderReader(RecordReader):
                 for record in csv.DictReader(handle):
                     yield 0, {k: (v if v != "" else None) for k, v in record.items()}, None
             return
-        with open(path, encoding="utf-8") as handle:
-            for number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as error:
-                    yield number, None, f"malformed JSON line ({error.msg})"
-                    continue
-                if not isinstance(record, dict):
-                    yield number, None, f"expected a JSON object, got {type(record).__name__}"
-                    continue
-                yield number, record, None
+        yield from iter_json_lines(path)
 
     def _read_metadata(self, path: Path) -> None:
         base = path.parent

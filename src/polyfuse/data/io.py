@@ -7,12 +7,13 @@ in memory: a tar member of a WebDataset shard, a Hugging Face ``{"bytes", "path"
 from __future__ import annotations
 
 import io
+import json
 import struct
 import zlib
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Union
+from typing import Any, Iterator, Union
 
 import numpy as np
 import torch
@@ -46,6 +47,25 @@ class EncodedMedia:
 
 
 MediaSource = Union[str, Path, EncodedMedia]
+
+
+def iter_json_lines(path: Path) -> Iterator[tuple[int, dict[str, Any] | None, str | None]]:
+    """``(line number, record, problem)`` for each non-blank line of a JSON-lines file: ``problem`` says
+    why a line is not a JSON object (``record`` is then ``None``), so a caller skips or raises, naming
+    ``path`` and the line."""
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                yield number, None, f"malformed JSON line ({error.msg})"
+                continue
+            if not isinstance(record, dict):
+                yield number, None, f"expected a JSON object, got {type(record).__name__}"
+                continue
+            yield number, record, None
 
 
 def source_name(source: MediaSource) -> str:

@@ -17,7 +17,7 @@ import math
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -184,6 +184,19 @@ def load_checked(module: nn.Module, state: Mapping[str, Tensor], source: str,
         log.info("%s: loaded %d tensors into %s; ignored %d keys not used by the encoder: %s", source,
                  report.loaded, type(module).__name__, len(report.ignored), report.ignored[:MAX_LISTED])
     return report
+
+
+def build_loaded(cls: Callable[..., nn.Module], kwargs: Mapping[str, Any], options: Mapping[str, Any],
+                 state: Mapping[str, Tensor], source: str, ignored: Iterable[str] = ()) -> nn.Module:
+    """``cls(**kwargs)`` with the caller's ``options`` overriding ``kwargs``, ``state`` loaded through
+    :func:`load_checked`, then frozen as ``options["freeze"]`` asks (after loading: a frozen part
+    keeps the checkpoint's values). The common tail of every checkpoint builder."""
+    options = dict(options)
+    freeze = options.pop("freeze", False)
+    module = cls(**{**kwargs, **options})
+    load_checked(module, state, source, ignored)
+    module.freeze(freeze)
+    return module
 
 
 def split_fused(weight: Tensor, parts: int = 3) -> tuple[Tensor, ...]:

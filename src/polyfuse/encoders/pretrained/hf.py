@@ -25,42 +25,39 @@ ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "ge
 IGNORED = re.compile(r"(pooler|classifier|cls|lm_head|vocab_transform|vocab_layer_norm|vocab_projector|qa_outputs)\."
                      r"|embeddings\.(position_ids|token_type_ids)$")
 
+#: polyfuse's names inside a transformer block, in the order the per-architecture tables below list
+#: the same weights under their Hugging Face names
+BLOCK_PARTS = ("attn.q_proj", "attn.k_proj", "attn.v_proj", "attn.out_proj", "norm1", "mlp.fc1", "mlp.fc2", "norm2")
+
+
+def block_rules(layer: str, hf_parts: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    """Rules renaming ``<layer>.<i>.<hf part>.`` to ``blocks.<i>.<polyfuse part>.``; ``layer`` and the
+    parts are regular expressions without capturing groups, the parts listed as :data:`BLOCK_PARTS`."""
+    return tuple((rf"{layer}\.(\d+)\.{hf}\.", rf"blocks.\1.{ours}.") for hf, ours in zip(hf_parts, BLOCK_PARTS))
+
+
 # (pattern, replacement) over names with the model prefix removed; first match wins.
 VIT_RULES = (
     (r"embeddings\.cls_token", "cls_token"),
     (r"embeddings\.position_embeddings", "pos_embed"),
     (r"embeddings\.patch_embeddings\.projection\.", "patch_embed.proj."),
-    (r"(?:encoder\.layer|layers)\.(\d+)\.attention\.(?:attention\.)?(query|q_proj)\.", r"blocks.\1.attn.q_proj."),
-    (r"(?:encoder\.layer|layers)\.(\d+)\.attention\.(?:attention\.)?(key|k_proj)\.", r"blocks.\1.attn.k_proj."),
-    (r"(?:encoder\.layer|layers)\.(\d+)\.attention\.(?:attention\.)?(value|v_proj)\.", r"blocks.\1.attn.v_proj."),
-    (r"(?:encoder\.layer|layers)\.(\d+)\.attention\.(output\.dense|o_proj)\.", r"blocks.\1.attn.out_proj."),
-    (r"(?:encoder\.layer|layers)\.(\d+)\.layernorm_before\.", r"blocks.\1.norm1."),
-    (r"(?:encoder\.layer|layers)\.(\d+)\.layernorm_after\.", r"blocks.\1.norm2."),
-    (r"(?:encoder\.layer|layers)\.(\d+)\.(intermediate\.dense|mlp\.fc1)\.", r"blocks.\1.mlp.fc1."),
-    (r"(?:encoder\.layer|layers)\.(\d+)\.(output\.dense|mlp\.fc2)\.", r"blocks.\1.mlp.fc2."),
+    *block_rules(r"(?:encoder\.layer|layers)", (
+        r"attention\.(?:attention\.)?(?:query|q_proj)", r"attention\.(?:attention\.)?(?:key|k_proj)",
+        r"attention\.(?:attention\.)?(?:value|v_proj)", r"attention\.(?:output\.dense|o_proj)",
+        r"layernorm_before", r"(?:intermediate\.dense|mlp\.fc1)", r"(?:output\.dense|mlp\.fc2)", r"layernorm_after")),
     (r"layernorm\.", "norm."),
 )
 BERT_RULES = (
     (r"embeddings\.", "embeddings."),
-    (r"encoder\.layer\.(\d+)\.attention\.self\.query\.", r"blocks.\1.attn.q_proj."),
-    (r"encoder\.layer\.(\d+)\.attention\.self\.key\.", r"blocks.\1.attn.k_proj."),
-    (r"encoder\.layer\.(\d+)\.attention\.self\.value\.", r"blocks.\1.attn.v_proj."),
-    (r"encoder\.layer\.(\d+)\.attention\.output\.dense\.", r"blocks.\1.attn.out_proj."),
-    (r"encoder\.layer\.(\d+)\.attention\.output\.LayerNorm\.", r"blocks.\1.norm1."),
-    (r"encoder\.layer\.(\d+)\.intermediate\.dense\.", r"blocks.\1.mlp.fc1."),
-    (r"encoder\.layer\.(\d+)\.output\.dense\.", r"blocks.\1.mlp.fc2."),
-    (r"encoder\.layer\.(\d+)\.output\.LayerNorm\.", r"blocks.\1.norm2."),
+    *block_rules(r"encoder\.layer", (
+        r"attention\.self\.query", r"attention\.self\.key", r"attention\.self\.value", r"attention\.output\.dense",
+        r"attention\.output\.LayerNorm", r"intermediate\.dense", r"output\.dense", r"output\.LayerNorm")),
 )
 DISTILBERT_RULES = (
     (r"embeddings\.", "embeddings."),
-    (r"transformer\.layer\.(\d+)\.attention\.q_lin\.", r"blocks.\1.attn.q_proj."),
-    (r"transformer\.layer\.(\d+)\.attention\.k_lin\.", r"blocks.\1.attn.k_proj."),
-    (r"transformer\.layer\.(\d+)\.attention\.v_lin\.", r"blocks.\1.attn.v_proj."),
-    (r"transformer\.layer\.(\d+)\.attention\.out_lin\.", r"blocks.\1.attn.out_proj."),
-    (r"transformer\.layer\.(\d+)\.sa_layer_norm\.", r"blocks.\1.norm1."),
-    (r"transformer\.layer\.(\d+)\.ffn\.lin1\.", r"blocks.\1.mlp.fc1."),
-    (r"transformer\.layer\.(\d+)\.ffn\.lin2\.", r"blocks.\1.mlp.fc2."),
-    (r"transformer\.layer\.(\d+)\.output_layer_norm\.", r"blocks.\1.norm2."),
+    *block_rules(r"transformer\.layer", (
+        r"attention\.q_lin", r"attention\.k_lin", r"attention\.v_lin", r"attention\.out_lin", r"sa_layer_norm",
+        r"ffn\.lin1", r"ffn\.lin2", r"output_layer_norm")),
 )
 MODEL_PREFIXES = ("vit.", "bert.", "roberta.", "distilbert.", "model.")
 

@@ -19,7 +19,7 @@ from typing import Any, Mapping
 
 from polyfuse._optional import import_optional
 from polyfuse.encoders.clip_text import CLIPTextEncoder
-from polyfuse.encoders.loading import (CheckpointError, StateDict, count_indexed, load_checked, read_state_dict,
+from polyfuse.encoders.loading import (CheckpointError, StateDict, count_indexed, build_loaded, read_state_dict,
                                        require, resolve_path, split_fused)
 from polyfuse.encoders.pretrained.timm_vit import adapt_geometry
 from polyfuse.encoders.vision import ViTEncoder
@@ -148,15 +148,10 @@ def vit_from_open_clip(path: str | Path, config: Mapping[str, Any] | str | Path 
         layer_scale=1.0 if "blocks.0.ls1.gamma" in converted else None,
         proj_dim=converted["proj.weight"].shape[0] if "proj.weight" in converted else None)
     adapt_geometry(converted, kwargs, image_size, in_chans, 1)
-    freeze = options.pop("freeze", False)
     if "proj_dim" in options and "proj.weight" in converted and options["proj_dim"] != kwargs["proj_dim"]:
         raise CheckpointError(f"{path}: proj_dim={options['proj_dim']} but CLIP's projection is "
                               f"{kwargs['proj_dim']}-wide; pass project=False to add a new projection")
-    kwargs.update(options)
-    encoder = ViTEncoder(**kwargs)
-    load_checked(encoder, converted, str(path), ignored)
-    encoder.freeze(freeze)
-    return encoder
+    return build_loaded(ViTEncoder, kwargs, options, converted, str(path), ignored)
 
 
 def convert_open_clip_text(state: StateDict, project: bool = True) -> tuple[StateDict, list[str]]:
@@ -220,9 +215,4 @@ def clip_text_from_open_clip(path: str | Path, config: Mapping[str, Any] | str |
         eps=1e-5, causal=not text.get("no_causal_mask", False), pool=pool,
         proj_dim=converted["proj.weight"].shape[0] if "proj.weight" in converted else None,
         proj_bias="proj.bias" in converted, layer_scale=1.0 if "blocks.0.ls1.gamma" in converted else None)
-    freeze = options.pop("freeze", False)
-    kwargs.update(options)
-    encoder = CLIPTextEncoder(**kwargs)
-    load_checked(encoder, converted, str(path), ignored)
-    encoder.freeze(freeze)
-    return encoder
+    return build_loaded(CLIPTextEncoder, kwargs, options, converted, str(path), ignored)

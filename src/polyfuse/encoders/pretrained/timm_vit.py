@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from polyfuse.encoders.loading import (CheckpointError, StateDict, adapt_input_conv, count_indexed, load_checked,
+from polyfuse.encoders.loading import (CheckpointError, StateDict, adapt_input_conv, count_indexed, build_loaded,
                                        read_state_dict, require, resize_pos_embed, split_fused)
 from polyfuse.encoders.vision import ViTEncoder
 
@@ -89,9 +89,4 @@ def vit_from_timm(path: str | Path, heads: int | None = None, image_size: int | 
         kwargs["heads"] = heads
     state, ignored = convert_timm_vit(state)
     adapt_geometry(state, kwargs, image_size, in_chans, 1 if kwargs["class_token"] else 0)
-    freeze = options.pop("freeze", False)
-    kwargs.update(options)
-    encoder = ViTEncoder(**kwargs)
-    load_checked(encoder, state, str(path), ignored)
-    encoder.freeze(freeze)
-    return encoder
+    return build_loaded(ViTEncoder, kwargs, options, state, str(path), ignored)

