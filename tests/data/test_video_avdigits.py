@@ -57,6 +57,6 @@ def test_video_experiment_trains_a_step(compose_train, experiment: str) -> None:
     from polyfuse.cli.train import train
 
     cfg = compose_train([f"experiment={experiment}", "debug=fdr", "data.batch_size=4"])
-    summary = train(cfg)  # one training, validation and test step on the committed clips
+    summary, _ = train(cfg)  # one training, validation and test step on the committed clips
     metric = METRICS[experiment]
     assert metric in summary["test"] and summary["test"][metric] == summary["test"][metric]  # a number, not NaN
