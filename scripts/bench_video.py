@@ -11,12 +11,14 @@
 2. Training-step time (forward + backward + AdamW) of the factorised (ViViT) and divided (TimeSformer)
    encoders at T = 8 and 16 on 32x32 greyscale clips, batch 8, median of ``--steps`` steps.
 
-Usage: ``python scripts/bench_video.py [--clips 200] [--steps 10]``. Prints one table per part.
+Usage: ``python scripts/bench_video.py [--clips 200] [--steps 10]``. Prints one table per part and the
+load average (1 minute) before and after, since other jobs on the machine change every number.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from pathlib import Path
@@ -97,6 +99,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     args = parser.parse_args()
     torch.manual_seed(0)
+    print(f"load average at start: {os.getloadavg()[0]:.2f}; torch threads: {torch.get_num_threads()}")
     try:
         import cv2  # noqa: F401
         baseline_name = "OpenCV VideoCapture"
@@ -123,6 +126,7 @@ def main() -> None:
     for name, build in builders.items():
         cells = [f"{step_time(build(), frames, args.steps):.0f}" for frames in (8, 16)]
         print(f"| {name} | {' | '.join(cells)} |")
+    print(f"\nload average at the end: {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":
