@@ -1,0 +1,154 @@
+"""``polyfuse-explain interactions``: redundancy, uniqueness and synergy of two modalities for a label.
+
+Examples::
+
+    polyfuse-explain interactions outputs/train/runs/<time>                       # 2-modality run
+    polyfuse-explain interactions <run> --modalities image audio --split test
+    polyfuse-explain interactions <fused run> --unimodal image=<image-only run> audio=<audio-only run>
+    polyfuse-explain interactions <run> --target prediction    # what the fused model's predictions carry
+
+The CVX estimator of Liang et al. (NeurIPS 2023) on discretised predictions
+(:mod:`polyfuse.reporting.interactions`): ``x1`` / ``x2`` are the classes predicted from each
+modality alone, ``y`` the label (``--target label``, the dataset's interactions as the unimodal
+models see them) or the fused run's own prediction (``--target prediction``, the interactions its
+predictions use). A modality's predictions come from a run trained on it alone (``--unimodal
+<modality>=<run>``, evaluated on the same split, samples matched by id), else from the fused run
+with every other modality marked absent (``present=False``, as ``polyfuse-explain``'s ablation and
+the robustness curves do). Prints ``R, U1, U2, S`` in bits and writes them with the informations
+they split to ``<run>/explain/interactions.json`` (or ``--out``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from itertools import islice
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from polyfuse.cli.errors import user_errors
+from polyfuse.cli.eval import evaluation_loader
+from polyfuse.errors import ConfigValueError
+from polyfuse.reporting.interactions import decompose, joint_distribution
+from polyfuse.reporting.runs import load_model
+from polyfuse.robustness.evaluate import with_encodings
+from polyfuse.robustness.missing import drop_modalities
+
+__all__ = ["predicted_classes", "estimate_interactions", "main"]
+
+
+@torch.no_grad()
+def predicted_classes(model: Any, batches: Sequence[Any], keep: Sequence[str] | None = None
+                      ) -> tuple[list[str], np.ndarray, np.ndarray, int]:
+    """``(sample ids, predicted classes (N,), labels (N,), number of classes)`` of a classification
+    model over ``batches``, with only the modalities ``keep`` present (``None``: all of them)."""
+    ids: list[str] = []
+    predictions, labels, classes = [], [], 0
+    for batch in batches:
+        encoded = model.encode(batch)
+        if keep is not None:
+            removed = [m for m in encoded if m not in keep]
+            encoded = drop_modalities(encoded, removed, torch.ones(batch.batch_size, dtype=torch.bool))
+        with with_encodings(model, encoded):
+            logits = model(batch).outputs
+        if not isinstance(logits, Tensor) or logits.dim() != 2:
+            raise ConfigValueError("polyfuse-explain interactions needs a classification head returning logits (B, C)")
+        if "label" not in batch.targets:
+            raise ConfigValueError("polyfuse-explain interactions needs a 'label' target (discrete labels)")
+        ids += list(batch.ids)
+        predictions.append(logits.argmax(-1).cpu().numpy())
+        labels.append(batch.targets["label"].cpu().numpy())
+        classes = int(logits.shape[1])
+    if not ids:
+        raise ConfigValueError("polyfuse-explain interactions: the split has no samples")
+    return ids, np.concatenate(predictions), np.concatenate(labels), classes
+
+
+def _load(run: Path, args: argparse.Namespace) -> tuple[Any, list[Any]]:
+    """The model of ``run`` (eval mode) and its evaluation batches of ``args.split``."""
+    module, cfg = load_model(run, args.checkpoint, trust_config=args.trust_config)
+    loader = evaluation_loader(cfg, args.split, args.batch_size)
+    return module.model.eval(), list(islice(iter(loader), args.max_batches) if args.max_batches else loader)
+
+
+def estimate_interactions(args: argparse.Namespace) -> dict[str, Any]:
+    """The decomposition for the runs in ``args`` (see :func:`parse_args`); returns what is written."""
+    run = Path(args.run)
+    unimodal = dict(item.split("=", 1) for item in args.unimodal)
+    model, batches = _load(run, args)
+    modalities = list(model.modalities)
+    chosen = args.modalities or (modalities if len(modalities) == 2 else None)
+    if chosen is None or len(chosen) != 2 or any(m not in modalities for m in chosen):
+        raise ConfigValueError(f"--modalities must name two of the run's modalities {modalities}, got {chosen}")
+    unknown = [m for m in unimodal if m not in chosen]
+    if unknown:
+        raise ConfigValueError(f"--unimodal names {unknown}, which are not among --modalities {chosen}")
+    ids, fused, labels, classes = predicted_classes(model, batches)
+    sources, per_modality = {}, []
+    for modality in chosen:
+        if modality in unimodal:
+            other_ids, predicted, _, other_classes = predicted_classes(*_load(Path(unimodal[modality]), args))
+            if other_ids != ids:
+                raise ConfigValueError(f"unimodal run {unimodal[modality]} ({modality}) has other samples on split "
+                                 f"{args.split!r} than {run}: same data config and pairing seed expected")
+            classes = max(classes, other_classes)
+            sources[modality] = str(unimodal[modality])
+        else:
+            _, predicted, _, _ = predicted_classes(model, batches, [modality])
+            sources[modality] = f"{run} with only {modality} present"
+        per_modality.append(predicted)
+    target = labels if args.target == "label" else fused
+    classes = max(classes, int(labels.max()) + 1)
+    joint = joint_distribution(per_modality[0], per_modality[1], target, sizes=(classes, classes, classes))
+    result = decompose(joint)
+    accuracy = {m: float((p == labels).mean()) for m, p in zip(chosen, per_modality)}
+    return {"run": str(run), "split": args.split, "checkpoint": args.checkpoint, "modalities": list(chosen),
+            "x_sources": sources, "target": args.target, "samples": len(ids), "units": "bits",
+            "accuracy": {**accuracy, "fused": float((fused == labels).mean())}, **result.as_dict()}
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="polyfuse-explain interactions", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run", help="the multimodal training run directory")
+    parser.add_argument("--modalities", nargs=2, default=None, metavar=("X1", "X2"),
+                        help="the two modalities (default: the run's, when it has exactly two)")
+    parser.add_argument("--unimodal", nargs="*", default=[], metavar="MODALITY=RUN",
+                        help="a run trained on one modality alone; default: the fused run with the others absent")
+    parser.add_argument("--target", choices=["label", "prediction"], default="label",
+                        help="y: the dataset's labels, or the fused run's predicted classes")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--checkpoint", default="best", help="best | last | a checkpoint file")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--max-batches", type=int, default=None, help="only the first N batches")
+    parser.add_argument("--trust-config", action="store_true",
+                        help="rebuild runs whose config.yaml names callables outside polyfuse/torch/...")
+    parser.add_argument("--out", default=None, help="JSON file (default: <run>/explain/interactions.json)")
+    args = parser.parse_args(argv)
+    bad = [item for item in args.unimodal if "=" not in item]
+    if bad:
+        parser.error(f"--unimodal takes MODALITY=RUN, got {bad}")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    with user_errors("polyfuse-explain interactions"):
+        result = estimate_interactions(args)
+    out = Path(args.out) if args.out else Path(args.run) / "explain" / "interactions.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    total = result["info_joint"]
+    print(f"polyfuse-explain interactions: {result['modalities'][0]} (x1), {result['modalities'][1]} (x2), "
+          f"y = {result['target']}, {result['samples']} samples of {result['split']!r}; bits (share of I(X1,X2;Y))")
+    for key, name in [("redundancy", "R"), ("unique1", "U1"), ("unique2", "U2"), ("synergy", "S")]:
+        share = f" ({result[key] / total:.0%})" if total > 0 else ""
+        print(f"  {name:<3} {result[key]:.4f}{share}")
+    print(f"  I(X1;Y) {result['info1']:.4f}  I(X2;Y) {result['info2']:.4f}  I(X1,X2;Y) {total:.4f}  "
+          f"H(Y) {result['label_entropy']:.4f}")
+    print(f"polyfuse-explain: interactions.json: {out}")
+    return 0
