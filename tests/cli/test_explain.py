@@ -90,6 +90,12 @@ def test_interactions_of_a_run_with_each_modality_alone(run: Path, tmp_path: Pat
     assert parts == pytest.approx(result["info_joint"], abs=1e-6)
     assert result["redundancy"] + result["unique1"] == pytest.approx(result["info1"], abs=1e-6)
     assert 0.0 <= result["info_joint"] <= result["label_entropy"] + 1e-9
+    assert interactions_main([str(run), "--modalities", "image", "audio", "--x", "features", "--clusters", "4",
+                              "--max-batches", "1", "--batch-size", "64", "--out", str(out)]) == 0
+    features = json.loads(out.read_text())
+    assert features["x"] == "features" and features["x_sources"]["audio"] == str(run)
+    assert features["info1"] <= 2.0 + 1e-9  # 4 clusters carry at most 2 bits
+    assert features["redundancy"] + features["unique2"] == pytest.approx(features["info2"], abs=1e-6)
 
 
 def test_interactions_with_a_separate_run_and_through_the_explain_entry_point(run: Path, tmp_path: Path,

@@ -6,16 +6,24 @@ Examples::
     polyfuse-explain interactions <run> --modalities image audio --split test
     polyfuse-explain interactions <fused run> --unimodal image=<image-only run> audio=<audio-only run>
     polyfuse-explain interactions <run> --target prediction    # what the fused model's predictions carry
+    polyfuse-explain interactions <run> --x features --clusters 10   # k-means clusters of the encodings
 
-The CVX estimator of Liang et al. (NeurIPS 2023) on discretised predictions
-(:mod:`polyfuse.reporting.interactions`): ``x1`` / ``x2`` are the classes predicted from each
-modality alone, ``y`` the label (``--target label``, the dataset's interactions as the unimodal
-models see them) or the fused run's own prediction (``--target prediction``, the interactions its
-predictions use). A modality's predictions come from a run trained on it alone (``--unimodal
-<modality>=<run>``, evaluated on the same split, samples matched by id), else from the fused run
+The CVX estimator of Liang et al. (NeurIPS 2023) on discretised modalities
+(:mod:`polyfuse.reporting.interactions`). ``x1`` / ``x2`` are, with ``--x predictions`` (default),
+the classes predicted from each modality alone; with ``--x features``, k-means clusters of each
+modality's encoder output (the paper's discretisation of features). ``y`` is the label
+(``--target label``: the dataset's interactions as the models see them) or the fused run's own
+prediction (``--target prediction``: the interactions its predictions use). A modality's
+predictions / features come from a run trained on it alone (``--unimodal <modality>=<run>``,
+evaluated on the same split; its sample ids must match), else from the fused run -- predictions
 with every other modality marked absent (``present=False``, as ``polyfuse-explain``'s ablation and
-the robustness curves do). Prints ``R, U1, U2, S`` in bits and writes them with the informations
-they split to ``<run>/explain/interactions.json`` (or ``--out``).
+the robustness curves do), features from its encoder. Prints ``R, U1, U2, S`` in bits and writes
+them with the informations they split to ``<run>/explain/interactions.json`` (or ``--out``).
+
+A unimodal prediction of the label is a lossy summary of the modality: on a task where each
+modality alone is at chance (the AV-digits ``synergy`` task) it carries nothing about the label,
+so ``I(X1, X2; Y)`` and hence ``S`` of predictions are near 0 however well the fused model does;
+``--x features`` keeps what the encoder saw (e.g. the digit) and can show the synergy.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
+from scipy.cluster.vq import kmeans2
 from torch import Tensor
 
 from polyfuse.cli.errors import user_errors
@@ -68,6 +77,25 @@ def predicted_classes(model: Any, batches: Sequence[Any], keep: Sequence[str] | 
     return ids, np.concatenate(predictions), np.concatenate(labels), classes
 
 
+@torch.no_grad()
+def feature_clusters(model: Any, batches: Sequence[Any], modality: str, clusters: int, seed: int = 0
+                     ) -> np.ndarray:
+    """Cluster index ``(N,)`` of each sample's ``modality`` encoding (mean over its real tokens, then
+    standardised) by k-means with ``clusters`` centres (scipy ``kmeans2``, k-means++ start, ``seed``):
+    the paper's discretisation of continuous features."""
+    pooled = []
+    for batch in batches:
+        encoded = model.encode(batch)[modality]
+        tokens = encoded.tokens.float()  # (B, L, D)
+        mask = torch.ones(tokens.shape[:2], dtype=torch.bool) if encoded.mask is None else encoded.mask.cpu()
+        weights = mask.to(tokens.dtype).unsqueeze(-1)
+        pooled.append(((tokens.cpu() * weights).sum(1) / weights.sum(1).clamp_min(1.0)).numpy())
+    features = np.concatenate(pooled).astype(np.float64)
+    features = (features - features.mean(0)) / (features.std(0) + 1e-8)
+    _, assignment = kmeans2(features, min(clusters, len(features)), minit="++", seed=seed)
+    return assignment.astype(np.int64)
+
+
 def _load(run: Path, args: argparse.Namespace) -> tuple[Any, list[Any]]:
     """The model of ``run`` (eval mode) and its evaluation batches of ``args.split``."""
     module, cfg = load_model(run, args.checkpoint, trust_config=args.trust_config)
@@ -88,26 +116,30 @@ def estimate_interactions(args: argparse.Namespace) -> dict[str, Any]:
     if unknown:
         raise ConfigValueError(f"--unimodal names {unknown}, which are not among --modalities {chosen}")
     ids, fused, labels, classes = predicted_classes(model, batches)
-    sources, per_modality = {}, []
+    sources, values, accuracy = {}, [], {}
     for modality in chosen:
+        source_model, source_batches = model, batches
         if modality in unimodal:
-            other_ids, predicted, _, other_classes = predicted_classes(*_load(Path(unimodal[modality]), args))
-            if other_ids != ids:
-                raise ConfigValueError(f"unimodal run {unimodal[modality]} ({modality}) has other samples on split "
-                                 f"{args.split!r} than {run}: same data config and pairing seed expected")
-            classes = max(classes, other_classes)
+            source_model, source_batches = _load(Path(unimodal[modality]), args)
             sources[modality] = str(unimodal[modality])
         else:
-            _, predicted, _, _ = predicted_classes(model, batches, [modality])
-            sources[modality] = f"{run} with only {modality} present"
-        per_modality.append(predicted)
-    target = labels if args.target == "label" else fused
+            sources[modality] = f"{run} with only {modality} present" if args.x == "predictions" else str(run)
+        other_ids, predicted, _, other_classes = predicted_classes(
+            source_model, source_batches, None if modality in unimodal else [modality])
+        if other_ids != ids:
+            raise ConfigValueError(f"unimodal run {unimodal[modality]} ({modality}) has other samples on split "
+                                   f"{args.split!r} than {run}: same data config and pairing seed expected")
+        classes = max(classes, other_classes)
+        accuracy[modality] = float((predicted == labels).mean())
+        values.append(predicted if args.x == "predictions"
+                      else feature_clusters(source_model, source_batches, modality, args.clusters, args.seed))
     classes = max(classes, int(labels.max()) + 1)
-    joint = joint_distribution(per_modality[0], per_modality[1], target, sizes=(classes, classes, classes))
+    size = classes if args.x == "predictions" else args.clusters
+    joint = joint_distribution(values[0], values[1], labels if args.target == "label" else fused,
+                               sizes=(size, size, classes))
     result = decompose(joint)
-    accuracy = {m: float((p == labels).mean()) for m, p in zip(chosen, per_modality)}
     return {"run": str(run), "split": args.split, "checkpoint": args.checkpoint, "modalities": list(chosen),
-            "x_sources": sources, "target": args.target, "samples": len(ids), "units": "bits",
+            "x": args.x, "x_sources": sources, "target": args.target, "samples": len(ids), "units": "bits",
             "accuracy": {**accuracy, "fused": float((fused == labels).mean())}, **result.as_dict()}
 
 
@@ -119,6 +151,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="the two modalities (default: the run's, when it has exactly two)")
     parser.add_argument("--unimodal", nargs="*", default=[], metavar="MODALITY=RUN",
                         help="a run trained on one modality alone; default: the fused run with the others absent")
+    parser.add_argument("--x", choices=["predictions", "features"], default="predictions",
+                        help="x1, x2: each modality's predicted class, or k-means clusters of its encoding")
+    parser.add_argument("--clusters", type=int, default=10, help="k-means centres per modality (--x features)")
+    parser.add_argument("--seed", type=int, default=0, help="k-means seed (--x features)")
     parser.add_argument("--target", choices=["label", "prediction"], default="label",
                         help="y: the dataset's labels, or the fused run's predicted classes")
     parser.add_argument("--split", default="test")
