@@ -188,3 +188,7 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"H(Y) {result['label_entropy']:.4f}")
     print(f"polyfuse-explain: interactions.json: {out}")
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
