@@ -70,7 +70,7 @@ def _normalised(joint: np.ndarray) -> np.ndarray:
 
 def _entropy(p: np.ndarray) -> float:
     nz = p[p > 0]
-    return float(-(nz * np.log2(nz)).sum())
+    return max(0.0, float(-(nz * np.log2(nz)).sum()))
 
 
 def mutual_information(table: np.ndarray) -> float:
