@@ -90,6 +90,7 @@ def test_interactions_of_a_run_with_each_modality_alone(run: Path, tmp_path: Pat
     assert parts == pytest.approx(result["info_joint"], abs=1e-6)
     assert result["redundancy"] + result["unique1"] == pytest.approx(result["info1"], abs=1e-6)
     assert 0.0 <= result["info_joint"] <= result["label_entropy"] + 1e-9
+    assert result["shuffled_target"]["label_entropy"] == pytest.approx(result["label_entropy"])
     assert interactions_main([str(run), "--modalities", "image", "audio", "--x", "features", "--clusters", "4",
                               "--max-batches", "1", "--batch-size", "64", "--out", str(out)]) == 0
     features = json.loads(out.read_text())

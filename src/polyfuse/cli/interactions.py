@@ -18,7 +18,9 @@ predictions / features come from a run trained on it alone (``--unimodal <modali
 evaluated on the same split; its sample ids must match), else from the fused run -- predictions
 with every other modality marked absent (``present=False``, as ``polyfuse-explain``'s ablation and
 the robustness curves do), features from its encoder. Prints ``R, U1, U2, S`` in bits and writes
-them with the informations they split to ``<run>/explain/interactions.json`` (or ``--out``).
+them with the informations they split to ``<run>/explain/interactions.json`` (or ``--out``), and
+the same estimate with ``y`` shuffled (``shuffled_target``): plug-in information estimates are
+biased upwards on few samples per cell, and the shuffled estimate (true value 0) shows by how much.
 
 A unimodal prediction of the label is a lossy summary of the modality: on a task where each
 modality alone is at chance (the AV-digits ``synergy`` task) it carries nothing about the label,
@@ -135,12 +137,15 @@ def estimate_interactions(args: argparse.Namespace) -> dict[str, Any]:
                       else feature_clusters(source_model, source_batches, modality, args.clusters, args.seed))
     classes = max(classes, int(labels.max()) + 1)
     size = classes if args.x == "predictions" else args.clusters
-    joint = joint_distribution(values[0], values[1], labels if args.target == "label" else fused,
-                               sizes=(size, size, classes))
-    result = decompose(joint)
+    target = labels if args.target == "label" else fused
+    result = decompose(joint_distribution(values[0], values[1], target, sizes=(size, size, classes)))
+    # the same estimate with y shuffled: what finite-sample bias alone gives (the true value is 0)
+    shuffled = np.random.default_rng(args.seed).permutation(target)
+    null = decompose(joint_distribution(values[0], values[1], shuffled, sizes=(size, size, classes)))
     return {"run": str(run), "split": args.split, "checkpoint": args.checkpoint, "modalities": list(chosen),
             "x": args.x, "x_sources": sources, "target": args.target, "samples": len(ids), "units": "bits",
-            "accuracy": {**accuracy, "fused": float((fused == labels).mean())}, **result.as_dict()}
+            "accuracy": {**accuracy, "fused": float((fused == labels).mean())}, **result.as_dict(),
+            "shuffled_target": null.as_dict()}
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -186,6 +191,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"  {name:<3} {result[key]:.4f}{share}")
     print(f"  I(X1;Y) {result['info1']:.4f}  I(X2;Y) {result['info2']:.4f}  I(X1,X2;Y) {total:.4f}  "
           f"H(Y) {result['label_entropy']:.4f}")
+    null = result["shuffled_target"]
+    print(f"  with y shuffled (finite-sample bias): R {null['redundancy']:.4f}  U1 {null['unique1']:.4f}  "
+          f"U2 {null['unique2']:.4f}  S {null['synergy']:.4f}")
     print(f"polyfuse-explain: interactions.json: {out}")
     return 0
 
