@@ -73,3 +73,52 @@ def test_explain_writes_sample_figures_and_contributions(run: Path):
     assert set(pd.read_csv(out / "contributions.csv")["setting"]) >= {"all", "without audio", "only image"}
     with pytest.raises(IndexError, match="outside split"):
         explain_run(compose_config("explain", [f"run_dir={run}", "samples=[100000]", "ablation=false"]))
+
+
+def test_interactions_of_a_run_with_each_modality_alone(run: Path, tmp_path: Path):
+    import json
+
+    from polyfuse.cli.interactions import main as interactions_main
+
+    out = tmp_path / "interactions.json"
+    assert interactions_main([str(run), "--modalities", "image", "audio", "--max-batches", "1", "--batch-size", "64",
+                              "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["samples"] == 64 and result["modalities"] == ["image", "audio"]
+    assert result["x_sources"]["audio"].endswith("with only audio present")
+    parts = result["redundancy"] + result["unique1"] + result["unique2"] + result["synergy"]
+    assert parts == pytest.approx(result["info_joint"], abs=1e-6)
+    assert result["redundancy"] + result["unique1"] == pytest.approx(result["info1"], abs=1e-6)
+    assert 0.0 <= result["info_joint"] <= result["label_entropy"] + 1e-9
+    assert result["shuffled_target"]["label_entropy"] == pytest.approx(result["label_entropy"])
+    assert interactions_main([str(run), "--modalities", "image", "audio", "--x", "features", "--clusters", "4",
+                              "--max-batches", "1", "--batch-size", "64", "--out", str(out)]) == 0
+    features = json.loads(out.read_text())
+    assert features["x"] == "features" and features["x_sources"]["audio"] == str(run)
+    assert features["info1"] <= 2.0 + 1e-9  # 4 clusters carry at most 2 bits
+    assert features["redundancy"] + features["unique2"] == pytest.approx(features["info2"], abs=1e-6)
+
+
+def test_interactions_with_a_separate_run_and_through_the_explain_entry_point(run: Path, tmp_path: Path,
+                                                                             monkeypatch, capsys):
+    import json
+
+    from polyfuse.cli import explain
+
+    out = tmp_path / "interactions.json"
+    # the fused run given as the image "unimodal" run: x1 = the fused prediction = y, so I(X1;Y) = H(Y)
+    monkeypatch.setattr("sys.argv", ["polyfuse-explain", "interactions", str(run), "--modalities", "image", "audio",
+                                     "--unimodal", f"image={run}", "--target", "prediction", "--max-batches", "1",
+                                     "--batch-size", "64", "--out", str(out)])
+    with pytest.raises(SystemExit) as exit_info:
+        explain.main()
+    assert exit_info.value.code == 0
+    result = json.loads(out.read_text())
+    assert result["x_sources"]["image"] == str(run)
+    assert result["info1"] == pytest.approx(result["label_entropy"], abs=1e-9)
+    assert result["unique2"] == pytest.approx(0.0, abs=1e-6) and result["synergy"] == pytest.approx(0.0, abs=1e-6)
+    assert "R " in capsys.readouterr().out
+    monkeypatch.setattr("sys.argv", ["polyfuse-explain", "interactions", str(run), "--modalities", "image", "voice"])
+    with pytest.raises(SystemExit) as exit_info:
+        explain.main()
+    assert exit_info.value.code == 2 and "--modalities must name two" in capsys.readouterr().err

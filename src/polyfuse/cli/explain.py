@@ -12,10 +12,14 @@ image patches, bars over text tokens, a curve over audio frames; the text encode
 tokens; and the probability of the true class with each modality removed / alone. Fusions
 without attention (concat, late, ...) get the encoder maps and the ablation.
 ``contributions.{csv,png}``: the same ablation over the whole split.
+
+``polyfuse-explain interactions <run> ...``: redundancy / uniqueness / synergy of two modalities
+(:mod:`polyfuse.cli.interactions`).
 """
 
 from __future__ import annotations
 
+import sys
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -138,11 +142,21 @@ def explain_run(cfg: DictConfig) -> dict[str, Path]:
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="explain")
-def main(cfg: DictConfig) -> None:
+def explain_main(cfg: DictConfig) -> None:
     with user_errors("polyfuse-explain"):
         files = explain_run(cfg)
     for name, path in sorted(files.items()):
         print(f"polyfuse-explain: {name}: {path}")
+
+
+def main() -> None:
+    """``polyfuse-explain [overrides]`` (Hydra), or ``polyfuse-explain interactions RUN [options]``
+    (:mod:`polyfuse.cli.interactions`)."""
+    if len(sys.argv) > 1 and sys.argv[1] == "interactions":
+        from polyfuse.cli.interactions import main as interactions_main
+
+        raise SystemExit(interactions_main(sys.argv[2:]))
+    explain_main()
 
 
 if __name__ == "__main__":
