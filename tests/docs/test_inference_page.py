@@ -8,7 +8,6 @@ directory that stands in for the repository root: ``data`` links to the checkout
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import subprocess
@@ -24,11 +23,9 @@ PAGE = REPO / "docs" / "inference.md"
 
 
 def tiny_run(factory: pytest.TempPathFactory) -> Path:
-    path = REPO / "tests" / "inference" / "tiny_runs.py"
-    spec = importlib.util.spec_from_file_location("polyfuse_tests_tiny_runs", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.tiny_run(factory, "classification")
+    from ..inference.tiny_runs import tiny_run as build
+
+    return build(factory, "classification")
 
 
 def test_the_page_is_in_the_site_nav():

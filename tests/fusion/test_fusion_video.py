@@ -9,7 +9,7 @@ import torch
 from polyfuse.batch import Encoded, ModalityInput
 from polyfuse.encoders import FrameTemporalEncoder, ViTEncoder
 
-from fusion_cases import SMALL, make_fusion
+from .fusion_cases import SMALL, make_fusion
 
 DIMS = {"video": 16, "audio": 8}
 
