@@ -15,6 +15,7 @@ import shlex
 from pathlib import Path
 
 import pytest
+import torch
 
 from polyfuse.cli.config import repo_root
 
@@ -42,7 +43,19 @@ def test_recipe_trains_on_avdigits(recipe: str, metric: str, tmp_path: Path):
     summary = _train([f"experiment={recipe}"], tmp_path / "run")
     assert summary["global_step"] == 2
     assert metric in summary["test"]
-    assert (tmp_path / "run" / "checkpoints" / "best.ckpt").is_file()
+    groups = torch.load(tmp_path / "run" / "checkpoints" / "best.ckpt", map_location="cpu",
+                        weights_only=False)["optimizer_states"][0]["param_groups"]
+    group_of = {name: group for group in groups for name in group["param_names"]}
+    new_modules = [name for name in group_of if name.startswith(("model.head.", "model.fusion."))]
+    assert new_modules and all(group_of[name]["lr_scale"] == 10.0 for name in new_modules)
+    assert all(group_of[name]["weight_decay"] == 0.0 for name in group_of if name.endswith(("bias", "logit_scale")))
+    frozen = "model.encoders.image.features.8.conv.0.0.weight"  # block 8 of MobileNetV2: frozen
+    assert frozen not in group_of and "model.encoders.image.features.9.conv.0.0.weight" in group_of
+    if recipe == "retrieval_small":  # MiniLM's top blocks train at layer-decayed LRs, the lower ones are frozen
+        assert group_of["model.encoders.text.blocks.5.attn.q_proj.weight"]["lr_scale"] == pytest.approx(0.8)
+        assert "model.encoders.text.blocks.2.attn.q_proj.weight" not in group_of
+    else:  # the frozen sentence encoder is not optimised at all
+        assert not any(name.startswith("model.encoders.text.") for name in group_of)
 
 
 def own_data_commands() -> dict[str, list[str]]:
