@@ -168,6 +168,27 @@ def test_eval_generate_answers_the_last_question_and_scores_exact_match(lm_dirs)
     assert model(batch).outputs.generated is None  # never while training
 
 
+def test_eval_num_beams_makes_evaluation_generate_with_beam_search(lm_dirs, monkeypatch):
+    model = build(lm_dirs["llama"], eval_generate=3, eval_num_beams=3)
+    batch = tiny_batch([True, True], [True, False], [CONVERSATION, SHORT])
+    beams = []
+    generate = model.lm.generate
+    monkeypatch.setattr(model.lm, "generate", lambda **kw: beams.append(kw["num_beams"]) or generate(**kw))
+    with torch.no_grad():
+        generated = model(batch).outputs.generated
+    assert beams == [3]
+    assert generated == model.generate(batch, max_new_tokens=3, num_beams=3)
+    assert beams == [3, 3]
+    greedy = build(lm_dirs["llama"], eval_generate=3)
+    plain = greedy.lm.generate
+    monkeypatch.setattr(greedy.lm, "generate", lambda **kw: beams.append(kw["num_beams"]) or plain(**kw))
+    with torch.no_grad():
+        greedy(batch)
+    assert beams[-1] == 1  # the default stays greedy
+    with pytest.raises(ValueError, match="eval_num_beams"):
+        build(lm_dirs["llama"], eval_generate=3, eval_num_beams=0)
+
+
 def test_metrics_per_question_type(lm_dirs):
     model = build(lm_dirs["llama"], eval_generate=2, question_types=["written", "spoken", "both"])
     typed = [dict(turn, type=kind) if turn["from"] == "gpt" else turn

@@ -4,7 +4,8 @@ Metrics (all over answer tokens, see :mod:`polyfuse.models.chat` for the labels)
 
 * ``answer_token_acc``: teacher-forced next-token accuracy, EOS left out;
 * ``answer_exact_match`` (with ``eval_generate``, outside training): the generated answer to the last
-  question equals the reference after lower-casing and whitespace normalisation;
+  question (greedy, or beam search with ``eval_num_beams``) equals the reference after lower-casing
+  and whitespace normalisation;
 * per question type (``question_types``, e.g. AV-digits' ``written`` / ``spoken`` / ``both``), in
   validation and test: the same two as ``answer_token_acc_<type>`` and ``answer_exact_match_<type>``,
   where an answer's type is the ``"type"`` field of its assistant turn
@@ -31,8 +32,8 @@ __all__ = ["LMOutput", "LanguageModelingHead", "answer_runs", "normalise"]
 @dataclass
 class LMOutput:
     """``logits (B, L, V)``; ``loss``: mean over answer tokens (``None`` without labels); ``labels (B, L)``;
-    ``generated``: greedy answers to each conversation's last question when the model generates in
-    evaluation (``eval_generate``), with ``references`` the conversations' last answers.
+    ``generated``: answers to each conversation's last question when the model generates in
+    evaluation (``eval_generate``; greedy or ``eval_num_beams`` beams), with ``references`` the conversations' last answers.
     ``answer_types``: per sample, the type of each answer turn in order (``None`` = untyped);
     ``reference_types``: the type of each last answer. ``truncated``: samples cut to ``max_length``.
     ``layer_attentions``: the LM's per-layer ``(B, H, L, L)`` attention probabilities, only when asked

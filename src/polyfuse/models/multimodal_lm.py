@@ -80,8 +80,10 @@ class MultimodalLM(nn.Module):
             its end (text, answers included; labels cut alike) with a warning naming it, counted in
             ``truncated``; a longer generation prompt is an error.
         conversations_key: extras key of the conversations.
-        eval_generate: outside training, also answer each conversation's last question greedily with
-            up to this many new tokens (``LMOutput.generated``, metric ``answer_exact_match``); 0 = off.
+        eval_generate: outside training, also answer each conversation's last question with up to this
+            many new tokens (``LMOutput.generated``, metric ``answer_exact_match``); 0 = off.
+        eval_num_beams: how ``eval_generate`` decodes: 1 = greedy, more = beam search with that many
+            beams (the best beam, as :meth:`generate`).
         question_types: answer types (the ``"type"`` of assistant turns) that get their own metrics.
     """
 
@@ -92,10 +94,13 @@ class MultimodalLM(nn.Module):
                  stage: int = 1, lora: Mapping[str, Any] | None = None, modalities: Sequence[str] | None = None,
                  max_length: int = 2048, conversations_key: str = "conversations",
                  train_encoders: bool = False, connector_checkpoint: str | Path | None = None,
-                 eval_generate: int = 0, question_types: Sequence[str] | None = None) -> None:
+                 eval_generate: int = 0, eval_num_beams: int = 1,
+                 question_types: Sequence[str] | None = None) -> None:
         super().__init__()
         if stage not in (1, 2):
             raise ValueError(f"MultimodalLM stage must be 1 (connector only) or 2 (connector + LoRA), got {stage}")
+        if int(eval_num_beams) < 1:
+            raise ValueError(f"MultimodalLM eval_num_beams must be >= 1 (1 = greedy), got {eval_num_beams}")
         if tokenizer is None and not isinstance(lm, (str, Path)):
             raise ValueError("MultimodalLM needs a tokenizer when `lm` is not a save_pretrained directory")
         self.tokenizer = load_chat_tokenizer(lm if tokenizer is None else tokenizer)
@@ -133,6 +138,7 @@ class MultimodalLM(nn.Module):
         self.lm.requires_grad_(False)
         self.encoders.requires_grad_(train_encoders)
         self.train_encoders, self.eval_generate = train_encoders, int(eval_generate)
+        self.eval_num_beams = int(eval_num_beams)
         if connector_checkpoint is not None:
             self.load_connector(connector_checkpoint)
         if stage == 2 and lora is not None:
@@ -307,7 +313,8 @@ class MultimodalLM(nn.Module):
         outputs.answer_types = [answer_types(c) for c in conversations]
         if self.eval_generate and not self.training:
             prompts, _ = self.tokenize(conversations, generation=True)
-            rows = self.generate_ids(prompts, features, max_new_tokens=self.eval_generate, names=batch.ids)
+            rows = self.generate_ids(prompts, features, max_new_tokens=self.eval_generate,
+                                     num_beams=self.eval_num_beams, names=batch.ids)
             outputs.generated = [self.tokenizer.decode(row, skip_special_tokens=True).strip() for row in rows]
             outputs.references = [last_answer(c) for c in conversations]
             outputs.reference_types = [(kinds or [None])[-1] for kinds in outputs.answer_types]
