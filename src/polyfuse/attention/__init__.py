@@ -106,8 +106,12 @@ def attention(
     backend: str | None = None,
     need_weights: bool = False,
     key_lengths: Tensor | None = None,
+    cu_seqlens_q: Tensor | None = None,
+    cu_seqlens_k: Tensor | None = None,
+    max_seqlen_q: int | None = None,
+    max_seqlen_k: int | None = None,
 ) -> Tensor | tuple[Tensor, Tensor]:
-    """Scaled dot-product attention with a key padding mask.
+    """Scaled dot-product attention with a key padding mask, or on packed (varlen) sequences.
 
     Args:
         q: ``(B, H, Lq, D)``; k, v: ``(B, H, Lk, D)``.
@@ -121,11 +125,23 @@ def attention(
             from the log-sum-exp when the backend saved one, else by the reference path. They are
             differentiable only with ``backend="reference"``.
         key_lengths: ``(B,)`` number of real keys per sample (stored first), instead of a mask.
+        cu_seqlens_q, cu_seqlens_k: packed (varlen) call: ``q (Tq, H, D)``, ``k, v (Tk, H, D)`` hold the
+            samples one after another, sample ``b`` in rows ``cu_seqlens[b]:cu_seqlens[b + 1]``
+            (:class:`polyfuse.attention.varlen.Packing`); attention stays within a sample, causal
+            per sample. ``max_seqlen_q/k`` are the longest samples (computed when omitted).
 
     Returns:
-        ``(B, H, Lq, D)``, or ``(out, probs)`` when ``need_weights``.
+        ``(B, H, Lq, D)`` (packed: ``(Tq, H, D)``), or ``(out, probs)`` when ``need_weights`` (packed:
+        ``probs`` padded to ``(B, H, max_seqlen_q, max_seqlen_k)``).
     """
     name = _check_name(_default_backend if backend is None else backend)
+    if cu_seqlens_q is not None or cu_seqlens_k is not None:
+        if key_padding_mask is not None or key_lengths is not None:
+            raise ValueError("a packed (cu_seqlens) call takes no key_padding_mask or key_lengths")
+        from polyfuse.attention.varlen_dispatch import varlen_attention
+
+        return varlen_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, causal=causal,
+                                dropout_p=dropout_p, scale=scale, backend=name, need_weights=need_weights)
     validate_inputs(q, k, v, key_padding_mask, key_lengths)
     args = AttentionArgs(q, k, v, key_padding_mask, key_lengths, causal, dropout_p, scale)
     if name == "reference" and need_weights:
