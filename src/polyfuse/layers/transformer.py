@@ -7,6 +7,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from polyfuse.attention.varlen import Packing
 from polyfuse.layers.attention import MultiHeadAttention
 from polyfuse.layers.mlp import Mlp
 
@@ -33,6 +34,9 @@ class TransformerBlock(nn.Module):
 
     The attention probabilities are a return value, never kept on the module: ``forward`` returns
     ``(out, probs)``, with ``probs (B, H, L, L)`` only when ``need_weights=True``.
+
+    Packed (varlen) execution: ``x (T, D)`` with its ``packing`` (no mask); norms, MLP and residuals
+    run on the real tokens only and attention stays within each sample.
     """
 
     def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0, dropout: float = 0.0,
@@ -53,17 +57,20 @@ class TransformerBlock(nn.Module):
         self.ls1 = LayerScale(dim, layer_scale) if layer_scale is not None else nn.Identity()
         self.ls2 = LayerScale(dim, layer_scale) if layer_scale is not None else nn.Identity()
 
-    def forward(self, x: Tensor, key_padding_mask: Tensor | None = None,
-                need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
-        """``x: (B, L, D)``, ``key_padding_mask: (B, L)`` bool (True = real) -> ``(out (B, L, D), probs)``."""
+    def forward(self, x: Tensor, key_padding_mask: Tensor | None = None, need_weights: bool = False,
+                packing: Packing | None = None) -> tuple[Tensor, Tensor | None]:
+        """``x: (B, L, D)``, ``key_padding_mask: (B, L)`` bool (True = real) -> ``(out (B, L, D), probs)``;
+        packed: ``x (T, D)`` and ``packing`` -> ``(out (T, D), probs)``."""
+        if packing is not None and key_padding_mask is not None:
+            raise ValueError("a packed block call takes its packing, not a key_padding_mask")
         if self.norm_first:
             attn_out, probs = self.attn(self.norm1(x), key_padding_mask=key_padding_mask, causal=self.causal,
-                                        need_weights=need_weights)
+                                        need_weights=need_weights, packing=packing)
             x = x + self.ls1(self.drop(attn_out))
             x = x + self.ls2(self.mlp(self.norm2(x)))
         else:
             attn_out, probs = self.attn(x, key_padding_mask=key_padding_mask, causal=self.causal,
-                                        need_weights=need_weights)
+                                        need_weights=need_weights, packing=packing)
             x = self.norm1(x + self.drop(attn_out))
             x = self.norm2(x + self.mlp(x))
         return x, probs
