@@ -13,6 +13,7 @@ from typing import Mapping
 import torch
 from torch import Tensor, nn
 
+from polyfuse.attention.varlen import Packing
 from polyfuse.batch import Encoded
 from polyfuse.checkpointing import checkpointed
 from polyfuse.layers import Mlp, MultiHeadAttention
@@ -66,12 +67,25 @@ class ContextAttention(nn.Module):
         self.norm_context = nn.LayerNorm(context_dim)
         self.attn = MultiHeadAttention(dim, heads, kv_dim=context_dim, dropout=dropout)
 
-    def forward(self, x: Tensor, context: Tensor, context_mask: Tensor,
-                need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
+    def forward(self, x: Tensor, context: Tensor, context_mask: Tensor | None,
+                need_weights: bool = False, *, packing: Packing | None = None,
+                context_packing: Packing | None = None) -> tuple[Tensor, Tensor | None]:
+        """Packed: ``x (Tq, dim)`` with its ``packing``, ``context (Tk, context_dim)`` with ``context_packing``
+        and ``context_mask=None`` -> ``(update (Tq, dim), None)``."""
+        zero = torch.zeros((), dtype=x.dtype, device=x.device)
+        if packing is not None:
+            if context_packing is None or context_mask is not None:
+                raise ValueError("a packed ContextAttention call takes packing and context_packing, no mask")
+            if context.shape[0] == 0:  # no sample has a key: no update at all
+                return torch.zeros_like(x), None
+            update, _ = self.attn(self.norm_query(x), self.norm_context(context), packing=packing,
+                                  context_packing=context_packing)
+            has_key = (context_packing.lengths() > 0)[packing.sequence_ids()][:, None]
+            return torch.where(has_key, update, zero), None
         update, probs = self.attn(self.norm_query(x), self.norm_context(context), key_padding_mask=context_mask,
                                   need_weights=need_weights)
         has_key = context_mask.any(dim=1)[:, None, None]
-        return torch.where(has_key, update, torch.zeros((), dtype=update.dtype, device=update.device)), probs
+        return torch.where(has_key, update, zero), probs
 
 
 class MultiContextAttention(nn.Module):
@@ -88,17 +102,25 @@ class MultiContextAttention(nn.Module):
         super().__init__()
         self.attend = nn.ModuleDict({m: ContextAttention(dim, heads, d, dropout) for m, d in contexts.items()})
 
-    def forward(self, x: Tensor, contexts: Mapping[str, tuple[Tensor, Tensor]],
-                need_weights: bool = False) -> tuple[Tensor, dict[str, Tensor]]:
-        """``contexts: {m: (tokens (B, Lm, Dm), mask (B, Lm))}`` -> ``(update (B, Lq, dim), {m: probs})``."""
+    def forward(self, x: Tensor, contexts: Mapping[str, tuple[Tensor, Tensor]] | Mapping[str, tuple[Tensor, Packing]],
+                need_weights: bool = False, *, packing: Packing | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+        """``contexts: {m: (tokens (B, Lm, Dm), mask (B, Lm))}`` -> ``(update (B, Lq, dim), {m: probs})``.
+
+        Packed: ``x (Tq, dim)`` with its ``packing`` and ``contexts: {m: (rows (Tm, Dm), Packing)}``
+        -> ``(update (Tq, dim), {})``."""
         total = torch.zeros_like(x)
-        count = x.new_zeros(x.shape[0], 1, 1)
+        count = x.new_zeros(x.shape[0], 1) if packing is not None else x.new_zeros(x.shape[0], 1, 1)
         maps: dict[str, Tensor] = {}
         for name, attend in self.attend.items():
             tokens, mask = contexts[name]
-            update, probs = attend(x, tokens, mask, need_weights)
+            if isinstance(mask, Packing):
+                update, probs = attend(x, tokens, None, packing=packing, context_packing=mask)
+                has_key = (mask.lengths() > 0)[packing.sequence_ids()][:, None]
+            else:
+                update, probs = attend(x, tokens, mask, need_weights)
+                has_key = mask.any(dim=1)[:, None, None]
             total = total + update  # zero for samples without a valid key
-            count = count + mask.any(dim=1).to(x.dtype)[:, None, None]
+            count = count + has_key.to(x.dtype)
             if probs is not None:
                 maps[name] = probs
         return total / count.clamp_min(1.0), maps
@@ -116,16 +138,17 @@ class FeedForward(nn.Module):
         return x + self.mlp(self.norm(x))
 
 
-def run_blocks(blocks: nn.ModuleList, x: Tensor, mask: Tensor, name: str,
-               need_weights: bool) -> tuple[Tensor, dict[str, Tensor]]:
-    """Transformer blocks (:class:`~polyfuse.layers.TransformerBlock`) in sequence, ``x (B, L, D)``, mask ``(B, L)``.
+def run_blocks(blocks: nn.ModuleList, x: Tensor, mask: Tensor | None, name: str,
+               need_weights: bool, packing: Packing | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+    """Transformer blocks (:class:`~polyfuse.layers.TransformerBlock`) in sequence, ``x (B, L, D)``, mask ``(B, L)``;
+    packed: ``x (T, D)``, ``mask=None`` and the ``packing``.
 
     Returns ``(x, maps)``: each block's probabilities ``(B, H, L, L)`` when ``need_weights``, named
     by ``name`` with ``{i}`` replaced by the block index.
     """
     maps: dict[str, Tensor] = {}
     for index, block in enumerate(blocks):
-        x, probs = checkpointed(block, x, mask, need_weights)
+        x, probs = checkpointed(block, x, mask, need_weights, packing=packing)
         if probs is not None:
             maps[name.replace("{i}", str(index))] = probs
     return x, maps

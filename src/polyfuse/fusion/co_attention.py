@@ -7,11 +7,13 @@ from typing import Mapping
 import torch
 from torch import Tensor, nn
 
+from polyfuse.attention.varlen import Packing
 from polyfuse.batch import Encoded
 from polyfuse.checkpointing import checkpointed
 from polyfuse.fusion.base import Fusion, FusionOutput, register
 from polyfuse.fusion.blocks import MultiContextAttention
 from polyfuse.fusion.masking import masked_mean, substitute_missing_token, zero_invalid
+from polyfuse.fusion.packed import gather_with_missing_token
 from polyfuse.layers import TransformerBlock
 
 
@@ -30,15 +32,20 @@ class CoAttentionLayer(nn.Module):
                                      for m in modalities})
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, streams: dict[str, Tensor], masks: dict[str, Tensor], index: int,
+    def forward(self, streams: dict[str, Tensor], masks: dict[str, Tensor] | dict[str, Packing], index: int,
                 return_attention: bool) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        """``streams {m: (B, L_m, width)}`` with ``masks {m: (B, L_m)}``, or packed: ``{m: (T_m, width)}``
+        with ``{m: Packing}`` (no maps)."""
         maps: dict[str, Tensor] = {}
         updated = {}
         for name, x in streams.items():
+            packing = masks[name] if isinstance(masks[name], Packing) else None
             contexts = {o: (streams[o], masks[o]) for o in streams if o != name}
-            update, probs = self.cross[name](x, contexts, need_weights=return_attention)
+            update, probs = self.cross[name](x, contexts, need_weights=return_attention, packing=packing)
             maps.update({f"{name}->{o}/layer{index}": p for o, p in probs.items()})
-            updated[name], self_probs = checkpointed(self.blocks[name], x + self.drop(update), masks[name], return_attention)
+            mask = None if packing is not None else masks[name]
+            updated[name], self_probs = checkpointed(self.blocks[name], x + self.drop(update), mask, return_attention,
+                                                     packing=packing)
             if self_probs is not None:
                 maps[f"{name}->{name}/layer{index}"] = self_probs
         return updated, maps
@@ -65,16 +72,23 @@ class CoAttentionFusion(Fusion):
 
     Attention maps: ``"{m}->{o}/layer{i}"`` (cross) and ``"{m}->{m}/layer{i}"`` (self).
 
+    Packed execution (``packing=True``, docs/packing.md): every stream's valid tokens (or its
+    [MISSING] token) are gathered once (:mod:`polyfuse.fusion.packed`); self- and cross-attention run
+    on ``cu_seqlens`` (different ones for queries and keys) and only the outputs are scattered back;
+    outputs equal the padded path's. ``return_attention=True`` runs the padded path.
+
     Args:
         dims, out_dim: see :class:`Fusion`. width: stream width (default ``out_dim``).
         depth, heads, mlp_ratio, dropout: layer options.
+        packing: run packed (see above); off by default, outputs identical either way.
     """
 
     min_modalities = 2
 
     def __init__(self, dims: Mapping[str, int], out_dim: int, width: int | None = None, depth: int = 2,
-                 heads: int = 4, mlp_ratio: float = 2.0, dropout: float = 0.1) -> None:
+                 heads: int = 4, mlp_ratio: float = 2.0, dropout: float = 0.1, packing: bool = False) -> None:
         super().__init__(dims, out_dim)
+        self.packing = bool(packing)
         width = width or out_dim
         self.proj = nn.ModuleDict({m: nn.Linear(d, width) for m, d in self.dims.items()})
         self.missing = nn.ParameterDict({m: nn.Parameter(torch.randn(width) * 0.02) for m in self.dims})
@@ -85,6 +99,8 @@ class CoAttentionFusion(Fusion):
         self.out = nn.Linear(width, out_dim)
 
     def fuse(self, inputs: dict[str, Encoded], return_attention: bool = False) -> FusionOutput:
+        if self.packing and not return_attention:
+            return self.fuse_packed(inputs)
         streams, masks = {}, {}
         for name, encoded in inputs.items():
             streams[name], masks[name] = substitute_missing_token(
@@ -98,3 +114,20 @@ class CoAttentionFusion(Fusion):
         mask = torch.cat([masks[m] for m in self.modalities], dim=1)
         tokens = zero_invalid(self.out(torch.cat([normed[m] for m in self.modalities], dim=1)), mask)
         return FusionOutput(pooled=pooled, tokens=tokens, mask=mask, attentions=maps)
+
+    def fuse_packed(self, inputs: dict[str, Encoded]) -> FusionOutput:
+        """:meth:`fuse` on the valid tokens only (see the class docstring); same outputs, no maps."""
+        packed, masks = {}, {}
+        for name, encoded in inputs.items():
+            packed[name], masks[name] = gather_with_missing_token(
+                encoded.tokens, encoded.mask, encoded.present_or_full(), self.proj[name], self.missing[name])
+        streams = {m: p.rows for m, p in packed.items()}
+        packings = {m: p.packing for m, p in packed.items()}
+        for index, layer in enumerate(self.layers):
+            streams, _ = layer(streams, packings, index, False)
+        normed = {m: self.norm(x) for m, x in streams.items()}
+        pooled = self.pool(torch.cat([masked_mean(packed[m].scatter(normed[m]), masks[m]) for m in self.modalities],
+                                     dim=-1))
+        tokens = torch.cat([packed[m].scatter(self.out(normed[m])) for m in self.modalities], dim=1)
+        mask = torch.cat([masks[m] for m in self.modalities], dim=1)
+        return FusionOutput(pooled=pooled, tokens=tokens, mask=mask)

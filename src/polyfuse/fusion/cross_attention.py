@@ -11,6 +11,7 @@ from polyfuse.batch import Encoded
 from polyfuse.fusion.base import Fusion, FusionOutput, register
 from polyfuse.fusion.blocks import FeedForward, MultiContextAttention
 from polyfuse.fusion.masking import masked_mean, substitute_missing_token, zero_invalid
+from polyfuse.fusion.packed import gather_valid, gather_with_missing_token
 
 
 @register("cross_attention")
@@ -35,16 +36,25 @@ class CrossAttentionFusion(Fusion):
 
     Attention maps: ``"{query}->{context}/layer{i}"``, ``(B, H, L_query, L_context)``.
 
+    Packed execution (``packing=True``, docs/packing.md): the valid query tokens (with the [MISSING]
+    token of absent samples) and each context's valid tokens are gathered once
+    (:mod:`polyfuse.fusion.packed`); cross-attention runs with different ``cu_seqlens`` for queries
+    and keys, and only the output tokens are scattered back; outputs equal the padded path's.
+    ``return_attention=True`` runs the padded path (maps are in the padded layout).
+
     Args:
         dims, out_dim: see :class:`Fusion`. query: the querying modality (default: the first).
         width: query width (default ``out_dim``). depth, heads, mlp_ratio, dropout: layer options.
+        packing: run packed (see above); off by default, outputs identical either way.
     """
 
     min_modalities = 2
 
     def __init__(self, dims: Mapping[str, int], out_dim: int, query: str | None = None, width: int | None = None,
-                 depth: int = 2, heads: int = 4, mlp_ratio: float = 2.0, dropout: float = 0.1) -> None:
+                 depth: int = 2, heads: int = 4, mlp_ratio: float = 2.0, dropout: float = 0.1,
+                 packing: bool = False) -> None:
         super().__init__(dims, out_dim)
+        self.packing = bool(packing)
         self.query = self.modalities[0] if query is None else query
         if self.query not in self.dims:
             raise ValueError(f"CrossAttentionFusion query {self.query!r} is not one of the modalities {self.modalities}")
@@ -59,6 +69,8 @@ class CrossAttentionFusion(Fusion):
         self.out = nn.Linear(width, out_dim)
 
     def fuse(self, inputs: dict[str, Encoded], return_attention: bool = False) -> FusionOutput:
+        if self.packing and not return_attention:
+            return self.fuse_packed(inputs)
         query = inputs[self.query]
         x, mask = substitute_missing_token(self.query_proj(query.tokens), query.mask, query.present_or_full(),
                                            self.missing_query)
@@ -70,3 +82,17 @@ class CrossAttentionFusion(Fusion):
             maps.update({f"{self.query}->{m}/layer{index}": p for m, p in probs.items()})
         tokens = zero_invalid(self.out(self.norm(x)), mask)
         return FusionOutput(pooled=masked_mean(tokens, mask), tokens=tokens, mask=mask, attentions=maps)
+
+    def fuse_packed(self, inputs: dict[str, Encoded]) -> FusionOutput:
+        """:meth:`fuse` on the valid tokens only (see the class docstring); same outputs, no maps."""
+        query = inputs[self.query]
+        packed, mask = gather_with_missing_token(query.tokens, query.mask, query.present_or_full(), self.query_proj,
+                                                 self.missing_query)
+        contexts = {m: (p.rows, p.packing) for m, p in
+                    ((m, gather_valid(inputs[m].tokens, inputs[m].mask)) for m in self.contexts)}
+        x = packed.rows
+        for cross, ffn in zip(self.cross, self.ffn):
+            update, _ = cross(x, contexts, packing=packed.packing)
+            x = ffn(x + self.drop(update))
+        tokens = packed.scatter(self.out(self.norm(x)))
+        return FusionOutput(pooled=masked_mean(tokens, mask), tokens=tokens, mask=mask)

@@ -7,10 +7,12 @@ from typing import Mapping
 import torch
 from torch import Tensor, nn
 
+from polyfuse.attention.varlen import Packing
 from polyfuse.batch import Encoded
 from polyfuse.fusion.base import Fusion, FusionOutput, register
 from polyfuse.fusion.blocks import ModalityProjection, run_blocks
 from polyfuse.fusion.masking import zero_invalid
+from polyfuse.fusion.packed import gather_valid, interleave, scatter_rows
 from polyfuse.layers import TransformerBlock
 
 
@@ -35,6 +37,16 @@ class EarlyFusion(Fusion):
 
     Attention maps: ``"joint/layer{i}"``, ``(B, H, L, L)`` over the sequence above.
 
+    Packed execution (``packing=True``, docs/packing.md): each sample's *valid* tokens ([CLS], the
+    present modalities' real tokens, the [MISS_m] of its absent modalities) are gathered into one
+    packed sequence ``(T, width)`` (:mod:`polyfuse.fusion.packed`), the blocks run on it with
+    block-diagonal attention per sample (``cu_seqlens``) and only the output tokens are scattered
+    back to the padded layout above; ``pooled``, ``tokens`` and ``mask`` equal the padded path's.
+    Padding, absent modalities and masks with holes cost nothing. Two documented fallbacks run the
+    padded path instead: ``return_attention=True`` (maps are in the padded layout) and, without a
+    class token, a batch where some sample's first token is not valid (the padded path pools a
+    masked query there, which a packed sequence does not hold).
+
     The exact ViLT layout (:class:`polyfuse.models.ViLT`) is ``project=False, class_token=False,
     missing_tokens=False, token_projection=False``: the sequence is ``[x_1 + t_1; ...; x_M + t_M]``,
     the first modality's first token (the text [CLS]) is pooled and the tokens are the final
@@ -52,14 +64,16 @@ class EarlyFusion(Fusion):
         mlp_hidden: feed-forward width (overrides ``mlp_ratio``). activation: feed-forward
             activation. attn_dropout: attention-probability dropout. attention_backend: see
             :mod:`polyfuse.attention`.
+        packing: run packed (see above); off by default, outputs identical either way.
     """
 
     def __init__(self, dims: Mapping[str, int], out_dim: int, width: int | None = None, depth: int = 2,
                  heads: int = 4, mlp_ratio: float = 2.0, dropout: float = 0.1, *, project: bool = True,
                  class_token: bool = True, missing_tokens: bool = True, token_projection: bool = True,
                  eps: float | None = None, mlp_hidden: int | None = None, activation: str = "gelu",
-                 attn_dropout: float = 0.0, attention_backend: str | None = None) -> None:
+                 attn_dropout: float = 0.0, attention_backend: str | None = None, packing: bool = False) -> None:
         super().__init__(dims, out_dim)
+        self.packing = bool(packing)
         width = width or out_dim
         if not project and any(d != width for d in self.dims.values()):
             raise ValueError(f"EarlyFusion(project=False) needs every modality width == width {width}, "
@@ -97,8 +111,51 @@ class EarlyFusion(Fusion):
         return torch.cat(parts, dim=1), torch.cat(masks, dim=1)
 
     def fuse(self, inputs: dict[str, Encoded], return_attention: bool = False) -> FusionOutput:
+        if self.packing and not return_attention and self._pooled_token_is_valid(inputs):
+            return self.fuse_packed(inputs)
         x, mask = self.sequence(inputs)
         x, maps = run_blocks(self.blocks, x, mask, "joint/layer{i}", return_attention)
         x = self.norm(x)
         tokens = zero_invalid(self.out(x), mask)
         return FusionOutput(pooled=self.pooler(x[:, 0]), tokens=tokens, mask=mask, attentions=maps)
+
+    def _pooled_token_is_valid(self, inputs: dict[str, Encoded]) -> bool:
+        """Whether every sample's pooled position (the [CLS], else the first token) is a valid token."""
+        return self.cls is not None or bool(next(iter(inputs.values())).mask[:, 0].all())
+
+    def fuse_packed(self, inputs: dict[str, Encoded]) -> FusionOutput:
+        """:meth:`fuse` on the valid tokens only (see the class docstring); same outputs, no maps."""
+        first = next(iter(inputs.values())).tokens
+        batch, device = first.shape[0], first.device
+        ones = torch.ones(batch, dtype=torch.long, device=device)
+        parts, padded_index, columns = [], [], 0  # (rows, lengths), flat index in the padded layout, width so far
+        samples = torch.arange(batch, device=device)
+
+        def add(rows: Tensor, lengths: Tensor, sample: Tensor, column: Tensor, width: int) -> None:
+            nonlocal columns
+            parts.append((rows, lengths))
+            padded_index.append((sample, columns + column))
+            columns += width
+
+        if self.cls is not None:
+            add(self.cls.expand(batch, -1), ones, samples, torch.zeros_like(samples), 1)
+        for name, encoded in inputs.items():
+            packed = gather_valid(encoded.tokens, encoded.mask)
+            rows = self.project.proj[name](packed.rows)
+            if self.project.type_embedding is not None:
+                rows = rows + self.project.type_embedding[name]
+            add(rows, packed.lengths(), packed.samples(), packed.columns(), packed.length)
+            if self.missing is not None:
+                absent = ~encoded.present_or_full()
+                add(self.missing[name].expand(int(absent.sum()), -1), absent.long(), samples[absent],
+                    torch.zeros_like(samples[absent]), 1)
+        x, destination, lengths = interleave(parts, batch)
+        flat = torch.cat([sample * columns + column for sample, column in padded_index])
+        flat = torch.empty_like(flat).index_copy(0, destination, flat)
+        packing = Packing.from_lengths(lengths, columns)
+        x, _ = run_blocks(self.blocks, x, None, "joint/layer{i}", False, packing=packing)
+        x = self.norm(x)
+        tokens = scatter_rows(self.out(x), flat, batch, columns)
+        mask = torch.zeros(batch * columns, dtype=torch.bool, device=device).index_fill(0, flat, True)
+        pooled = self.pooler(x.index_select(0, packing.cu_seqlens[:-1].long()))
+        return FusionOutput(pooled=pooled, tokens=tokens, mask=mask.view(batch, columns))

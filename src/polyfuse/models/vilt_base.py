@@ -78,6 +78,9 @@ class ViLTBase(MultimodalModel):
         labels: answer vocabulary / class names (tasks with a classifier). num_labels: their count
             when there are no names.
         attention_backend: see :mod:`polyfuse.attention`.
+        packing: run the single-stream transformer packed (:class:`EarlyFusion`'s ``packing``,
+            docs/packing.md): each sample's real text tokens and image patches form one packed
+            sequence with block-diagonal attention; outputs identical to the padded path.
         task: accepted for the old ``ViLT(task=...)`` call; must equal the class's :attr:`task`.
     """
 
@@ -85,7 +88,8 @@ class ViLTBase(MultimodalModel):
     hf_class: ClassVar[str] = ""
 
     def __init__(self, config: ViLTConfig | None = None, *, labels: Labels = None, num_labels: int | None = None,
-                 attention_backend: str | None = None, task: str | None = None, **architecture: Any) -> None:
+                 attention_backend: str | None = None, packing: bool = False, task: str | None = None,
+                 **architecture: Any) -> None:
         if task is not None and task != self.task:
             raise ValueError(f"{type(self).__name__} is the {self.task!r} task, got task={task!r}")
         config = (config or ViLTConfig()).replace(**architecture)
@@ -99,7 +103,8 @@ class ViLTBase(MultimodalModel):
                              config.heads, dropout=config.dropout, project=False, class_token=False,
                              missing_tokens=False, token_projection=False, eps=config.eps,
                              mlp_hidden=config.mlp_hidden, activation=config.activation,
-                             attn_dropout=config.attn_dropout, attention_backend=attention_backend)
+                             attn_dropout=config.attn_dropout, attention_backend=attention_backend,
+                             packing=packing)
         if isinstance(labels, AnswerVocabulary):
             labels = labels.answers
         self.labels = None if labels is None else [str(label) for label in labels]
