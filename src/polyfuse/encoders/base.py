@@ -34,6 +34,8 @@ class Encoder(nn.Module):
     """
 
     pool_kinds: tuple[str, ...] = ("cls", "mean")
+    #: the modality this encoder reads (set by the model that holds it), for error messages
+    modality: str | None = None
 
     def __init__(self, width: int, output: Output = "tokens", proj_dim: int | None = None,
                  has_cls: bool = False, pool: str | None = None, proj_bias: bool = True) -> None:
@@ -52,6 +54,10 @@ class Encoder(nn.Module):
     def encode(self, values: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor | None]:
         """``values`` (modality-specific) + padding mask -> ``(tokens (B, L, width), mask (B, L) | None)``."""
         raise NotImplementedError
+
+    def input_name(self) -> str:
+        """How errors name this encoder's input: its :attr:`modality`, else its class."""
+        return self.modality if self.modality is not None else f"{type(self).__name__} input"
 
     def pool_tokens(self, tokens: Tensor, mask: Tensor | None, values: Tensor) -> Tensor:
         """``(B, L, D)`` tokens -> ``(B, 1, D)`` by :attr:`pool` (``values`` are the raw inputs)."""

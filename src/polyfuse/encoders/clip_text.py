@@ -16,7 +16,9 @@ class CLIPTextEncoder(TransformerEncoder):
 
     Each token attends to itself and earlier real tokens (causal mask plus the key padding mask),
     so with right padding nothing a padded position holds reaches a real token; padded outputs
-    are zeroed. The pooled summary is the end-of-text token: ``pool="argmax"`` takes the position
+    are zeroed. With ``packing=True`` only the real tokens are embedded and run through the blocks
+    (``(T, D)``, causal within each sample) and the output is padded back once; the result equals
+    the padded path's. The pooled summary is the end-of-text token: ``pool="argmax"`` takes the position
     of the largest token id (open_clip's default: EOT has the largest id in CLIP's vocabulary),
     ``"last"`` the last real token by the mask, ``"mean"`` the masked mean. With
     ``output="pooled"`` and ``proj_dim`` = CLIP's ``embed_dim`` (``proj_bias=False``) this is
@@ -27,6 +29,7 @@ class CLIPTextEncoder(TransformerEncoder):
         vocab_size, context_length: token and position tables. dim, depth, heads, mlp_ratio: size.
         activation: ``gelu``, or ``quick_gelu`` for OpenAI-trained weights. eps: LayerNorm epsilon.
         causal: causal self-attention (``False`` = bidirectional, open_clip ``no_causal_mask``).
+        packing: run packed (unpadded) when the batch has padding; needs a prefix padding mask.
     """
 
     pool_kinds = ("argmax", "last", "mean")
@@ -36,7 +39,7 @@ class CLIPTextEncoder(TransformerEncoder):
                  eps: float = 1e-5, causal: bool = True, output: Output = "pooled", pool: str = "argmax",
                  proj_dim: int | None = None, proj_bias: bool = False, grad_checkpointing: bool = False,
                  freeze: int | bool = False, attention_backend: str | None = None,
-                 layer_scale: float | None = None) -> None:
+                 layer_scale: float | None = None, packing: bool = False) -> None:
         super().__init__(dim, output, proj_dim, has_cls=False, pool=pool, proj_bias=proj_bias)
         self.context_length = context_length
         self.token_embedding = nn.Embedding(vocab_size, dim)
@@ -47,6 +50,7 @@ class CLIPTextEncoder(TransformerEncoder):
             for _ in range(depth))
         self.ln_final = nn.LayerNorm(dim, eps=eps)
         self.grad_checkpointing = grad_checkpointing
+        self.packing = packing
         nn.init.normal_(self.token_embedding.weight, std=0.02)
         self.freeze(freeze)
 
@@ -58,6 +62,11 @@ class CLIPTextEncoder(TransformerEncoder):
         length = values.shape[1]
         if length > self.context_length:
             raise ValueError(f"text of {length} tokens exceeds the context length {self.context_length}")
+        packing = self.packing_for(mask, need_weights)
+        if packing is not None:  # real tokens only from the embedding lookup on; padded back once
+            x = self.token_embedding(packing.unpad(values.long())) + self.positional_embedding[packing.position_ids()]
+            x, _ = self.forward_blocks(x, None, False, packing)
+            return packing.pad(self.ln_final(x)), mask, []
         x = self.token_embedding(values.long()) + self.positional_embedding[:length]
         x, maps = self.forward_blocks(x, mask, need_weights)
         x = self.ln_final(x)

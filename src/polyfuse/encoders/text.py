@@ -7,6 +7,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from polyfuse.attention.varlen import Packing
 from polyfuse.encoders.base import Output
 from polyfuse.encoders.transformer import TransformerEncoder
 from polyfuse.layers import TransformerBlock
@@ -21,6 +22,10 @@ class TextEmbeddings(nn.Module):
     ``position_ids="absolute"`` numbers tokens ``offset, offset + 1, ...`` (BERT);
     ``"from_mask"`` counts real tokens only, padding gets ``offset - 1`` (RoBERTa, whose
     ``offset = pad_token_id + 1``). ``type_vocab_size=0`` drops the type table (DistilBERT).
+
+    Packed: given a ``packing`` of the prefix mask, only the real tokens are looked up and the
+    result is ``(T, D)``; each token's position is its index in its sample, which for a prefix mask
+    is what both position kinds give it in the padded layout.
     """
 
     def __init__(self, vocab_size: int, dim: int, max_length: int, type_vocab_size: int = 2,
@@ -37,13 +42,18 @@ class TextEmbeddings(nn.Module):
         self.max_length, self.position_ids, self.position_offset = max_length, position_ids, position_offset
 
     def forward(self, token_ids: Tensor, token_type_ids: Tensor | None = None,
-                mask: Tensor | None = None) -> Tensor:
-        """``token_ids: (B, L)`` (+ optional types and padding mask ``(B, L)``) -> ``(B, L, D)``."""
+                mask: Tensor | None = None, packing: Packing | None = None) -> Tensor:
+        """``token_ids: (B, L)`` (+ optional types and padding mask ``(B, L)``) -> ``(B, L, D)``;
+        with ``packing`` (of ``mask``) -> ``(T, D)`` for the real tokens only."""
         length = token_ids.shape[1]
         if length + self.position_offset > self.max_length:
             raise ValueError(f"text of {length} tokens exceeds the encoder's max_length "
                              f"{self.max_length - self.position_offset}")
-        if self.position_ids == "from_mask" and mask is not None:
+        if packing is not None:
+            positions = packing.position_ids() + self.position_offset
+            token_ids = packing.unpad(token_ids)
+            token_type_ids = None if token_type_ids is None else packing.unpad(token_type_ids)
+        elif self.position_ids == "from_mask" and mask is not None:
             real = mask.long()
             positions = torch.cumsum(real, dim=1) * real + (self.position_offset - 1)
         else:
@@ -59,7 +69,10 @@ class TextTransformerEncoder(TransformerEncoder):
     """BERT-style encoder over token ids ``(B, L)`` with padding mask ``(B, L)``.
 
     Padded tokens are masked as attention keys, so changing them changes no real token's output;
-    their own outputs are zeroed. Pooling uses the first ([CLS]) token or the masked mean
+    their own outputs are zeroed. With ``packing=True`` the padding is never computed on: the real
+    tokens are gathered before the embedding lookup, every block runs on ``(T, D)`` and the output
+    is padded back once (:class:`~polyfuse.encoders.transformer.TransformerEncoder`); the result
+    equals the padded path's. Pooling uses the first ([CLS]) token or the masked mean
     (sentence-transformers models such as MiniLM). Hugging Face BERT, RoBERTa and DistilBERT
     checkpoints load through :func:`polyfuse.encoders.pretrained.encoder_from_hf`.
 
@@ -69,6 +82,7 @@ class TextTransformerEncoder(TransformerEncoder):
         activation: feed-forward activation (``gelu``; ``gelu_tanh`` for HF ``gelu_new``).
         position_ids, position_offset: see :class:`TextEmbeddings`. mlp_hidden: overrides
             ``dim * mlp_ratio`` (HF ``intermediate_size``).
+        packing: run packed (unpadded) when the batch has padding; needs a prefix padding mask.
     """
 
     def __init__(self, vocab_size: int = 128, max_length: int = 32, dim: int = 64, depth: int = 2,
@@ -77,7 +91,7 @@ class TextTransformerEncoder(TransformerEncoder):
                  proj_dim: int | None = None, grad_checkpointing: bool = False,
                  freeze: int | bool = False, attention_backend: str | None = None, pool: str | None = None,
                  activation: str = "gelu", position_ids: PositionIds = "absolute", position_offset: int = 0,
-                 mlp_hidden: int | None = None, proj_bias: bool = True) -> None:
+                 mlp_hidden: int | None = None, proj_bias: bool = True, packing: bool = False) -> None:
         super().__init__(dim, output, proj_dim, has_cls=True, pool=pool, proj_bias=proj_bias)
         self.embeddings = TextEmbeddings(vocab_size, dim, max_length, type_vocab_size, pad_token_id, eps, dropout,
                                          position_ids, position_offset)
@@ -87,6 +101,7 @@ class TextTransformerEncoder(TransformerEncoder):
             for _ in range(depth))
         self.input_map: nn.Module | None = None  # a TokenIdRemap when fed another vocabulary's ids
         self.grad_checkpointing = grad_checkpointing
+        self.packing = packing
         self.freeze(freeze)
 
     def encode_with_attention(self, values: Tensor, mask: Tensor | None,
@@ -97,6 +112,10 @@ class TextTransformerEncoder(TransformerEncoder):
         values = values.long()
         if self.input_map is not None:
             values, mask = self.input_map(values, mask)
+        packing = self.packing_for(mask, need_weights)
+        if packing is not None:  # real tokens only from the embedding lookup on; padded back once
+            x, _ = self.forward_blocks(self.embeddings(values, packing=packing), None, False, packing)
+            return packing.pad(x), mask, []
         x = self.embeddings(values, mask=mask)
         x, maps = self.forward_blocks(x, mask, need_weights)
         x = zero_invalid(x, mask)

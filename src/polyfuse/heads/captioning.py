@@ -47,6 +47,8 @@ class CaptioningHead(TaskHead):
             key of the reference caption(s). bos_id, eos_id, pad_id: special ids.
         num_beams, length_penalty, early_stopping: decoding. generate_in_eval: generate in eval mode.
         metrics: which caption metrics to compute (METEOR starts a JVM each evaluation).
+        packing: packed (unpadded) teacher forcing in the decoder (:class:`CaptionDecoder`); the
+            loss is unchanged, generation stays padded.
     """
 
     monitor = "CIDEr"
@@ -59,7 +61,8 @@ class CaptioningHead(TaskHead):
                  target: str = "caption_ids", references: str = "caption", memory: Memory = "fused",
                  memory_modalities: Sequence[str] | None = None, bos_id: int = 2, eos_id: int = 3, pad_id: int = 0,
                  num_beams: int = 3, length_penalty: float = 1.0, early_stopping: bool = True,
-                 generate_in_eval: bool = True, metrics: Sequence[str] = CAPTION_METRICS) -> None:
+                 generate_in_eval: bool = True, metrics: Sequence[str] = CAPTION_METRICS,
+                 packing: bool = False) -> None:
         if memory == "encoded":
             self.needs_fusion = False
         super().__init__(in_dim, dims)
@@ -80,7 +83,8 @@ class CaptioningHead(TaskHead):
         else:
             memory_dim = in_dim
         self.decoder = CaptionDecoder(vocab_size, dim, memory_dim, depth, heads, mlp_ratio, dropout,
-                                      max_positions=max_length + 1, pad_id=pad_id)
+                                      max_positions=max_length + 1, pad_id=pad_id, packing=packing)
+        self.decoder.input_name = target
         self.tokenizer_path = None if tokenizer is None else str(tokenizer)
         self._tokenizer = None
 

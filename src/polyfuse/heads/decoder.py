@@ -9,8 +9,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from polyfuse import attention as attention_api
-from polyfuse.layers import MultiHeadAttention
+from polyfuse.attention.varlen import Packing, cu_seqlens_from_lengths
 from polyfuse.checkpointing import checkpointed
+from polyfuse.layers import MultiHeadAttention
 
 
 def _split(x: Tensor, heads: int) -> Tensor:  # (B, L, D) -> (B, H, L, D / H)
@@ -19,6 +20,21 @@ def _split(x: Tensor, heads: int) -> Tensor:  # (B, L, D) -> (B, H, L, D / H)
 
 def _merge(x: Tensor) -> Tensor:  # (B, H, L, Dh) -> (B, L, H * Dh)
     return x.transpose(1, 2).reshape(x.shape[0], x.shape[2], -1)
+
+
+def key_packing(mask: Tensor | None, batch: int, length: int) -> Packing:
+    """The packing of cross-attention keys ``(B, length)`` whose valid ones are ``mask`` (``None`` = all).
+
+    Unlike a query sequence, keys may have holes (a memory of concatenated modalities is
+    ``[text + padding, image]``): attention over a set of keys does not depend on their order, so
+    each sample's valid keys are gathered in row order, holes and all. (:meth:`Packing.mask` and
+    :meth:`Packing.position_ids` do not describe such a packing; :meth:`Packing.unpad` does.)
+    """
+    if mask is None:
+        return Packing.from_lengths(torch.full((batch,), length, dtype=torch.long), length)
+    lengths = mask.sum(1)
+    indices = mask.reshape(-1).nonzero().squeeze(1)
+    return Packing(cu_seqlens_from_lengths(lengths), int(lengths.max()) if batch else 0, indices, batch, length)
 
 
 @dataclass
@@ -55,7 +71,10 @@ class DecoderLayer(nn.Module):
     """Pre-norm block: causal self-attention, cross-attention to the memory, MLP (Vaswani et al., 2017).
 
     Both attentions go through :func:`polyfuse.attention.attention` (causal masking aligned to the
-    last key, so one new query attends to the whole cached prefix).
+    last key, so one new query attends to the whole cached prefix). Packed (teacher forcing): ``x
+    (T, dim)`` with its ``packing`` and the packed ``memory (Tm, memory_dim)`` with
+    ``memory_packing``; self-attention is causal within each caption, cross-attention sees only its
+    own sample's memory.
     """
 
     def __init__(self, dim: int, memory_dim: int, heads: int, mlp_ratio: float = 4.0, dropout: float = 0.0) -> None:
@@ -79,9 +98,19 @@ class DecoderLayer(nn.Module):
         return (_split(self.cross_attn.k_proj(memory), self.heads),
                 _split(self.cross_attn.v_proj(memory), self.heads))
 
-    def forward(self, x: Tensor, memory_kv: tuple[Tensor, Tensor], memory_mask: Tensor | None,
-                cache: LayerCache | None = None) -> Tensor:
-        """``x: (B, L, dim)`` new positions; with ``cache``, the cached prefix is attended and extended."""
+    def forward(self, x: Tensor, memory_kv: tuple[Tensor, Tensor] | None, memory_mask: Tensor | None,
+                cache: LayerCache | None = None, *, packing: Packing | None = None, memory: Tensor | None = None,
+                memory_packing: Packing | None = None) -> Tensor:
+        """``x: (B, L, dim)`` new positions; with ``cache``, the cached prefix is attended and extended.
+        Packed: ``x (T, dim)``, ``packing``, ``memory (Tm, memory_dim)``, ``memory_packing`` -> ``(T, dim)``."""
+        if packing is not None:
+            if memory is None or memory_packing is None:
+                raise ValueError("a packed DecoderLayer call needs the packed memory and its memory_packing")
+            attn, _ = self.self_attn(self.norm_self(x), causal=True, packing=packing)
+            x = x + self.drop(attn)
+            attn, _ = self.cross_attn(self.norm_cross(x), memory, packing=packing, context_packing=memory_packing)
+            x = x + self.drop(attn)
+            return x + self.drop(self.mlp(self.norm_mlp(x)))
         h = self.norm_self(x)
         q = _split(self.self_attn.q_proj(h), self.heads)
         k = _split(self.self_attn.k_proj(h), self.heads)
@@ -103,17 +132,27 @@ class CaptionDecoder(nn.Module):
     and an output projection tied to the token embedding (Press & Wolf, 2017). Padded memory
     positions are masked as keys; an all-padded memory row gives a zero cross-attention output.
 
+    Packed teacher forcing (``packing=True``): the caption tokens (``tokens != pad_id``, a prefix of
+    each row) and the valid memory tokens are unpadded once; embeddings, every layer, the final norm
+    and the logits run on real tokens only, and the logits are padded back to ``(B, L, vocab)`` with
+    zeros at padding (positions the loss ignores). Real positions equal the padded path's. Generation
+    (with a cache) stays padded.
+
     Args:
         vocab_size: output vocabulary. dim: width. memory_dim: width of the memory tokens.
         depth, heads, mlp_ratio, dropout: block settings. max_positions: longest decoder input.
         pad_id: padding token (its embedding is not trained). tie_embeddings: share input/output.
+        packing: packed teacher forcing (see above).
     """
+
+    #: how errors name the decoder's input tokens (the captioning head sets its target key)
+    input_name: str = "caption tokens"
 
     def __init__(self, vocab_size: int, dim: int = 128, memory_dim: int = 128, depth: int = 2, heads: int = 4,
                  mlp_ratio: float = 4.0, dropout: float = 0.0, max_positions: int = 32, pad_id: int = 0,
-                 tie_embeddings: bool = True) -> None:
+                 tie_embeddings: bool = True, packing: bool = False) -> None:
         super().__init__()
-        self.vocab_size, self.max_positions = vocab_size, max_positions
+        self.vocab_size, self.max_positions, self.pad_id, self.packing = vocab_size, max_positions, pad_id, packing
         self.token_embedding = nn.Embedding(vocab_size, dim, padding_idx=pad_id)
         self.position_embedding = nn.Embedding(max_positions, dim)
         nn.init.normal_(self.token_embedding.weight, std=0.02)
@@ -146,6 +185,8 @@ class CaptionDecoder(nn.Module):
         length = tokens.shape[1]
         if offset + length > self.max_positions:
             raise ValueError(f"decoder input of {offset + length} tokens exceeds max_positions={self.max_positions}")
+        if cache is None and self.packing and memory is not None:
+            return self._packed(tokens, memory, memory_mask)
         positions = torch.arange(offset, offset + length, device=tokens.device)
         x = self.token_embedding(tokens) + self.position_embedding(positions)[None]
         if cache is None:
@@ -157,8 +198,22 @@ class CaptionDecoder(nn.Module):
             for layer, layer_cache in zip(self.layers, cache.layers):
                 x = layer(x, (layer_cache.cross_k, layer_cache.cross_v), cache.memory_mask, layer_cache)
             cache.length += length
+        return self._logits(x)
+
+    def _logits(self, x: Tensor) -> Tensor:
         x = self.norm(x)
         return F.linear(x, self.token_embedding.weight) if self.output is None else self.output(x)
+
+    def _packed(self, tokens: Tensor, memory: Tensor, memory_mask: Tensor | None) -> Tensor:
+        """Teacher forcing on the real caption tokens and memory only; logits padded back once."""
+        packing = Packing.from_mask(tokens != self.pad_id, name=self.input_name)
+        memory_packing = key_packing(memory_mask, memory.shape[0], memory.shape[1])
+        packed_memory = memory_packing.unpad(memory)
+        x = self.token_embedding(packing.unpad(tokens)) + self.position_embedding(packing.position_ids())
+        for layer in self.layers:
+            x = checkpointed(layer, x, None, None, packing=packing, memory=packed_memory,
+                             memory_packing=memory_packing)
+        return packing.pad(self._logits(x))
 
 
 class DecoderStepper:
