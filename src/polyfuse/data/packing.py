@@ -1,0 +1,223 @@
+"""Sample packing for pre-training: several short token sequences per row, up to a token budget.
+
+Captions average ~11 tokens; padding each to the longest of its batch wastes most of a text model's
+work. :class:`SamplePackingCollator` instead packs whole samples into rows of ``budget`` tokens
+(first-fit decreasing, or greedy in arrival order) and records where every sample sits, so a packed
+model attends *within* a sample only (block-diagonal attention through ``cu_seqlens``), numbers
+positions from 0 in every sample, and computes every sample's loss exactly as if it were alone.
+The layout follows Hugging Face's ``DataCollatorWithFlattening`` (concatenated samples, position
+ids restarting per sample, FlashAttention ``cu_seqlens``) and open_clip's fixed token budgets
+(rows of a fixed length); labels are per token and already aligned with their inputs
+(``labels[t]`` is the target predicted *at* ``t``), so no shift ever crosses a sample boundary.
+
+Consumers:
+
+* a packed model (``(T, D)`` rows, :class:`~polyfuse.attention.varlen.Packing`): take
+  :meth:`PackedRows.tokens`, :meth:`PackedRows.positions` and :meth:`PackedRows.packing`; the
+  attention descriptor covers the *samples* (``cu_seqlens (N + 1,)``), never the rows.
+* a padded model that reads ``(R, budget)`` rows: :meth:`PackedRows.attention_mask` is the
+  block-diagonal ``(R, budget, budget)`` mask (``causal=True`` for a decoder).
+
+Per-sample losses: :meth:`PackedRows.per_sample` sums any per-token value ``(T,)`` by sample, so
+sum- and per-sample-mean reductions equal the unpacked ones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Mapping, Sequence
+
+import torch
+from torch import Tensor
+
+from polyfuse.attention.varlen import Packing
+
+__all__ = ["PackedRows", "SamplePackingCollator", "pack_lengths"]
+
+Strategy = Literal["ffd", "greedy"]
+Sample = Sequence[int] | Tensor | Mapping[str, Sequence[int] | Tensor]
+
+
+def pack_lengths(lengths: Sequence[int], budget: int, strategy: Strategy = "ffd") -> list[list[int]]:
+    """Group sample indices into rows holding at most ``budget`` tokens each.
+
+    ``"ffd"`` (first-fit decreasing): longest first, each into the first row with room (at most
+    11/9 OPT + 1 rows). ``"greedy"``: in arrival order, a new row when the current one is full
+    (keeps the data order). Within a row, samples keep their arrival order.
+
+    Raises:
+        ValueError: naming the first sample longer than ``budget`` (truncate it before, or use the
+            collator's ``truncate=True``).
+    """
+    if budget <= 0:
+        raise ValueError(f"pack_lengths: budget must be positive, got {budget}")
+    too_long = [index for index, length in enumerate(lengths) if length > budget]
+    if too_long:
+        index = too_long[0]
+        raise ValueError(f"sample {index} has {lengths[index]} tokens, more than the packing budget of {budget} "
+                         f"({len(too_long)} such samples); truncate them or raise the budget")
+    if strategy not in ("ffd", "greedy"):
+        raise ValueError(f"pack_lengths: strategy must be 'ffd' or 'greedy', got {strategy!r}")
+    rows: list[list[int]] = []
+    room: list[int] = []
+    order = (sorted(range(len(lengths)), key=lambda i: (-lengths[i], i)) if strategy == "ffd"
+             else range(len(lengths)))
+    for index in order:
+        length = lengths[index]
+        candidates = range(len(rows)) if strategy == "ffd" else range(max(len(rows) - 1, 0), len(rows))
+        row = next((r for r in candidates if room[r] >= length), None)
+        if row is None:
+            rows.append([])
+            room.append(budget)
+            row = len(rows) - 1
+        rows[row].append(index)
+        room[row] -= length
+    return [sorted(row) for row in rows]
+
+
+@dataclass
+class PackedRows:
+    """A batch of samples packed into ``R`` rows of ``budget`` tokens.
+
+    Attributes:
+        input_ids: ``(R, budget)`` long; ``pad_id`` where no sample sits.
+        labels: ``(R, budget)`` long targets aligned with ``input_ids``; ``-100`` where ignored.
+        position_ids: ``(R, budget)`` long, restarting at 0 in every sample (0 at padding).
+        sequence_ids: ``(R, budget)`` long, which packed sample a token belongs to (``-1`` at padding).
+        cu_seqlens: ``(N + 1,)`` int32 offsets of the ``N`` samples in :meth:`tokens` order.
+        order: ``(N,)`` long, the collator-input index of each packed sample (samples are packed
+            row by row, so ``order`` is not the input order under ``"ffd"``).
+        truncated: how many samples were cut to the budget (``truncate=True``).
+    """
+
+    input_ids: Tensor
+    labels: Tensor
+    position_ids: Tensor
+    sequence_ids: Tensor
+    cu_seqlens: Tensor
+    order: Tensor
+    truncated: int = 0
+
+    @property
+    def mask(self) -> Tensor:
+        """``(R, budget)`` bool, ``True`` where a sample's token sits."""
+        return self.sequence_ids >= 0
+
+    @property
+    def num_samples(self) -> int:
+        return int(self.order.numel())
+
+    def lengths(self) -> Tensor:
+        """``(N,)`` tokens per packed sample."""
+        return (self.cu_seqlens[1:] - self.cu_seqlens[:-1]).to(torch.long)
+
+    def packing(self) -> Packing:
+        """The attention descriptor of :meth:`tokens`: one sequence per *sample* (block-diagonal attention).
+        Its ``pad`` / ``unpad`` map ``(T, ...)`` to the per-sample ``(N, longest, ...)`` layout."""
+        lengths = self.lengths()
+        return Packing.from_lengths(lengths, int(lengths.max()) if lengths.numel() else 0)
+
+    def tokens(self) -> Tensor:
+        """``(T,)`` the samples' token ids, sample after sample (row-major, padding dropped)."""
+        return self.input_ids[self.mask]
+
+    def targets(self) -> Tensor:
+        """``(T,)`` the labels of :meth:`tokens`."""
+        return self.labels[self.mask]
+
+    def positions(self) -> Tensor:
+        """``(T,)`` each token's position within its own sample."""
+        return self.position_ids[self.mask]
+
+    def per_sample(self, values: Tensor) -> Tensor:
+        """``values (T, ...)`` (e.g. per-token losses) summed per sample -> ``(N, ...)``."""
+        index = self.sequence_ids[self.mask]
+        return values.new_zeros(self.num_samples, *values.shape[1:]).index_add(0, index, values)
+
+    def attention_mask(self, causal: bool = False) -> Tensor:
+        """``(R, budget, budget)`` bool: query ``i`` may attend key ``j`` (same sample; ``j <= i`` if causal).
+        Rows of padding attend nothing."""
+        ids = self.sequence_ids
+        allowed = (ids[:, :, None] == ids[:, None, :]) & (ids[:, :, None] >= 0)
+        if causal:
+            budget = ids.shape[1]
+            allowed = allowed & torch.ones(budget, budget, dtype=torch.bool, device=ids.device).tril()
+        return allowed
+
+
+class SamplePackingCollator:
+    """Collate token sequences into :class:`PackedRows` of ``budget`` tokens (see the module docstring).
+
+    Each sample is a sequence of token ids, or a mapping with ``input_ids`` and optionally ``labels``
+    (same length; e.g. MLM targets). Without labels, ``next_token=True`` makes causal-LM targets
+    (``labels[t] = input_ids[t + 1]`` within the sample, ``-100`` at its last token), else all
+    ``-100``.
+
+    Args:
+        budget: tokens per row. strategy: ``"ffd"`` or ``"greedy"`` (:func:`pack_lengths`).
+        pad_id: the id of row padding. next_token: build next-token labels (above).
+        truncate: cut samples longer than ``budget`` to it (counted in ``PackedRows.truncated``);
+            otherwise such a sample is an error naming its index.
+        rows: pad the batch to this many rows (a fixed shape, e.g. for compiled models); an error
+            when the samples need more.
+    """
+
+    def __init__(self, budget: int, strategy: Strategy = "ffd", pad_id: int = 0, next_token: bool = False,
+                 truncate: bool = False, rows: int | None = None) -> None:
+        if budget <= 0:
+            raise ValueError(f"SamplePackingCollator: budget must be positive, got {budget}")
+        self.budget, self.strategy, self.pad_id = budget, strategy, pad_id
+        self.next_token, self.truncate, self.rows = next_token, truncate, rows
+
+    def _sample(self, index: int, sample: Sample) -> tuple[Tensor, Tensor]:
+        if isinstance(sample, Mapping):
+            if "input_ids" not in sample:
+                raise KeyError(f"sample {index} has no 'input_ids' (keys: {sorted(sample)})")
+            ids = torch.as_tensor(sample["input_ids"], dtype=torch.long)
+            labels = sample.get("labels")
+        else:
+            ids, labels = torch.as_tensor(sample, dtype=torch.long), None
+        if ids.dim() != 1:
+            raise ValueError(f"sample {index}: input_ids must be one sequence, got shape {tuple(ids.shape)}")
+        if labels is not None:
+            labels = torch.as_tensor(labels, dtype=torch.long)
+            if labels.shape != ids.shape:
+                raise ValueError(f"sample {index}: labels {tuple(labels.shape)} do not match input_ids "
+                                 f"{tuple(ids.shape)}")
+        elif self.next_token:
+            labels = torch.cat([ids[1:], ids.new_full((min(1, ids.numel()),), -100)])
+        else:
+            labels = torch.full_like(ids, -100)
+        return ids, labels
+
+    def __call__(self, samples: Sequence[Sample]) -> PackedRows:
+        pairs = [self._sample(index, sample) for index, sample in enumerate(samples)]
+        truncated = 0
+        if self.truncate:
+            truncated = sum(ids.numel() > self.budget for ids, _ in pairs)
+            pairs = [(ids[:self.budget], labels[:self.budget]) for ids, labels in pairs]
+        bins = pack_lengths([ids.numel() for ids, _ in pairs], self.budget, self.strategy)
+        count = len(bins) if self.rows is None else self.rows
+        if count < len(bins):
+            raise ValueError(f"{len(samples)} samples need {len(bins)} rows of {self.budget} tokens, more than "
+                             f"rows={self.rows}")
+        input_ids = torch.full((count, self.budget), self.pad_id, dtype=torch.long)
+        labels = torch.full((count, self.budget), -100, dtype=torch.long)
+        positions = torch.zeros((count, self.budget), dtype=torch.long)
+        sequence_ids = torch.full((count, self.budget), -1, dtype=torch.long)
+        order, lengths = [], []
+        for row, members in enumerate(bins):
+            start = 0
+            for index in members:
+                ids, target = pairs[index]
+                end = start + ids.numel()
+                input_ids[row, start:end], labels[row, start:end] = ids, target
+                positions[row, start:end] = torch.arange(ids.numel())
+                sequence_ids[row, start:end] = len(order)
+                order.append(index)
+                lengths.append(ids.numel())
+                start = end
+        cu_seqlens = torch.zeros(len(lengths) + 1, dtype=torch.int32)
+        cu_seqlens[1:] = torch.tensor(lengths, dtype=torch.long).cumsum(0)
+        return PackedRows(input_ids, labels, positions, sequence_ids, cu_seqlens,
+                          torch.tensor(order, dtype=torch.long), truncated)
