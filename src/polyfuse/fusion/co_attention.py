@@ -13,7 +13,7 @@ from polyfuse.checkpointing import checkpointed
 from polyfuse.fusion.base import Fusion, FusionOutput, register
 from polyfuse.fusion.blocks import MultiContextAttention
 from polyfuse.fusion.masking import masked_mean, substitute_missing_token, zero_invalid
-from polyfuse.fusion.packed import gather_with_missing_token
+from polyfuse.fusion.packed import gather_with_missing_token, worth_packing
 from polyfuse.layers import TransformerBlock
 
 
@@ -99,7 +99,7 @@ class CoAttentionFusion(Fusion):
         self.out = nn.Linear(width, out_dim)
 
     def fuse(self, inputs: dict[str, Encoded], return_attention: bool = False) -> FusionOutput:
-        if self.packing and not return_attention:
+        if self.packing and not return_attention and worth_packing(inputs):
             return self.fuse_packed(inputs)
         streams, masks = {}, {}
         for name, encoded in inputs.items():

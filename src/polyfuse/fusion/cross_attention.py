@@ -11,7 +11,7 @@ from polyfuse.batch import Encoded
 from polyfuse.fusion.base import Fusion, FusionOutput, register
 from polyfuse.fusion.blocks import FeedForward, MultiContextAttention
 from polyfuse.fusion.masking import masked_mean, substitute_missing_token, zero_invalid
-from polyfuse.fusion.packed import gather_valid, gather_with_missing_token
+from polyfuse.fusion.packed import gather_valid, gather_with_missing_token, worth_packing
 
 
 @register("cross_attention")
@@ -69,7 +69,7 @@ class CrossAttentionFusion(Fusion):
         self.out = nn.Linear(width, out_dim)
 
     def fuse(self, inputs: dict[str, Encoded], return_attention: bool = False) -> FusionOutput:
-        if self.packing and not return_attention:
+        if self.packing and not return_attention and worth_packing(inputs):
             return self.fuse_packed(inputs)
         query = inputs[self.query]
         x, mask = substitute_missing_token(self.query_proj(query.tokens), query.mask, query.present_or_full(),

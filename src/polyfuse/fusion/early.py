@@ -12,7 +12,7 @@ from polyfuse.batch import Encoded
 from polyfuse.fusion.base import Fusion, FusionOutput, register
 from polyfuse.fusion.blocks import ModalityProjection, run_blocks
 from polyfuse.fusion.masking import zero_invalid
-from polyfuse.fusion.packed import gather_valid, interleave, scatter_rows
+from polyfuse.fusion.packed import gather_valid, interleave, scatter_rows, worth_packing
 from polyfuse.layers import TransformerBlock
 
 
@@ -42,10 +42,10 @@ class EarlyFusion(Fusion):
     packed sequence ``(T, width)`` (:mod:`polyfuse.fusion.packed`), the blocks run on it with
     block-diagonal attention per sample (``cu_seqlens``) and only the output tokens are scattered
     back to the padded layout above; ``pooled``, ``tokens`` and ``mask`` equal the padded path's.
-    Padding, absent modalities and masks with holes cost nothing. Two documented fallbacks run the
-    padded path instead: ``return_attention=True`` (maps are in the padded layout) and, without a
-    class token, a batch where some sample's first token is not valid (the padded path pools a
-    masked query there, which a packed sequence does not hold).
+    Padding, absent modalities and masks with holes cost nothing. The padded path runs instead for
+    a batch without any invalid token (nothing to skip), for ``return_attention=True`` (maps are in
+    the padded layout) and, without a class token, for a batch where some sample's first token is
+    not valid (the padded path pools a masked query there, which a packed sequence does not hold).
 
     The exact ViLT layout (:class:`polyfuse.models.ViLT`) is ``project=False, class_token=False,
     missing_tokens=False, token_projection=False``: the sequence is ``[x_1 + t_1; ...; x_M + t_M]``,
@@ -111,7 +111,8 @@ class EarlyFusion(Fusion):
         return torch.cat(parts, dim=1), torch.cat(masks, dim=1)
 
     def fuse(self, inputs: dict[str, Encoded], return_attention: bool = False) -> FusionOutput:
-        if self.packing and not return_attention and self._pooled_token_is_valid(inputs):
+        if (self.packing and not return_attention and worth_packing(inputs)
+                and self._pooled_token_is_valid(inputs)):
             return self.fuse_packed(inputs)
         x, mask = self.sequence(inputs)
         x, maps = run_blocks(self.blocks, x, mask, "joint/layer{i}", return_attention)

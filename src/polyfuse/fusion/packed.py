@@ -11,20 +11,22 @@ The rows are gathered by the mask itself (row-major order, so sample ``b``'s row
 in position order) and scattered back to the same flat positions, so the mask need not be a prefix:
 a mask with holes gives the same result as the padded path (attention is order-free over keys and
 positions are already in the tokens). :class:`Packing` (a prefix layout) is used only as the
-attention descriptor (``cu_seqlens``, ``max_seqlen``).
+attention descriptor (``cu_seqlens``, ``max_seqlen``). A batch without any invalid token runs the
+padded path (:func:`worth_packing`): packing would skip nothing.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Mapping
 
 import torch
 from torch import Tensor
 
 from polyfuse.attention.varlen import Packing
+from polyfuse.batch import Encoded
 
-__all__ = ["PackedTokens", "gather_valid", "gather_with_missing_token", "scatter_rows", "interleave"]
+__all__ = ["PackedTokens", "gather_valid", "gather_with_missing_token", "interleave", "scatter_rows", "worth_packing"]
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,12 @@ class PackedTokens:
     def scatter(self, rows: Tensor) -> Tensor:
         """``rows (T, ...)`` aligned with :attr:`rows` -> the padded ``(B, L, ...)``, zeros elsewhere."""
         return scatter_rows(rows, self.index, self.batch, self.length)
+
+
+def worth_packing(inputs: Mapping[str, Encoded]) -> bool:
+    """Whether some token of the prepared ``inputs`` is invalid (padding or an absent sample). Without
+    one, packing would skip nothing and the fusions run their padded path (no gather/scatter cost)."""
+    return not all(bool(encoded.mask.all()) for encoded in inputs.values())
 
 
 def gather_valid(tokens: Tensor, mask: Tensor) -> PackedTokens:
