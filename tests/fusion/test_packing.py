@@ -49,28 +49,21 @@ def test_packed_equals_padded(name, presence):
     assert_same_outputs_and_gradients(padded, packed, inputs)
 
 
-def test_vilt_layout_packed_equals_padded_with_an_absent_second_modality():
-    """EarlyFusion in ViLT's layout: no [CLS], no [MISS]; the first modality's first token is pooled."""
+@pytest.mark.parametrize("absent, falls_back", [([(1, 1), (4, 1)], False), ([(2, 0)], True)],
+                         ids=["absent-image", "absent-text-falls-back"])
+def test_vilt_layout_packed_equals_padded(absent, falls_back):
+    """EarlyFusion in ViLT's layout: no [CLS], no [MISS]; the first modality's first token is pooled.
+    When that token is padding (an absent text) the padded path pools a masked query: packing falls back."""
     options = dict(dims={"text": 16, "image": 16}, width=16, project=False, class_token=False,
                    missing_tokens=False, token_projection=False)
     padded, packed = pair("early", **options)
     padded.eval(), packed.eval()
     presence = torch.ones(8, 2, dtype=torch.bool)
-    presence[[1, 4], 1] = False
+    for sample, modality in absent:
+        presence[sample, modality] = False
     inputs = make_inputs(presence=presence, dims={"text": 16, "image": 16})
-    assert_same_outputs_and_gradients(padded, packed, inputs)
-
-
-def test_vilt_layout_falls_back_when_the_pooled_token_is_padding():
-    """No [CLS] and an absent first modality: the padded path pools a masked query; packing falls back."""
-    options = dict(dims={"text": 16, "image": 16}, width=16, project=False, class_token=False,
-                   missing_tokens=False, token_projection=False)
-    padded, packed = pair("early", **options)
-    padded.eval(), packed.eval()
-    presence = torch.ones(8, 2, dtype=torch.bool)
-    presence[2, 0] = False
-    inputs = make_inputs(presence=presence, dims={"text": 16, "image": 16})
-    packed.fuse_packed = None  # the fallback must not reach the packed path
+    if falls_back:
+        packed.fuse_packed = None  # the fallback must not reach the packed path
     assert_same_outputs_and_gradients(padded, packed, inputs)
 
 
