@@ -39,13 +39,12 @@ class ModalityProjection(nn.Module):
 
     def forward(self, inputs: Mapping[str, Encoded]) -> dict[str, Tensor]:
         """``{m: Encoded (B, L_m, D_m)}`` -> ``{m: (B, L_m, width)}``."""
-        out = {}
-        for name, encoded in inputs.items():
-            tokens = self.proj[name](encoded.tokens)
-            if self.type_embedding is not None:
-                tokens = tokens + self.type_embedding[name]
-            out[name] = tokens
-        return out
+        return {name: self.project(name, encoded.tokens) for name, encoded in inputs.items()}
+
+    def project(self, name: str, tokens: Tensor) -> Tensor:
+        """Modality ``name``'s tokens ``(..., D_m)`` -> ``(..., width)``: padded ``(B, L_m, D_m)`` or packed rows."""
+        tokens = self.proj[name](tokens)
+        return tokens if self.type_embedding is None else tokens + self.type_embedding[name]
 
 
 class ContextAttention(nn.Module):

@@ -128,35 +128,35 @@ class EarlyFusion(Fusion):
         """:meth:`fuse` on the valid tokens only (see the class docstring); same outputs, no maps."""
         first = next(iter(inputs.values())).tokens
         batch, device = first.shape[0], first.device
-        ones = torch.ones(batch, dtype=torch.long, device=device)
-        parts, padded_index, columns = [], [], 0  # (rows, lengths), flat index in the padded layout, width so far
         samples = torch.arange(batch, device=device)
+        # the parts of the sequence in order: (rows, rows per sample) and each row's (sample, padded column)
+        parts: list[tuple[Tensor, Tensor]] = []
+        places: list[tuple[Tensor, Tensor]] = []
+        width = 0  # columns of the padded layout so far
 
-        def add(rows: Tensor, lengths: Tensor, sample: Tensor, column: Tensor, width: int) -> None:
-            nonlocal columns
+        def add(rows: Tensor, lengths: Tensor, sample: Tensor, column: Tensor, columns: int) -> None:
+            nonlocal width
             parts.append((rows, lengths))
-            padded_index.append((sample, columns + column))
-            columns += width
+            places.append((sample, width + column))
+            width += columns
 
         if self.cls is not None:
-            add(self.cls.expand(batch, -1), ones, samples, torch.zeros_like(samples), 1)
+            add(self.cls.expand(batch, -1), torch.ones_like(samples), samples, torch.zeros_like(samples), 1)
         for name, encoded in inputs.items():
             packed = gather_valid(encoded.tokens, encoded.mask)
-            rows = self.project.proj[name](packed.rows)
-            if self.project.type_embedding is not None:
-                rows = rows + self.project.type_embedding[name]
-            add(rows, packed.lengths(), packed.samples(), packed.columns(), packed.length)
+            add(self.project.project(name, packed.rows), packed.lengths(), packed.samples(), packed.columns(),
+                packed.length)
             if self.missing is not None:
                 absent = ~encoded.present_or_full()
                 add(self.missing[name].expand(int(absent.sum()), -1), absent.long(), samples[absent],
                     torch.zeros_like(samples[absent]), 1)
         x, destination, lengths = interleave(parts, batch)
-        flat = torch.cat([sample * columns + column for sample, column in padded_index])
-        flat = torch.empty_like(flat).index_copy(0, destination, flat)
-        packing = Packing.from_lengths(lengths, columns)
+        positions = torch.cat([sample * width + column for sample, column in places])  # in the (B * L) layout
+        positions = torch.empty_like(positions).index_copy(0, destination, positions)  # in packed order
+        packing = Packing.from_lengths(lengths, width)
         x, _ = run_blocks(self.blocks, x, None, "joint/layer{i}", False, packing=packing)
         x = self.norm(x)
-        tokens = scatter_rows(self.out(x), flat, batch, columns)
-        mask = torch.zeros(batch * columns, dtype=torch.bool, device=device).index_fill(0, flat, True)
-        pooled = self.pooler(x.index_select(0, packing.cu_seqlens[:-1].long()))
-        return FusionOutput(pooled=pooled, tokens=tokens, mask=mask.view(batch, columns))
+        tokens = scatter_rows(self.out(x), positions, batch, width)
+        mask = torch.zeros(batch * width, dtype=torch.bool, device=device).index_fill(0, positions, True)
+        pooled = self.pooler(x.index_select(0, packing.cu_seqlens[:-1].long()))  # each sample's first row
+        return FusionOutput(pooled=pooled, tokens=tokens, mask=mask.view(batch, width))
