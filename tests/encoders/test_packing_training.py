@@ -48,6 +48,8 @@ def test_the_switch_reaches_encoders_and_heads():
     assert isinstance(encoder, TextTransformerEncoder) and encoder.packing
     off = compose_config("train", ["experiment=avdigits_captioning", "model.encoders.text.packing=true"])
     assert off.model.packing is False and off.model.encoders.text.packing is True and off.model.head.packing is False
+    multitask = compose_config("train", ["experiment=avdigits_multitask", "model.packing=true"])
+    assert multitask.model.head.heads.captioning.packing is True
 
 
 @pytest.mark.slow
