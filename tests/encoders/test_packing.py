@@ -93,6 +93,17 @@ def test_packed_equals_padded_outputs_and_gradients(name, output):
             assert (grad - expected_grads[parameter]).abs().max() <= TOL, parameter
 
 
+@pytest.mark.parametrize("name", ["bert", "clip_causal_argmax"])
+def test_a_batch_of_placeholders_runs_packed(name):
+    """Every row absent (the collate's batch of placeholders): no token to compute on, zeros out."""
+    padded, packed = twins(name, output="pooled")
+    inputs = ModalityInput(torch.zeros(3, 6, dtype=torch.long), torch.zeros(3, 6, dtype=torch.bool),
+                           torch.zeros(3, dtype=torch.bool))
+    expected, _ = run(padded, inputs)
+    tokens, _ = run(packed, inputs)
+    assert torch.equal(tokens, expected) and not tokens.abs().sum()
+
+
 @pytest.mark.parametrize("name", ["bert", "clip_causal_last"])
 def test_packed_never_reads_padded_positions(name):
     """Out-of-vocabulary ids at padded positions (given straight to ``encode``, past the base
