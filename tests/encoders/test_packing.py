@@ -93,6 +93,17 @@ def test_packed_equals_padded_outputs_and_gradients(name, output):
             assert (grad - expected_grads[parameter]).abs().max() <= TOL, parameter
 
 
+@pytest.mark.parametrize("name", ["bert", "clip_causal_argmax"])
+def test_a_batch_of_placeholders_runs_packed(name):
+    """Every row absent (the collate's batch of placeholders): no token to compute on, zeros out."""
+    padded, packed = twins(name, output="pooled")
+    inputs = ModalityInput(torch.zeros(3, 6, dtype=torch.long), torch.zeros(3, 6, dtype=torch.bool),
+                           torch.zeros(3, dtype=torch.bool))
+    expected, _ = run(padded, inputs)
+    tokens, _ = run(packed, inputs)
+    assert torch.equal(tokens, expected) and not tokens.abs().sum()
+
+
 @pytest.mark.parametrize("name", ["bert", "clip_causal_last"])
 def test_packed_never_reads_padded_positions(name):
     """Out-of-vocabulary ids at padded positions (given straight to ``encode``, past the base
@@ -129,3 +140,33 @@ def test_mask_with_holes_names_modality_and_sample(name):
     with pytest.raises(ValueError, match=r"caption: sample 3's mask is not a prefix"):
         packed(ModalityInput(inputs.values, holes, inputs.present))
     padded(ModalityInput(inputs.values, holes, inputs.present))  # the padded path accepts any mask
+
+
+def backend_twins(name: str, backend: str, device: str) -> tuple[Encoder, Encoder]:
+    padded, packed = twins(name, attention_backend=backend)
+    return padded.to(device), packed.to(device)
+
+
+def assert_backend_parity(name: str, backend: str, device: str, tol: float) -> None:
+    padded, packed = backend_twins(name, backend, device)
+    inputs = text_batch()
+    inputs = ModalityInput(inputs.values.to(device), inputs.mask.to(device), inputs.present.to(device))
+    expected, expected_grads = run(padded, inputs)
+    tokens, grads = run(packed, inputs)
+    assert (tokens - expected).abs().max() <= tol
+    for parameter, grad in grads.items():
+        assert (grad - expected_grads[parameter]).abs().max() <= tol, parameter
+
+
+@pytest.mark.parametrize("backend", ["reference", "sdpa"])  # flex: no CPU backward
+@pytest.mark.parametrize("name", ["bert", "clip_causal_last"])
+def test_packed_equals_padded_on_every_cpu_backend(name, backend):
+    assert_backend_parity(name, backend, "cpu", TOL)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("backend", ["sdpa", "flex", "triton", "auto"])
+@pytest.mark.parametrize("name", ["bert", "clip_causal_last"])
+def test_packed_equals_padded_on_cuda(name, backend):
+    assert_backend_parity(name, backend, "cuda", 1e-4)

@@ -59,7 +59,8 @@ def run(decoder: CaptionDecoder, tokens: torch.Tensor, mask: torch.Tensor | None
     return logits.detach(), grads, source.grad
 
 
-@pytest.mark.parametrize("memory_mask", [MEMORY_MASK, None], ids=["memory_with_holes", "memory_all_real"])
+@pytest.mark.parametrize("memory_mask", [MEMORY_MASK, None, torch.zeros(5, 6, dtype=torch.bool)],
+                         ids=["memory_with_holes", "memory_all_real", "memory_all_absent"])
 @pytest.mark.parametrize("checkpointing", [False, True])
 def test_packed_teacher_forcing_equals_padded(memory_mask, checkpointing):
     padded, packed = twins()

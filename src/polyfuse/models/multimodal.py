@@ -8,6 +8,7 @@ from typing import Any, Callable, Mapping, Sequence
 from torch import nn
 
 from polyfuse.batch import Batch, Encoded, ModalityInput
+from polyfuse.encoders.base import Encoder
 from polyfuse.fusion.base import Fusion, FusionOutput
 from polyfuse.heads.base import HeadContext, TaskHead
 
@@ -59,6 +60,9 @@ class MultimodalModel(nn.Module):
             raise ValueError("MultimodalModel needs at least one modality")
         self.modalities = modalities
         self.encoders = nn.ModuleDict({m: encoders[m] for m in modalities})
+        for name, encoder in self.encoders.items():
+            if isinstance(encoder, Encoder):
+                encoder.modality = name  # errors name the modality (e.g. a mask packing cannot take)
         dims = {m: int(self.encoders[m].out_dim) for m in modalities}
         if fusion is None or isinstance(fusion, nn.Module):
             self.fusion = fusion

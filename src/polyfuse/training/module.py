@@ -64,6 +64,9 @@ class PolyfuseLitModule(LightningModule):
             2021): the head's loss over the whole (DDP: global) batch with one chunk's activations in
             memory. For heads whose outputs are per-sample embeddings (contrastive, SigLIP); not with
             auxiliary objectives. ``None`` / ``chunk_size: null``: one forward and backward per batch.
+        packing: ``model.packing``, the model-wide "unpad once" switch; the encoder and head configs
+            read it (``${oc.select:model.packing,false}``) and pass it to the modules that support it
+            (docs/encoders.md). Recorded in the hyperparameters only.
     """
 
     def __init__(self, encoders: Mapping[str, nn.Module] | None = None, fusion: FusionFactory | None = None,
@@ -74,7 +77,7 @@ class PolyfuseLitModule(LightningModule):
                  objectives: Mapping[str, nn.Module | Callable[..., nn.Module]] | None = None,
                  warmup_ratio: float | None = None, model: MultimodalModel | None = None,
                  optimizer_groups: Mapping[str, Any] | None = None,
-                 objective: Mapping[str, Any] | None = None) -> None:
+                 objective: Mapping[str, Any] | None = None, packing: bool = False) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["encoders", "fusion", "head", "optimizer", "scheduler", "modality_dropout",
                                           "objectives", "model"])
