@@ -145,7 +145,7 @@ def test_traces_under_torch_compile_without_graph_breaks():
     q, k, v, cu_q, cu_k = _packed([5, 9], [7, 3])
 
     def block(q, k, v):
-        out, _ = varlen_kernels.VarlenFlashAttentionFunction.apply(q * 1.0, k, v, cu_q, cu_k, 9, 7, True, 0.0, 0.25)
+        out, _ = kernels.FlashAttentionFunction.apply(q * 1.0, k, v, None, None, True, 0.0, 0.25, cu_q, cu_k, 9, 7)
         return out.sum(-1)
 
     compiled = torch.compile(block, backend="aot_eager", fullgraph=True)

@@ -210,24 +210,41 @@ def _(dout, q, k, v, out, lse, seed, key_padding_mask, key_lengths, causal, drop
 
 
 class FlashAttentionFunction(torch.autograd.Function):
-    """Autograd wrapper: forward saves ``q, k, v, out, lse, seed`` (no ``Lq x Lk`` tensor)."""
+    """Autograd wrapper: forward saves ``q, k, v, out, lse, seed`` (no ``Lq x Lk`` tensor).
+
+    Padded call: ``apply(q, k, v, key_padding_mask, key_lengths, causal, dropout_p, scale)``. Packed call
+    (:mod:`polyfuse.attention.kernels.varlen`): the padding pair is ``None`` and ``cu_seqlens_q/k``,
+    ``max_seqlen_q/k`` follow, selecting the ``..._varlen_...`` ops.
+    """
 
     @staticmethod
-    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Tensor | None,
-                key_lengths: Tensor | None, causal: bool, dropout_p: float, scale: float) -> tuple[Tensor, Tensor]:
-        out, lse, seed = torch.ops.polyfuse.flash_attention_forward(
-            q, k, v, key_padding_mask, key_lengths, causal, dropout_p, scale)
-        ctx.save_for_backward(q, k, v, out, lse, seed, key_padding_mask, key_lengths)
-        ctx.causal, ctx.dropout_p, ctx.scale = causal, dropout_p, scale
+    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Tensor | None, key_lengths: Tensor | None,
+                causal: bool, dropout_p: float, scale: float, cu_seqlens_q: Tensor | None = None,
+                cu_seqlens_k: Tensor | None = None, max_seqlen_q: int = 0,
+                max_seqlen_k: int = 0) -> tuple[Tensor, Tensor]:
+        ctx.packed = cu_seqlens_q is not None
+        if ctx.packed:
+            out, lse, seed = torch.ops.polyfuse.flash_attention_varlen_forward(
+                q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, causal, dropout_p, scale)
+        else:
+            out, lse, seed = torch.ops.polyfuse.flash_attention_forward(
+                q, k, v, key_padding_mask, key_lengths, causal, dropout_p, scale)
+        ctx.save_for_backward(q, k, v, out, lse, seed, key_padding_mask, key_lengths, cu_seqlens_q, cu_seqlens_k)
+        ctx.max_seqlen, ctx.causal, ctx.dropout_p, ctx.scale = (max_seqlen_q, max_seqlen_k), causal, dropout_p, scale
         ctx.mark_non_differentiable(lse)
         return out, lse
 
     @staticmethod
     def backward(ctx, dout: Tensor, dlse: Tensor | None):
-        q, k, v, out, lse, seed, key_padding_mask, key_lengths = ctx.saved_tensors
-        dq, dk, dv = torch.ops.polyfuse.flash_attention_backward(
-            dout, q, k, v, out, lse, seed, key_padding_mask, key_lengths, ctx.causal, ctx.dropout_p, ctx.scale)
-        return dq, dk, dv, None, None, None, None, None
+        q, k, v, out, lse, seed, key_padding_mask, key_lengths, cu_seqlens_q, cu_seqlens_k = ctx.saved_tensors
+        if ctx.packed:
+            dq, dk, dv = torch.ops.polyfuse.flash_attention_varlen_backward(
+                dout, q, k, v, out, lse, seed, cu_seqlens_q, cu_seqlens_k, *ctx.max_seqlen, ctx.causal,
+                ctx.dropout_p, ctx.scale)
+        else:
+            dq, dk, dv = torch.ops.polyfuse.flash_attention_backward(
+                dout, q, k, v, out, lse, seed, key_padding_mask, key_lengths, ctx.causal, ctx.dropout_p, ctx.scale)
+        return dq, dk, dv, *([None] * 9)
 
 
 def triton_attention(q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Tensor | None = None,

@@ -7,8 +7,8 @@ its sample's offsets and length and skips blocks past it, so no work is spent on
 aligned to each sample's own last key. A sample with no key gives zero output and zero gradients.
 
 Registered as ``polyfuse::flash_attention_varlen_forward`` / ``..._backward`` with fake impls, so
-``torch.compile`` traces through :class:`VarlenFlashAttentionFunction` (``max_seqlen`` are ints, as
-in FlashAttention's own varlen API).
+``torch.compile`` traces through :class:`~polyfuse.attention.kernels.function.FlashAttentionFunction`
+(which selects these ops for a packed call; ``max_seqlen`` are ints, as in FlashAttention's varlen API).
 """
 
 from __future__ import annotations
@@ -17,7 +17,13 @@ import torch
 from torch import Tensor
 
 from polyfuse.attention.args import AttentionArgs
-from polyfuse.attention.kernels.function import KernelLayout, check_supported, launch_backward, launch_forward
+from polyfuse.attention.kernels.function import (
+    FlashAttentionFunction,
+    KernelLayout,
+    check_supported,
+    launch_backward,
+    launch_forward,
+)
 
 
 def _layout(q: Tensor, cu_q: Tensor, cu_k: Tensor, max_seqlen_q: int, max_seqlen_k: int) -> KernelLayout:
@@ -55,28 +61,6 @@ def _(dout, q, k, v, out, lse, seed, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, m
     return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
 
 
-class VarlenFlashAttentionFunction(torch.autograd.Function):
-    """Autograd wrapper: saves ``q, k, v, out, lse, seed`` and the offsets (no ``Tq x Tk`` tensor)."""
-
-    @staticmethod
-    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, cu_seqlens_q: Tensor, cu_seqlens_k: Tensor, max_seqlen_q: int,
-                max_seqlen_k: int, causal: bool, dropout_p: float, scale: float) -> tuple[Tensor, Tensor]:
-        out, lse, seed = torch.ops.polyfuse.flash_attention_varlen_forward(
-            q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, causal, dropout_p, scale)
-        ctx.save_for_backward(q, k, v, out, lse, seed, cu_seqlens_q, cu_seqlens_k)
-        ctx.max_seqlen, ctx.causal, ctx.dropout_p, ctx.scale = (max_seqlen_q, max_seqlen_k), causal, dropout_p, scale
-        ctx.mark_non_differentiable(lse)
-        return out, lse
-
-    @staticmethod
-    def backward(ctx, dout: Tensor, dlse: Tensor | None):
-        q, k, v, out, lse, seed, cu_seqlens_q, cu_seqlens_k = ctx.saved_tensors
-        dq, dk, dv = torch.ops.polyfuse.flash_attention_varlen_backward(
-            dout, q, k, v, out, lse, seed, cu_seqlens_q, cu_seqlens_k, *ctx.max_seqlen, ctx.causal, ctx.dropout_p,
-            ctx.scale)
-        return dq, dk, dv, None, None, None, None, None, None, None
-
-
 def triton_varlen_attention(args: AttentionArgs) -> tuple[Tensor, Tensor]:
     """Fused packed attention for a packed :class:`AttentionArgs` (validated by
     :func:`polyfuse.attention.varlen_dispatch.validate_varlen`): ``(out (Tq, H, D), lse (H, Tq))``.
@@ -86,6 +70,5 @@ def triton_varlen_attention(args: AttentionArgs) -> tuple[Tensor, Tensor]:
     check_supported(args.q, args.k, args.v)
     cu_q, cu_k = (cu.to(device=args.q.device, dtype=torch.int32).contiguous()
                   for cu in (args.cu_seqlens_q, args.cu_seqlens_k))
-    return VarlenFlashAttentionFunction.apply(args.q, args.k, args.v, cu_q, cu_k, int(args.max_seqlen_q),
-                                              int(args.max_seqlen_k), args.causal, float(args.dropout_p),
-                                              args.softmax_scale)
+    return FlashAttentionFunction.apply(args.q, args.k, args.v, None, None, args.causal, float(args.dropout_p),
+                                        args.softmax_scale, cu_q, cu_k, int(args.max_seqlen_q), int(args.max_seqlen_k))
