@@ -187,3 +187,12 @@ def test_packed_triton_runs_natively_not_through_the_padded_fallback(monkeypatch
     q, k, v, cu_q, cu_k = _packed([4, 6], [4, 6])
     out = attention(q, k, v, cu_seqlens_q=cu_q, cu_seqlens_k=cu_k, causal=True, backend="triton")
     assert out.shape == q.shape
+
+
+@pytest.mark.parametrize("lengths", [([0, 0], [3, 2]), ([2, 1], [0, 0])], ids=["no-queries", "no-keys"])
+def test_a_batch_without_queries_or_keys(lengths):
+    q, k, v, cu_q, cu_k = _packed(*lengths)
+    out = attention(q, k, v, cu_seqlens_q=cu_q, cu_seqlens_k=cu_k, backend="triton")
+    grads = torch.autograd.grad(out.sum(), (q, k, v))
+    assert out.shape == q.shape and torch.equal(out, torch.zeros_like(out))
+    assert all(torch.equal(grad, torch.zeros_like(grad)) for grad in grads)

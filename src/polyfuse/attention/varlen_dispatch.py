@@ -58,6 +58,7 @@ def packed_args(q: Tensor, k: Tensor, v: Tensor, cu_seqlens_q: Tensor | None, cu
     cu_seqlens_q = cu_seqlens_k if cu_seqlens_q is None else cu_seqlens_q
     cu_seqlens_k = cu_seqlens_q if cu_seqlens_k is None else cu_seqlens_k
     validate_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k)
+    cu_seqlens_q, cu_seqlens_k = cu_seqlens_q.to(q.device), cu_seqlens_k.to(q.device)  # offsets may come from the host
     return AttentionArgs(q, k, v, causal=causal, dropout_p=dropout_p, scale=scale, cu_seqlens_q=cu_seqlens_q,
                          cu_seqlens_k=cu_seqlens_k, max_seqlen_q=_max_seqlen(cu_seqlens_q, max_seqlen_q, "max_seqlen_q"),
                          max_seqlen_k=_max_seqlen(cu_seqlens_k, max_seqlen_k, "max_seqlen_k"))
