@@ -60,3 +60,25 @@ def test_packed_causal_with_per_sample_offsets_on_gpu():
     expected = attention(q.float(), k.float(), v.float(), cu_seqlens_q=cu_q, cu_seqlens_k=cu_k, causal=True,
                          backend="reference")
     torch.testing.assert_close(out.float(), expected, atol=3e-2, rtol=3e-2)
+
+
+@pytest.mark.parametrize("backend", ["triton", "flex"])
+def test_packed_backward_with_a_keyless_sample_on_gpu(backend):
+    """A sample without keys (an absent modality): zero output, finite gradients equal to the reference."""
+    lengths_q, lengths_k = torch.tensor([12, 7, 30]), torch.tensor([20, 0, 30])
+    cu_q, cu_k = (cu_seqlens_from_lengths(t).cuda() for t in (lengths_q, lengths_k))
+    gen = torch.Generator(device="cuda").manual_seed(2)
+    q = torch.randn(int(lengths_q.sum()), 4, 64, device="cuda", dtype=torch.bfloat16, generator=gen)
+    k, v = (torch.randn(int(lengths_k.sum()), 4, 64, device="cuda", dtype=torch.bfloat16, generator=gen)
+            for _ in range(2))
+    results = []
+    for name, dtype in ((backend, torch.bfloat16), ("reference", torch.float32)):
+        leaves = [t.to(dtype).requires_grad_() for t in (q, k, v)]
+        out = attention(*leaves, cu_seqlens_q=cu_q, cu_seqlens_k=cu_k, causal=True, backend=name)
+        results.append((out, torch.autograd.grad(out.float().sum(), leaves)))
+    (out, grads), (expected, expected_grads) = results
+    assert torch.equal(out[12:19], torch.zeros_like(out[12:19]))
+    torch.testing.assert_close(out.float(), expected, atol=3e-2, rtol=3e-2)
+    for got, want in zip(grads, expected_grads):
+        assert torch.isfinite(got).all()
+        torch.testing.assert_close(got.float(), want, atol=5e-2, rtol=5e-2)
