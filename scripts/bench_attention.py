@@ -19,6 +19,8 @@ says that the grid needs a GPU, runs the Triton kernels in the interpreter again
 (a correctness check, in a subprocess with TRITON_INTERPRET=1) and prints CPU timings of
 reference / SDPA / auto (and compiled FlexAttention forward with ``--with-flex``) per multimodal
 case: the measurements behind ``backend="auto"`` on CPU.
+
+Packed (varlen) against padded attention: ``scripts/bench_attention_varlen.py`` (reuses these helpers).
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 :func:`polyfuse.attention.attention` packs its arguments into an :class:`AttentionArgs` once; each
 backend (``reference``, ``sdpa``, ``flex``, ``triton``) receives that object instead of writing
 the same ``q, k, v, key_padding_mask, causal, dropout_p, scale`` signature out again.
-Conventions are those of :mod:`polyfuse.attention.masks`.
+Conventions are those of :mod:`polyfuse.attention.masks`; a packed (varlen) call carries its
+``cu_seqlens_q/k`` and ``max_seqlen_q/k`` in the same object (:mod:`polyfuse.attention.varlen`).
 """
 
 from __future__ import annotations
@@ -20,12 +21,15 @@ class AttentionArgs:
     """One scaled dot-product attention call.
 
     Attributes:
-        q: ``(B, H, Lq, D)``; k, v: ``(B, H, Lk, D)``.
+        q: ``(B, H, Lq, D)``; k, v: ``(B, H, Lk, D)``. Packed: q ``(Tq, H, D)``, k, v ``(Tk, H, D)``.
         key_padding_mask: ``(B, Lk)`` bool, ``True`` = real key.
         key_lengths: ``(B,)`` number of real keys per sample (stored first), instead of a mask.
         causal: query ``i`` sees keys ``j <= i + (Lk - Lq)`` (aligned to the last key).
         dropout_p: attention-probability dropout.
         scale: softmax scale, ``None`` = ``D ** -0.5`` (see :attr:`softmax_scale`).
+        cu_seqlens_q, cu_seqlens_k: packed call: ``(B + 1,)`` int offsets, sample ``b`` owns rows
+            ``cu[b]:cu[b + 1]``; causal is then aligned to each sample's own last key.
+        max_seqlen_q, max_seqlen_k: packed call: the longest sample (kernels size their grids with it).
     """
 
     q: Tensor
@@ -36,6 +40,15 @@ class AttentionArgs:
     causal: bool = False
     dropout_p: float = 0.0
     scale: float | None = None
+    cu_seqlens_q: Tensor | None = None
+    cu_seqlens_k: Tensor | None = None
+    max_seqlen_q: int | None = None
+    max_seqlen_k: int | None = None
+
+    @property
+    def packed(self) -> bool:
+        """Whether this is a packed (varlen) call (``q (Tq, H, D)`` with ``cu_seqlens``)."""
+        return self.cu_seqlens_q is not None
 
     @property
     def softmax_scale(self) -> float:

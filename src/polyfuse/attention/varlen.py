@@ -17,7 +17,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-__all__ = ["Packing", "cu_seqlens_from_lengths", "validate_cu_seqlens", "pad_heads", "unpad_heads"]
+__all__ = ["Packing", "cu_seqlens_from_lengths", "validate_cu_seqlens", "pad_heads", "unpad_heads", "sequence_ids",
+           "position_ids"]
 
 
 def cu_seqlens_from_lengths(lengths: Tensor) -> Tensor:
@@ -26,11 +27,25 @@ def cu_seqlens_from_lengths(lengths: Tensor) -> Tensor:
     return torch.cat([zero, lengths.to(torch.int32).cumsum(0, dtype=torch.int32)])
 
 
+def sequence_ids(cu_seqlens: Tensor) -> Tensor:
+    """``(T,)`` long: which sample each packed row belongs to (``cu_seqlens (B + 1,)``)."""
+    lengths = (cu_seqlens[1:] - cu_seqlens[:-1]).to(torch.long)
+    return torch.repeat_interleave(torch.arange(lengths.numel(), device=cu_seqlens.device), lengths)
+
+
+def position_ids(cu_seqlens: Tensor) -> Tensor:
+    """``(T,)`` long: each packed row's position within its own sample (restarting at 0 per sample)."""
+    sample = sequence_ids(cu_seqlens)
+    return torch.arange(sample.numel(), device=cu_seqlens.device) - cu_seqlens[:-1].to(torch.long)[sample]
+
+
 def validate_cu_seqlens(cu_seqlens: Tensor, total: int, name: str) -> None:
-    """Raise a ``ValueError`` naming ``name`` unless ``cu_seqlens`` is ``(B + 1,)`` integers, starting at 0,
-    non-decreasing and ending at ``total`` (the number of packed rows)."""
-    if cu_seqlens.dim() != 1 or cu_seqlens.numel() < 2 or cu_seqlens.is_floating_point():
-        raise ValueError(f"{name} must be (B + 1,) integers, got {tuple(cu_seqlens.shape)} {cu_seqlens.dtype}")
+    """Raise a ``ValueError`` naming ``name`` unless ``cu_seqlens`` is ``(B + 1,)`` int32/int64, starting at 0,
+    non-decreasing and ending at ``total`` (the number of packed rows). Kernels index memory with these
+    offsets, so this check (one host sync) is what keeps them in bounds."""
+    if cu_seqlens.dim() != 1 or cu_seqlens.numel() < 2 or cu_seqlens.dtype not in (torch.int32, torch.int64):
+        raise ValueError(f"{name} must be (B + 1,) int32 (or int64) offsets, got {tuple(cu_seqlens.shape)} "
+                         f"{cu_seqlens.dtype}")
     values = cu_seqlens.tolist()
     if values[0] != 0 or values[-1] != total:
         raise ValueError(f"{name} must start at 0 and end at the {total} packed tokens, got "
@@ -118,12 +133,11 @@ class Packing:
 
     def sequence_ids(self) -> Tensor:
         """``(T,)`` long: which sample each packed row belongs to."""
-        return torch.repeat_interleave(torch.arange(self.batch, device=self.cu_seqlens.device), self.lengths())
+        return sequence_ids(self.cu_seqlens)
 
     def position_ids(self) -> Tensor:
         """``(T,)`` long: each row's position within its own sample (restarting at 0 per sample)."""
-        starts = self.cu_seqlens[:-1].to(torch.long)
-        return torch.arange(self.total, device=self.cu_seqlens.device) - starts[self.sequence_ids()]
+        return position_ids(self.cu_seqlens)
 
 
 def pad_heads(x: Tensor, cu_seqlens: Tensor, max_seqlen: int) -> tuple[Tensor, Tensor]:

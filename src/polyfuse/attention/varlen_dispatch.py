@@ -1,24 +1,37 @@
-"""Packed (varlen) attention calls: validation and the padded fallback every backend can run.
+"""Packed (varlen) attention calls: validation, the native paths, and the padded fallback.
 
-:func:`polyfuse.attention.attention` sends calls with ``cu_seqlens_q/k`` here. A backend with a native
-varlen path takes the packed tensors as they are; every other backend runs on the padded layout
-(:func:`polyfuse.attention.varlen.pad_heads`) with a key padding mask and the result is packed again,
-so every backend accepts the same call and gives the same answer.
+:func:`polyfuse.attention.attention` sends calls with ``cu_seqlens_q/k`` here; they become one packed
+:class:`~polyfuse.attention.args.AttentionArgs`. Native paths take the packed tensors as they are:
+
+- ``triton``: the fused kernels with ``VARLEN`` (:mod:`polyfuse.attention.kernels.varlen`);
+- ``flex``: FlexAttention under a document (block-diagonal) mask (:func:`polyfuse.attention.flex.flex_varlen_attention`).
+
+Every other backend (``reference``, ``sdpa``, ``auto``), and any call with ``need_weights``, runs on the
+padded layout (:func:`polyfuse.attention.varlen.pad_heads`) with a key padding mask and is packed
+again, so every backend accepts the same call and gives the same answer. Causal calls whose samples
+have different key-minus-query offsets run sample by sample there (the padded layout aligns causal
+to the longest sample).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
+from polyfuse.attention.args import AttentionArgs
 from polyfuse.attention.varlen import pad_heads, unpad_heads, validate_cu_seqlens
 
 
-def _max_seqlen(cu_seqlens: Tensor, given: int | None) -> int:
+def _max_seqlen(cu_seqlens: Tensor, given: int | None, name: str) -> int:
+    """``given``, or the longest sample; raises naming ``name`` and the sample when ``given`` is shorter."""
     lengths = cu_seqlens[1:] - cu_seqlens[:-1]
     longest = int(lengths.max()) if lengths.numel() else 0
     if given is not None and given < longest:
-        raise ValueError(f"max_seqlen {given} is shorter than the longest packed sample ({longest})")
+        sample = int(lengths.argmax())
+        raise ValueError(f"{name}={given} is shorter than sample {sample} ({longest} tokens); pass the longest "
+                         "sample's length (or None to compute it)")
     return longest if given is None else int(given)
 
 
@@ -37,17 +50,59 @@ def validate_varlen(q: Tensor, k: Tensor, v: Tensor, cu_seqlens_q: Tensor, cu_se
                          f"{cu_seqlens_k.numel() - 1}")
 
 
+def packed_args(q: Tensor, k: Tensor, v: Tensor, cu_seqlens_q: Tensor | None, cu_seqlens_k: Tensor | None,
+                max_seqlen_q: int | None, max_seqlen_k: int | None, *, causal: bool, dropout_p: float,
+                scale: float | None) -> AttentionArgs:
+    """The validated packed :class:`AttentionArgs` (``cu_seqlens_k`` defaults to ``cu_seqlens_q`` and back;
+    ``max_seqlen_q/k`` to the longest samples)."""
+    cu_seqlens_q = cu_seqlens_k if cu_seqlens_q is None else cu_seqlens_q
+    cu_seqlens_k = cu_seqlens_q if cu_seqlens_k is None else cu_seqlens_k
+    validate_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k)
+    cu_seqlens_q, cu_seqlens_k = cu_seqlens_q.to(q.device), cu_seqlens_k.to(q.device)  # offsets may come from the host
+    return AttentionArgs(q, k, v, causal=causal, dropout_p=dropout_p, scale=scale, cu_seqlens_q=cu_seqlens_q,
+                         cu_seqlens_k=cu_seqlens_k, max_seqlen_q=_max_seqlen(cu_seqlens_q, max_seqlen_q, "max_seqlen_q"),
+                         max_seqlen_k=_max_seqlen(cu_seqlens_k, max_seqlen_k, "max_seqlen_k"))
+
+
+def _triton_varlen(args: AttentionArgs) -> Tensor:
+    try:  # lazy: TRITON_INTERPRET is read when the kernels are defined
+        from polyfuse.attention.kernels.varlen import triton_varlen_attention
+    except ImportError as error:
+        raise RuntimeError(f"attention backend 'triton' needs the triton package ({error}); use 'sdpa'") from error
+    return triton_varlen_attention(args)[0]
+
+
+def _flex_varlen(args: AttentionArgs) -> Tensor:
+    from polyfuse.attention.flex import flex_varlen_attention  # lazy: importing FlexAttention is slow
+
+    return flex_varlen_attention(args)
+
+
+NATIVE_VARLEN: dict[str, Callable[[AttentionArgs], Tensor]] = {"triton": _triton_varlen, "flex": _flex_varlen}
+"""Backends that run a packed call without padding it (the others use :func:`padded_fallback`)."""
+
+
 def varlen_attention(q: Tensor, k: Tensor, v: Tensor, cu_seqlens_q: Tensor | None, cu_seqlens_k: Tensor | None,
                      max_seqlen_q: int | None, max_seqlen_k: int | None, *, causal: bool, dropout_p: float,
                      scale: float | None, backend: str, need_weights: bool) -> Tensor | tuple[Tensor, Tensor]:
     """Packed attention (see :func:`polyfuse.attention.attention`); ``cu_seqlens_k`` defaults to ``cu_seqlens_q``."""
+    args = packed_args(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, causal=causal,
+                       dropout_p=dropout_p, scale=scale)
+    native = NATIVE_VARLEN.get(backend)
+    if native is not None and not need_weights:
+        return native(args)
+    return padded_fallback(args, backend, need_weights=need_weights)
+
+
+def padded_fallback(args: AttentionArgs, backend: str, *, need_weights: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+    """A packed call on the padded layout through ``backend``: ``out (Tq, H, D)`` (and with ``need_weights``
+    the probabilities padded to ``(B, H, max_seqlen_q, max_seqlen_k)``)."""
     from polyfuse.attention import attention
 
-    cu_seqlens_q = cu_seqlens_k if cu_seqlens_q is None else cu_seqlens_q
-    cu_seqlens_k = cu_seqlens_q if cu_seqlens_k is None else cu_seqlens_k
-    validate_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k)
-    lq, lk = _max_seqlen(cu_seqlens_q, max_seqlen_q), _max_seqlen(cu_seqlens_k, max_seqlen_k)
+    q, k, v, cu_seqlens_q, cu_seqlens_k = args.q, args.k, args.v, args.cu_seqlens_q, args.cu_seqlens_k
+    lq, lk = args.max_seqlen_q, args.max_seqlen_k
     q_lengths, k_lengths = cu_seqlens_q[1:] - cu_seqlens_q[:-1], cu_seqlens_k[1:] - cu_seqlens_k[:-1]
+    dropout_p, scale, causal = args.dropout_p, args.scale, args.causal
     # causal is aligned to each sample's own last key; the padded layout aligns to the longest, so the
     # two agree only when every sample has the same key-minus-query offset as the padded shapes
     if causal and not bool(((k_lengths - q_lengths) == (lk - lq)).all()):

@@ -3,7 +3,7 @@
 Run as a script in a process *without* ``TRITON_INTERPRET`` (the test does this in a subprocess):
 ``python tests/attention/kernels/compile_for_gpu.py 90 80 [--dtypes bf16,fp32]``. For each target it
 compiles the forward, dK/dV and dQ kernels with every switch on (padding mask, key lengths, causal,
-dropout) with the first autotuning config of that GPU generation, and checks the shared memory
+dropout), padded and packed (``VARLEN``), with the first autotuning config of that GPU generation, and checks the shared memory
 fits. Prints one line per kernel and exits non-zero on any failure.
 """
 
@@ -39,12 +39,13 @@ def compile_all(capability: int, dtypes: tuple[str, ...] = ("bf16",), head_dim: 
     for dtype in dtypes:
         ptr = "*" + dtype
         pointers = dict(Q=ptr, K=ptr, V=ptr, Out=ptr, DOut=ptr, DK=ptr, DV=ptr, DQ=ptr, Lse="*fp32", Delta="*fp32",
-                        Mask="*u8", KvLen="*i32", Seed="*i64")
-        for name, (kernel, configs) in spaces.items():
+                        Mask="*u8", KvLen="*i32", Seed="*i64", CuQ="*i32", CuK="*i32")
+        for (name, (kernel, configs)), varlen in ((item, varlen) for item in spaces.items() for varlen in (False, True)):
             config = configs[0]
-            constexprs = dict(HEAD_DIM=head_dim, BLOCK_D=head_dim, IS_CAUSAL=True, HAS_MASK=True, HAS_KV_LEN=True,
-                              HAS_DROPOUT=True, UPCAST=False, PRECISION="ieee" if dtype == "fp32" else "tf32",
-                              **config.kwargs)
+            constexprs = dict(HEAD_DIM=head_dim, BLOCK_D=head_dim, IS_CAUSAL=True, HAS_MASK=not varlen,
+                              HAS_KV_LEN=not varlen, HAS_DROPOUT=True, VARLEN=varlen, UPCAST=False,
+                              PRECISION="ieee" if dtype == "fp32" else "tf32", **config.kwargs)
+            name = f"{name}{' varlen' if varlen else ''}"
             source = ASTSource(kernel.fn, _signature(kernel.fn, pointers, constexprs), constexprs)
             try:
                 compiled = triton.compile(source, target=GPUTarget("cuda", capability, 32),

@@ -60,3 +60,19 @@ def head_seed(SeedPtr, pid_bh):
     """The per-call seed (a device scalar, so no host sync) with ``pid_bh`` in the high word."""
     base = tl.load(SeedPtr).to(tl.int64)
     return base + (pid_bh.to(tl.int64) << 32)
+
+
+@triton.jit
+def sample_rows(CuSeqlens, b, padded_length, VARLEN: tl.constexpr):
+    """``(first row, number of rows)`` of sample ``b``.
+
+    Padded layout: ``(0, padded_length)``. Packed (``VARLEN``): read from ``cu_seqlens`` (the sample
+    owns rows ``cu[b]:cu[b + 1]``), the count clamped to ``[0, padded_length]`` (= ``max_seqlen``, which
+    sized the grid) so that no program walks past the rows its grid covers.
+    """
+    start = 0
+    rows = padded_length
+    if VARLEN:
+        start = tl.load(CuSeqlens + b)
+        rows = tl.minimum(tl.maximum(tl.load(CuSeqlens + b + 1) - start, 0), padded_length)
+    return start, rows

@@ -9,6 +9,7 @@ one opaque node.
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 
 import torch
 import triton
@@ -78,32 +79,113 @@ def _device_scope(x: Tensor) -> contextlib.AbstractContextManager:
     return torch.cuda.device(x.device) if x.device.type == "cuda" else contextlib.nullcontext()
 
 
+@dataclass(frozen=True)
+class KernelLayout:
+    """How one launch indexes (sample, head, row): padded ``(B, H, L, D)`` or packed ``(T, H, D)``.
+
+    ``lq, lk`` are the padded lengths, or for a packed call ``max_seqlen_q/k`` (they size the grids and
+    the dropout counter); ``cu_q, cu_k`` the packed call's ``(B + 1,)`` int32 offsets.
+    """
+
+    batch: int
+    heads: int
+    lq: int
+    lk: int
+    cu_q: Tensor | None = None
+    cu_k: Tensor | None = None
+
+    @property
+    def varlen(self) -> bool:
+        return self.cu_q is not None
+
+    def strides(self, x: Tensor) -> tuple[int, int, int]:
+        """``(sample, head, row)`` strides of ``q, k, v, out`` or a gradient (packed: no sample stride)."""
+        return (0, x.stride(1), x.stride(0)) if self.varlen else (x.stride(0), x.stride(1), x.stride(2))
+
+    def lse_shape(self, q: Tensor) -> tuple[int, ...]:
+        """Log-sum-exp (and backward ``delta``): ``(B, H, Lq)``, packed ``(H, Tq)``."""
+        return (self.heads, q.shape[0]) if self.varlen else (self.batch, self.heads, self.lq)
+
+    def lse_strides(self, lse: Tensor) -> tuple[int, int]:
+        return (0, lse.stride(0)) if self.varlen else (lse.stride(0), lse.stride(1))
+
+    def offsets(self, like: Tensor) -> tuple[Tensor, Tensor]:
+        """``cu_seqlens_q/k`` for the kernels (a dummy pointer when padded)."""
+        return (self.cu_q, self.cu_k) if self.varlen else (like, like)
+
+    def meta(self, q: Tensor, causal: bool, has_mask: bool, has_kv_len: bool, dropout_p: float) -> dict:
+        return dict(_common_meta(q, causal, has_mask, has_kv_len, dropout_p), VARLEN=self.varlen)
+
+    def keys(self) -> tuple[int, int]:
+        """Autotuning buckets of the (max) lengths."""
+        return length_key(self.lq), length_key(self.lk)
+
+
+def launch_forward(q: Tensor, k: Tensor, v: Tensor, layout: KernelLayout, key_padding_mask: Tensor | None,
+                   key_lengths: Tensor | None, causal: bool, dropout_p: float,
+                   scale: float) -> tuple[Tensor, Tensor, Tensor]:
+    """Launch the forward kernel: ``(out like q, lse (B, H, Lq) or (H, Tq) fp32, seed (1,) int64)``."""
+    check_supported(q, k, v)
+    q, k, v = _last_dim_contiguous(q), _last_dim_contiguous(k), _last_dim_contiguous(v)
+    out = torch.empty_like(q)
+    lse = torch.empty(layout.lse_shape(q), device=q.device, dtype=torch.float32)
+    if dropout_p > 0.0:
+        seed = torch.randint(0, 2**31 - 1, (1,), device=q.device, dtype=torch.int64)
+    else:
+        seed = torch.zeros(1, device=q.device, dtype=torch.int64)
+    mask, kv_len, has_mask, has_kv_len = _key_layout(key_padding_mask, key_lengths, layout.lk, q)
+    meta = layout.meta(q, causal, has_mask, has_kv_len, dropout_p)
+    grid = lambda cfg: (triton.cdiv(layout.lq, cfg["BLOCK_M"]), layout.batch * layout.heads)  # noqa: E731
+    with _device_scope(q):
+        attention_forward_kernel[grid](
+            q, k, v, out, lse, mask, kv_len, seed, *layout.offsets(q),
+            *layout.strides(q), *layout.strides(k), *layout.strides(v), *layout.strides(out),
+            mask.stride(0) if has_mask else 0, *layout.lse_strides(lse),
+            layout.heads, layout.lq, layout.lk, scale * LOG2E, float(dropout_p), *layout.keys(), **meta)
+    return out, lse, seed
+
+
+def launch_backward(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, seed: Tensor,
+                    layout: KernelLayout, key_padding_mask: Tensor | None, key_lengths: Tensor | None,
+                    causal: bool, dropout_p: float, scale: float) -> tuple[Tensor, Tensor, Tensor]:
+    """Launch the three backward kernels: ``(dq, dk, dv)`` shaped like ``q, k, v``."""
+    q, k, v = _last_dim_contiguous(q), _last_dim_contiguous(k), _last_dim_contiguous(v)
+    out, dout = _last_dim_contiguous(out), _last_dim_contiguous(dout)
+    dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+    delta = torch.empty(layout.lse_shape(q), device=q.device, dtype=torch.float32)
+    mask, kv_len, has_mask, has_kv_len = _key_layout(key_padding_mask, key_lengths, layout.lk, q)
+    meta = layout.meta(q, causal, has_mask, has_kv_len, dropout_p)
+    mask_stride = mask.stride(0) if has_mask else 0
+    common = (mask_stride, *layout.lse_strides(lse), layout.heads, layout.lq, layout.lk, scale * LOG2E, scale,
+              float(dropout_p), *layout.keys())
+    # delta = rowsum(dO * O) over every row: packed, the (Tq, H) rows are one "sample" of Tq rows
+    delta_rows, delta_programs = (q.shape[0], layout.heads) if layout.varlen else (layout.lq, layout.batch * layout.heads)
+    with _device_scope(q):
+        delta_block = 64 if not _INTERPRETED_AT_IMPORT else 16
+        attention_backward_delta_kernel[(triton.cdiv(delta_rows, delta_block), delta_programs)](
+            out, dout, delta, *layout.strides(out), *layout.strides(dout), layout.heads, delta_rows,
+            HEAD_DIM=q.shape[-1], BLOCK_D=meta["BLOCK_D"], BLOCK_M=delta_block)
+        attention_backward_dkdv_kernel[lambda cfg: (triton.cdiv(layout.lk, cfg["BLOCK_N"]), layout.batch * layout.heads)](
+            q, k, v, dout, lse, delta, dk, dv, mask, kv_len, seed, *layout.offsets(q),
+            *layout.strides(q), *layout.strides(k), *layout.strides(v), *layout.strides(dout),
+            *layout.strides(dk), *layout.strides(dv), *common, **meta)
+        attention_backward_dq_kernel[lambda cfg: (triton.cdiv(layout.lq, cfg["BLOCK_M"]), layout.batch * layout.heads)](
+            q, k, v, dout, lse, delta, dq, mask, kv_len, seed, *layout.offsets(q),
+            *layout.strides(q), *layout.strides(k), *layout.strides(v), *layout.strides(dout),
+            *layout.strides(dq), *common, **meta)
+    return dq, dk, dv
+
+
+def _padded_layout(q: Tensor, k: Tensor) -> KernelLayout:
+    return KernelLayout(q.shape[0], q.shape[1], q.shape[2], k.shape[2])
+
+
 @torch.library.custom_op("polyfuse::flash_attention_forward", mutates_args=())
 def flash_attention_forward(q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Tensor | None,
                             key_lengths: Tensor | None, causal: bool, dropout_p: float,
                             scale: float) -> tuple[Tensor, Tensor, Tensor]:
     """Launch the forward kernel: ``(out (B, H, Lq, D), lse (B, H, Lq) fp32, seed (1,) int64)``."""
-    check_supported(q, k, v)
-    q, k, v = _last_dim_contiguous(q), _last_dim_contiguous(k), _last_dim_contiguous(v)
-    batch, heads, lq, _ = q.shape
-    lk = k.shape[2]
-    out = torch.empty_like(q)
-    lse = torch.empty(batch, heads, lq, device=q.device, dtype=torch.float32)
-    if dropout_p > 0.0:
-        seed = torch.randint(0, 2**31 - 1, (1,), device=q.device, dtype=torch.int64)
-    else:
-        seed = torch.zeros(1, device=q.device, dtype=torch.int64)
-    mask, kv_len, has_mask, has_kv_len = _key_layout(key_padding_mask, key_lengths, lk, q)
-    meta = _common_meta(q, causal, has_mask, has_kv_len, dropout_p)
-    grid = lambda cfg: (triton.cdiv(lq, cfg["BLOCK_M"]), batch * heads)  # noqa: E731
-    with _device_scope(q):
-        attention_forward_kernel[grid](
-            q, k, v, out, lse, mask, kv_len, seed,
-            q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
-            v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1), out.stride(2),
-            mask.stride(0) if has_mask else 0,
-            heads, lq, lk, scale * LOG2E, float(dropout_p), length_key(lq), length_key(lk), **meta)
-    return out, lse, seed
+    return launch_forward(q, k, v, _padded_layout(q, k), key_padding_mask, key_lengths, causal, dropout_p, scale)
 
 
 @flash_attention_forward.register_fake
@@ -118,33 +200,8 @@ def flash_attention_backward(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, out:
                              seed: Tensor, key_padding_mask: Tensor | None, key_lengths: Tensor | None,
                              causal: bool, dropout_p: float, scale: float) -> tuple[Tensor, Tensor, Tensor]:
     """Launch the three backward kernels: ``(dq, dk, dv)`` shaped like ``q, k, v``."""
-    q, k, v = _last_dim_contiguous(q), _last_dim_contiguous(k), _last_dim_contiguous(v)
-    out, dout = _last_dim_contiguous(out), _last_dim_contiguous(dout)
-    batch, heads, lq, head_dim = q.shape
-    lk = k.shape[2]
-    dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
-    delta = torch.empty(batch, heads, lq, device=q.device, dtype=torch.float32)
-    mask, kv_len, has_mask, has_kv_len = _key_layout(key_padding_mask, key_lengths, lk, q)
-    meta = _common_meta(q, causal, has_mask, has_kv_len, dropout_p)
-    mask_stride = mask.stride(0) if has_mask else 0
-    lengths = (lq, lk, scale * LOG2E, scale, float(dropout_p), length_key(lq), length_key(lk))
-    with _device_scope(q):
-        delta_block = 64 if not _INTERPRETED_AT_IMPORT else 16
-        attention_backward_delta_kernel[(triton.cdiv(lq, delta_block), batch * heads)](
-            out, dout, delta, out.stride(0), out.stride(1), out.stride(2), dout.stride(0), dout.stride(1),
-            dout.stride(2), heads, lq, HEAD_DIM=head_dim, BLOCK_D=meta["BLOCK_D"], BLOCK_M=delta_block)
-        attention_backward_dkdv_kernel[lambda cfg: (triton.cdiv(lk, cfg["BLOCK_N"]), batch * heads)](
-            q, k, v, dout, lse, delta, dk, dv, mask, kv_len, seed,
-            q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
-            v.stride(0), v.stride(1), v.stride(2), dout.stride(0), dout.stride(1), dout.stride(2),
-            dk.stride(0), dk.stride(1), dk.stride(2), dv.stride(0), dv.stride(1), dv.stride(2),
-            mask_stride, heads, *lengths, **meta)
-        attention_backward_dq_kernel[lambda cfg: (triton.cdiv(lq, cfg["BLOCK_M"]), batch * heads)](
-            q, k, v, dout, lse, delta, dq, mask, kv_len, seed,
-            q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
-            v.stride(0), v.stride(1), v.stride(2), dout.stride(0), dout.stride(1), dout.stride(2),
-            dq.stride(0), dq.stride(1), dq.stride(2), mask_stride, heads, *lengths, **meta)
-    return dq, dk, dv
+    return launch_backward(dout, q, k, v, out, lse, seed, _padded_layout(q, k), key_padding_mask, key_lengths,
+                           causal, dropout_p, scale)
 
 
 @flash_attention_backward.register_fake
@@ -153,24 +210,41 @@ def _(dout, q, k, v, out, lse, seed, key_padding_mask, key_lengths, causal, drop
 
 
 class FlashAttentionFunction(torch.autograd.Function):
-    """Autograd wrapper: forward saves ``q, k, v, out, lse, seed`` (no ``Lq x Lk`` tensor)."""
+    """Autograd wrapper: forward saves ``q, k, v, out, lse, seed`` (no ``Lq x Lk`` tensor).
+
+    Padded call: ``apply(q, k, v, key_padding_mask, key_lengths, causal, dropout_p, scale)``. Packed call
+    (:mod:`polyfuse.attention.kernels.varlen`): the padding pair is ``None`` and ``cu_seqlens_q/k``,
+    ``max_seqlen_q/k`` follow, selecting the ``..._varlen_...`` ops.
+    """
 
     @staticmethod
-    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Tensor | None,
-                key_lengths: Tensor | None, causal: bool, dropout_p: float, scale: float) -> tuple[Tensor, Tensor]:
-        out, lse, seed = torch.ops.polyfuse.flash_attention_forward(
-            q, k, v, key_padding_mask, key_lengths, causal, dropout_p, scale)
-        ctx.save_for_backward(q, k, v, out, lse, seed, key_padding_mask, key_lengths)
-        ctx.causal, ctx.dropout_p, ctx.scale = causal, dropout_p, scale
+    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Tensor | None, key_lengths: Tensor | None,
+                causal: bool, dropout_p: float, scale: float, cu_seqlens_q: Tensor | None = None,
+                cu_seqlens_k: Tensor | None = None, max_seqlen_q: int = 0,
+                max_seqlen_k: int = 0) -> tuple[Tensor, Tensor]:
+        ctx.packed = cu_seqlens_q is not None
+        if ctx.packed:
+            out, lse, seed = torch.ops.polyfuse.flash_attention_varlen_forward(
+                q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, causal, dropout_p, scale)
+        else:
+            out, lse, seed = torch.ops.polyfuse.flash_attention_forward(
+                q, k, v, key_padding_mask, key_lengths, causal, dropout_p, scale)
+        ctx.save_for_backward(q, k, v, out, lse, seed, key_padding_mask, key_lengths, cu_seqlens_q, cu_seqlens_k)
+        ctx.max_seqlen, ctx.causal, ctx.dropout_p, ctx.scale = (max_seqlen_q, max_seqlen_k), causal, dropout_p, scale
         ctx.mark_non_differentiable(lse)
         return out, lse
 
     @staticmethod
     def backward(ctx, dout: Tensor, dlse: Tensor | None):
-        q, k, v, out, lse, seed, key_padding_mask, key_lengths = ctx.saved_tensors
-        dq, dk, dv = torch.ops.polyfuse.flash_attention_backward(
-            dout, q, k, v, out, lse, seed, key_padding_mask, key_lengths, ctx.causal, ctx.dropout_p, ctx.scale)
-        return dq, dk, dv, None, None, None, None, None
+        q, k, v, out, lse, seed, key_padding_mask, key_lengths, cu_seqlens_q, cu_seqlens_k = ctx.saved_tensors
+        if ctx.packed:
+            dq, dk, dv = torch.ops.polyfuse.flash_attention_varlen_backward(
+                dout, q, k, v, out, lse, seed, cu_seqlens_q, cu_seqlens_k, *ctx.max_seqlen, ctx.causal,
+                ctx.dropout_p, ctx.scale)
+        else:
+            dq, dk, dv = torch.ops.polyfuse.flash_attention_backward(
+                dout, q, k, v, out, lse, seed, key_padding_mask, key_lengths, ctx.causal, ctx.dropout_p, ctx.scale)
+        return dq, dk, dv, *([None] * 9)
 
 
 def triton_attention(q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Tensor | None = None,
