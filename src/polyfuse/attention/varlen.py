@@ -92,6 +92,19 @@ class Packing:
         return cls.from_lengths(lengths, mask.shape[1])
 
     @classmethod
+    def from_valid(cls, mask: Tensor) -> Packing:
+        """From a ``(B, L)`` bool mask of any pattern (holes allowed): each sample's valid positions in
+        row order. For keys (attention over a set of keys is order-free) and for gathering rows to
+        scatter back to the same positions; :meth:`mask` and :meth:`position_ids` describe the prefix
+        layout only, :meth:`unpad` and :meth:`pad` work for any pattern."""
+        if mask.dim() != 2 or mask.dtype != torch.bool:
+            raise ValueError(f"packing needs a (B, L) bool mask, got {tuple(mask.shape)} {mask.dtype}")
+        lengths = mask.sum(1)
+        max_seqlen = int(lengths.max()) if lengths.numel() else 0
+        return cls(cu_seqlens_from_lengths(lengths), max_seqlen, mask.reshape(-1).nonzero().squeeze(1),
+                   int(mask.shape[0]), int(mask.shape[1]))
+
+    @classmethod
     def from_lengths(cls, lengths: Tensor, length: int) -> Packing:
         """From ``(B,)`` per-sample lengths (each ``<= length``) of a ``(B, length)`` padded layout."""
         lengths = lengths.to(torch.long)

@@ -77,9 +77,8 @@ def gather_valid(tokens: Tensor, mask: Tensor) -> PackedTokens:
     batch, length = mask.shape
     if tuple(tokens.shape[:2]) != (batch, length):
         raise ValueError(f"gather_valid: tokens {tuple(tokens.shape)} do not match the mask {tuple(mask.shape)}")
-    index = mask.reshape(-1).nonzero().squeeze(1)
-    rows = tokens.reshape(batch * length, *tokens.shape[2:]).index_select(0, index)
-    return PackedTokens(rows, index, Packing.from_lengths(mask.sum(1), length), length)
+    packing = Packing.from_valid(mask)
+    return PackedTokens(packing.unpad(tokens), packing.indices, packing, length)
 
 
 def gather_with_missing_token(tokens: Tensor, mask: Tensor, present: Tensor, project: Callable[[Tensor], Tensor],

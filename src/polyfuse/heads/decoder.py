@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from polyfuse import attention as attention_api
-from polyfuse.attention.varlen import Packing, cu_seqlens_from_lengths
+from polyfuse.attention.varlen import Packing
 from polyfuse.checkpointing import checkpointed
 from polyfuse.layers import MultiHeadAttention
 
@@ -27,14 +27,11 @@ def key_packing(mask: Tensor | None, batch: int, length: int) -> Packing:
 
     Unlike a query sequence, keys may have holes (a memory of concatenated modalities is
     ``[text + padding, image]``): attention over a set of keys does not depend on their order, so
-    each sample's valid keys are gathered in row order, holes and all. (:meth:`Packing.mask` and
-    :meth:`Packing.position_ids` do not describe such a packing; :meth:`Packing.unpad` does.)
+    each sample's valid keys are gathered in row order, holes and all (:meth:`Packing.from_valid`).
     """
     if mask is None:
         return Packing.from_lengths(torch.full((batch,), length, dtype=torch.long), length)
-    lengths = mask.sum(1)
-    indices = mask.reshape(-1).nonzero().squeeze(1)
-    return Packing(cu_seqlens_from_lengths(lengths), int(lengths.max()) if batch else 0, indices, batch, length)
+    return Packing.from_valid(mask)
 
 
 @dataclass
