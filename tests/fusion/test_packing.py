@@ -10,7 +10,7 @@ from polyfuse.fusion.packed import gather_valid, interleave
 
 from .fusion_cases import PRESENCE, make_fusion, make_inputs
 
-PACKED = ["early", "cross_attention", "co_attention"]
+PACKED = ["early", "cross_attention", "co_attention", "hybrid"]
 TOL = dict(atol=1e-5, rtol=1e-5)
 
 

@@ -30,15 +30,16 @@ class HybridFusion(Fusion):
 
     Args:
         dims, out_dim: see :class:`Fusion`. width, depth, heads, mlp_ratio: of the early branch.
-        hidden, weighting: of the late branch. dropout: in both.
+        hidden, weighting: of the late branch. dropout: in both. packing: the early branch runs packed
+        (:class:`EarlyFusion`, docs/packing.md).
     """
 
     def __init__(self, dims: Mapping[str, int], out_dim: int, width: int | None = None, depth: int = 1,
                  heads: int = 4, mlp_ratio: float = 2.0, hidden: int = 128, weighting: Weighting = "learned",
-                 dropout: float = 0.1) -> None:
+                 dropout: float = 0.1, packing: bool = False) -> None:
         super().__init__(dims, out_dim)
         self.early = EarlyFusion(dims, out_dim, width=width, depth=depth, heads=heads, mlp_ratio=mlp_ratio,
-                                 dropout=dropout)
+                                 dropout=dropout, packing=packing)
         self.late = LateFusion(dims, out_dim, hidden=hidden, dropout=dropout, weighting=weighting)
         self.combine = nn.Linear(2 * out_dim, out_dim)
 
