@@ -86,12 +86,17 @@ class PerformanceKnobs(Callback):
         model = getattr(pl_module, "model", None)
         return model if isinstance(model, nn.Module) else pl_module
 
-    def apply(self, module: nn.Module) -> nn.Module:
-        """Apply every knob to ``module`` in place (also usable outside Lightning); returns it."""
+    def apply(self, module: nn.Module, compile: bool = True) -> nn.Module:
+        """Apply every knob to ``module`` in place (also usable outside Lightning; ``compile=False``
+        leaves ``torch.compile`` out, see :meth:`compile_module`); returns it."""
         if self.grad_checkpointing:
             enable_grad_checkpointing(module, self.grad_checkpointing)
         if self.channels_last:
             module.to(memory_format=torch.channels_last)
+        return self.compile_module(module) if compile else module
+
+    def compile_module(self, module: nn.Module) -> nn.Module:
+        """``torch.compile`` the configured (sub)modules of ``module`` in place; returns it."""
         if self.compile:
             targets = {"": module} if self.compile is True else select_modules(module, list(self.compile))
             for submodule in targets.values():
