@@ -110,9 +110,19 @@ def _mismatch(got: list[Tensor], exact: list[Tensor], lowp: list[Tensor], floor:
     return None
 
 
-def check_candidates(names: Sequence[str], args: AttentionArgs, run: RunArgs) -> dict[str, str | None]:
+def check_candidates(names: Sequence[str], args: AttentionArgs, run: RunArgs,
+                     query_mask: Tensor | None = None) -> dict[str, str | None]:
     """Each backend of ``names`` on the probe ``args``: ``None`` when it matches the fp32 reference
-    forward and backward, else the reason (its exception, or the tensor and error that missed)."""
+    forward and backward, else the reason (its exception, or the tensor and error that missed).
+
+    ``query_mask`` ``(B, Lq)`` (``True`` = real query) compares only real query rows (the others are
+    zeroed in every output): for packed calls, whose padded queries do not exist.
+    """
+    keep = None if query_mask is None else query_mask[:, None, :, None]
+
+    def only_real(fn: Callable[[AttentionArgs], Tensor]) -> Callable[[AttentionArgs], Tensor]:
+        return fn if keep is None else (lambda a: fn(a) * keep)
+
     with isolated(args.q.device):
         grad_out = torch.randn(args.q.shape[:-1] + args.v.shape[-1:], generator=torch.Generator().manual_seed(1))
         grad_out = grad_out.to(args.q.device)
@@ -120,13 +130,13 @@ def check_candidates(names: Sequence[str], args: AttentionArgs, run: RunArgs) ->
         def exact_fn(a: AttentionArgs) -> Tensor:
             return reference_attention(a.with_qkv(a.q.float(), a.k.float(), a.v.float()))[0]
 
-        exact = [t.float() for t in _forward_backward(exact_fn, args, grad_out)]
-        lowp = _forward_backward(_lowp_attention, args, grad_out)
+        exact = [t.float() for t in _forward_backward(only_real(exact_fn), args, grad_out)]
+        lowp = _forward_backward(only_real(_lowp_attention), args, grad_out)
         floor = FLOORS.get(args.q.dtype, 1e-2)
         verdicts: dict[str, str | None] = {}
         for name in names:
             try:
-                got = _forward_backward(lambda a, name=name: run(name, a), args, grad_out)
+                got = _forward_backward(only_real(lambda a, name=name: run(name, a)), args, grad_out)
             except Exception as error:  # noqa: BLE001 - any failure disqualifies the backend
                 verdicts[name] = f"{type(error).__name__}: {str(error)[:200]}"
                 continue
