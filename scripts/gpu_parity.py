@@ -40,15 +40,11 @@ FAULT_ENV = "POLYFUSE_PARITY_FAULT"
 
 @dataclass(frozen=True)
 class Case:
-    """``(B, H, Lq, Lk, D)``; ``mask``: ``none``, ``prefix`` (one absent sample) or ``holes``;
+    """``shape`` = ``(B, H, Lq, Lk, D)``; ``mask``: ``none``, ``prefix`` (one absent sample) or ``holes``;
     ``packed``: the same tokens as a varlen call (prefix masks on queries and keys)."""
 
     name: str
-    batch: int
-    heads: int
-    lq: int
-    lk: int
-    head_dim: int
+    shape: tuple[int, int, int, int, int]
     mask: str = "prefix"
     causal: bool = False
     packed: bool = False
@@ -63,14 +59,14 @@ def cases(tiny: bool) -> list[Case]:
 
     d = 16 if tiny else 64
     return [
-        Case("image-self padded", 4, 4, n(197), n(197), d),
-        Case("image->text padded", 4, 4, n(577), n(77), d),
-        Case("text->image holes", 4, 4, n(40), n(1025), d, mask="holes"),
-        Case("decoder causal padded", 4, 4, n(77), n(77), d, causal=True),
-        Case("long causal d128", 2, 4, n(2048), n(2048), 32 if tiny else 128, mask="none", causal=True),
-        Case("text self packed", 4, 4, n(77), n(77), d, packed=True),
-        Case("image->text packed", 4, 4, n(577), n(77), d, packed=True),
-        Case("decoder causal packed", 4, 4, n(77), n(77), d, causal=True, packed=True),
+        Case("image-self padded", (4, 4, n(197), n(197), d)),
+        Case("image->text padded", (4, 4, n(577), n(77), d)),
+        Case("text->image holes", (4, 4, n(40), n(1025), d), mask="holes"),
+        Case("decoder causal padded", (4, 4, n(77), n(77), d), causal=True),
+        Case("long causal d128", (2, 4, n(2048), n(2048), 32 if tiny else 128), mask="none", causal=True),
+        Case("text self packed", (4, 4, n(77), n(77), d), packed=True),
+        Case("image->text packed", (4, 4, n(577), n(77), d), packed=True),
+        Case("decoder causal packed", (4, 4, n(77), n(77), d), causal=True, packed=True),
     ]
 
 
@@ -83,20 +79,20 @@ def _lengths(length: int, batch: int, gen: torch.Generator) -> Tensor:
 
 def make_call(case: Case, dtype: torch.dtype, device: str, seed: int = 0) -> tuple[AttentionArgs, Tensor | None]:
     """The padded call and, for a packed case, the ``(B, Lq)`` query mask (None: every query is real)."""
+    batch, heads, lq, lk, head_dim = case.shape
     gen = torch.Generator().manual_seed(seed)
-    q, k, v = (torch.randn(case.batch, case.heads, length, case.head_dim, generator=gen).to(device, dtype)
-               for length in (case.lq, case.lk, case.lk))
+    q, k, v = (torch.randn(batch, heads, length, head_dim, generator=gen).to(device, dtype) for length in (lq, lk, lk))
     key_mask = query_mask = None
     if case.mask == "holes":
-        key_mask = torch.rand(case.batch, case.lk, generator=gen) > 0.4
+        key_mask = torch.rand(batch, lk, generator=gen) > 0.4
         key_mask[:, 0] = True
         key_mask[-1] = False
     elif case.mask == "prefix" or case.packed:
-        k_lengths = _lengths(case.lk, case.batch, gen)
-        key_mask = torch.arange(case.lk)[None, :] < k_lengths[:, None]
+        k_lengths = _lengths(lk, batch, gen)
+        key_mask = torch.arange(lk)[None, :] < k_lengths[:, None]
         if case.packed:
-            q_lengths = k_lengths if case.lq == case.lk else _lengths(case.lq, case.batch, gen)
-            query_mask = (torch.arange(case.lq)[None, :] < q_lengths[:, None]).to(device)
+            q_lengths = k_lengths if lq == lk else _lengths(lq, batch, gen)
+            query_mask = (torch.arange(lq)[None, :] < q_lengths[:, None]).to(device)
     key_mask = None if key_mask is None else key_mask.to(device)
     return AttentionArgs(q, k, v, key_mask, causal=case.causal), query_mask
 

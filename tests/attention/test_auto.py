@@ -208,3 +208,16 @@ def test_the_probe_catches_nan_for_an_absent_sample():
         return torch.where(a.key_padding_mask.any(-1)[:, None, None, None], out, torch.full_like(out, float("nan")))
 
     assert auto_probe.check_candidates(["nan"], args, nan_for_empty_rows)["nan"] == "out has NaN/inf"
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+@pytest.mark.parametrize("has_mask,causal,shape_kind", [(True, False, "self"), (True, False, "q<k"),
+                                                        (True, True, "self"), (False, True, "q>k")])
+def test_on_cuda_every_candidate_passes_the_parity_probe(dtype, has_mask, causal, shape_kind):
+    """On a GPU, no kernel is silently dropped: sdpa, triton and flex all match the fp32 reference."""
+    args = auto_probe.probe_args(torch.device("cuda"), dtype, 64, has_mask=has_mask, causal=causal,
+                                 shape_kind=shape_kind)
+    names = [name for name in auto.candidates(args.q, args.k, args.v, 0.0) if name != "reference"]
+    assert {"sdpa", "triton", "flex"} <= set(names)
+    assert auto_probe.check_candidates(names, args, auto_probe.run_backend) == dict.fromkeys(names)

@@ -190,7 +190,7 @@ def _open_file() -> auto_cache.ChoiceFile | None:
     return _file[0]
 
 
-def _warn_once(message: str) -> None:
+def _warn(message: str) -> None:
     warnings.warn(f"attention backend 'auto': {message}", RuntimeWarning, stacklevel=4)
 
 
@@ -216,7 +216,7 @@ def passing_backends(key: BucketKey, device: torch.device) -> list[str]:
         verdicts = auto_probe.check_candidates(probed, args, auto_probe.run_backend)
         for name, reason in verdicts.items():
             if reason is not None:
-                _warn_once(f"dropped {name!r} for {_describe(case)}: it does not match the fp32 reference "
+                _warn(f"dropped {name!r} for {_describe(case)}: it does not match the fp32 reference "
                            f"on the parity probe ({reason})")
         names = [name for name in probed if verdicts[name] is None] + ["reference"]
         if stored is not None:
@@ -265,10 +265,12 @@ def _safe_default(key: BucketKey) -> str:
     return "sdpa" if passing is None or "sdpa" in passing else "reference"
 
 
-def _bounded(name: str, q: Tensor, k: Tensor, key: BucketKey) -> str:
-    """``name``, but never a quadratic-memory backend above ``QUADRATIC_MAX_BYTES`` (a choice made for a
-    smaller call of the bucket, or a neighbouring bucket, is not reused for a much larger one)."""
-    if name in QUADRATIC and _scores_bytes(q, k) > QUADRATIC_MAX_BYTES:
+def _checked(name: str, q: Tensor, k: Tensor, key: BucketKey) -> str:
+    """``name``, unless it failed this process's parity probe for the case (an agreed or neighbouring
+    choice), or is a quadratic-memory backend above ``QUADRATIC_MAX_BYTES`` (a choice made for a smaller
+    call of the bucket, or a neighbouring bucket, is not reused for a much larger one)."""
+    passing = _parity.get(key.parity_key())
+    if (passing is not None and name not in passing) or (name in QUADRATIC and _scores_bytes(q, k) > QUADRATIC_MAX_BYTES):
         return _safe_default(key)
     return name
 
@@ -277,7 +279,7 @@ def _flush_compile_misses() -> None:
     for key in _compile_misses:
         if key not in _warned_misses:
             _warned_misses.add(key)
-            _warn_once(f"no eager choice for {_describe(key.parity_key())} (B*H~{key.batch_heads}, Lq~{key.lq}, "
+            _warn(f"no eager choice for {_describe(key.parity_key())} (B*H~{key.batch_heads}, Lq~{key.lq}, "
                        f"Lk~{key.lk}) when torch.compile traced it: it runs 'sdpa' there; call "
                        "polyfuse.attention.auto.prepare() (one eager step) before compiling")
     _compile_misses.clear()
@@ -299,12 +301,12 @@ def choose_backend(q: Tensor, k: Tensor, v: Tensor, *, has_mask: bool, causal: b
             if key not in _compile_misses:
                 _compile_misses.append(key)
             chosen = "sdpa"
-        return _bounded(chosen, q, k, key)
+        return _checked(chosen, q, k, key)
     _flush_compile_misses()
     if key not in _choices:
         _choices[key] = _decide(key, q, k, v, dropout_p, run)
     chosen = _nearest(table, key) if table is _agreed else _choices[key]
-    return _bounded(_safe_default(key) if chosen is None else chosen, q, k, key)
+    return _checked(_safe_default(key) if chosen is None else chosen, q, k, key)
 
 
 def sync_choices() -> dict[BucketKey, str]:
