@@ -39,3 +39,20 @@ def test_merge_keeps_rank0_and_drops_a_backend_that_failed_parity_anywhere():
     rank1["parity"][key(64).parity_key()].insert(1, "triton")
     merged = auto.auto_sync.merge_tables([rank0, rank1], auto.BucketKey.parity_key)
     assert merged["choices"] == {key(64): "triton", key(128): "triton"}  # rank 0 first; rank 1's own bucket kept
+
+
+def test_under_ddp_a_rank_never_runs_a_backend_its_own_probe_dropped(make_qkv, monkeypatch):
+    auto.clear_auto_cache()
+    monkeypatch.setattr(auto.auto_sync, "is_distributed", lambda: True)
+    monkeypatch.setattr(auto, "measure", lambda q, k, v, names, run, needs_grad: {"sdpa": 1.0, "sdpa-math": 0.1})
+    q, k, v = (t.detach() for t in make_qkv(1, 2, 8, 8, 16))
+    choose = lambda: auto.choose_backend(q, k, v, has_mask=False, causal=False, dropout_p=0.0, run=None)  # noqa: E731
+    try:
+        assert choose() == "sdpa"  # no exchange yet: sdpa on every rank, whatever this rank measured
+        (key,) = auto.auto_choices()
+        auto._agreed[key] = "sdpa-math"
+        assert choose() == "sdpa-math"
+        auto._parity[key.parity_key()] = ["sdpa", "reference"]  # as if sdpa-math had failed here after the exchange
+        assert choose() == "sdpa"
+    finally:
+        auto.clear_auto_cache()

@@ -75,6 +75,14 @@ class BucketKey(NamedTuple):
     lq: int
     lk: int
 
+    def case(self) -> tuple:
+        """Everything but the sizes."""
+        return tuple(self[:8])
+
+    def sizes(self) -> tuple[int, int, int]:
+        """The power-of-two buckets of B*H, Lq and Lk."""
+        return (self.batch_heads, self.lq, self.lk)
+
     def parity_key(self) -> tuple:
         """The probe's key: what correctness can depend on (not grad, dropout or sizes)."""
         return (self.device, self.dtype, self.has_mask, self.causal, self.head_dim, self.shape_kind)
@@ -217,7 +225,7 @@ def passing_backends(key: BucketKey, device: torch.device) -> list[str]:
         for name, reason in verdicts.items():
             if reason is not None:
                 _warn(f"dropped {name!r} for {_describe(case)}: it does not match the fp32 reference "
-                           f"on the parity probe ({reason})")
+                      f"on the parity probe ({reason})")
         names = [name for name in probed if verdicts[name] is None] + ["reference"]
         if stored is not None:
             stored.save({}, {entry: names})
@@ -248,13 +256,13 @@ def _nearest(table: dict[BucketKey, str], key: BucketKey) -> str | None:
     """``table``'s choice for ``key``, else for the nearest bucket (in powers of two) of the same case."""
     if key in table:
         return table[key]
-    same = [other for other in table if other[:8] == key[:8]]
+    same = [other for other in table if other.case() == key.case()]
     if not same:
         return None
 
     def distance(other: BucketKey) -> tuple:
-        gaps = [abs(a.bit_length() - b.bit_length()) for a, b in zip(other[8:], key[8:])]
-        return (sum(gaps), tuple(other[8:]))
+        gaps = [abs(a.bit_length() - b.bit_length()) for a, b in zip(other.sizes(), key.sizes())]
+        return (sum(gaps), other.sizes())
 
     return table[min(same, key=distance)]
 
@@ -280,8 +288,8 @@ def _flush_compile_misses() -> None:
         if key not in _warned_misses:
             _warned_misses.add(key)
             _warn(f"no eager choice for {_describe(key.parity_key())} (B*H~{key.batch_heads}, Lq~{key.lq}, "
-                       f"Lk~{key.lk}) when torch.compile traced it: it runs 'sdpa' there; call "
-                       "polyfuse.attention.auto.prepare() (one eager step) before compiling")
+                  f"Lk~{key.lk}) when torch.compile traced it: it runs 'sdpa' there; call "
+                  "polyfuse.attention.auto.prepare() (one eager step) before compiling")
     _compile_misses.clear()
 
 
