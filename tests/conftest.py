@@ -12,6 +12,9 @@ import os
 # Triton's CPU interpreter; other tests never select backend="triton" on CPU.
 if not glob.glob("/dev/nvidia[0-9]*"):
     os.environ.setdefault("TRITON_INTERPRET", "1")
+# attention backend "auto" keeps its choices in ~/.cache unless told otherwise: tests never read or
+# write the user's cache (each run decides afresh; tests of the cache file point it at tmp_path)
+os.environ["POLYFUSE_AUTO_CACHE"] = "off"
 
 from pathlib import Path
 from typing import Callable

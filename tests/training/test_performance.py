@@ -110,3 +110,36 @@ def test_checkpointing_with_a_cold_auto_attention_cache():
             torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
     finally:
         set_default_backend(previous)
+
+
+def test_compile_waits_for_the_first_eager_batch_and_auto_choices_are_agreed_first(monkeypatch):
+    """``auto`` attention probes and times eagerly on the first batch, then the model is compiled: the
+    choices exist before tracing (and DDP ranks exchange them: ``prepare`` calls ``sync_choices``)."""
+    from types import SimpleNamespace
+
+    from lightning.pytorch import LightningModule
+    from lightning.pytorch.trainer.states import TrainerFn
+
+    import polyfuse.training.performance as performance
+
+    events = []
+    monkeypatch.setattr(performance.auto_attention, "prepare", lambda: events.append("prepare"))
+    monkeypatch.setattr(performance.auto_attention, "sync_choices", lambda: events.append("sync"))
+    pl_module = LightningModule()
+    pl_module.model = torch.nn.Linear(2, 2)
+    knobs = PerformanceKnobs(compile=True, compile_options={"backend": "eager"})
+    trainer = SimpleNamespace(state=SimpleNamespace(fn=TrainerFn.FITTING))
+    knobs.setup(trainer, pl_module, "fit")
+    knobs.on_validation_batch_end(trainer, pl_module, None, None, 0)  # the sanity check: still eager
+    assert pl_module.model._compiled_call_impl is None and events == []
+    knobs.on_train_batch_end(trainer, pl_module, None, None, 0)
+    assert pl_module.model._compiled_call_impl is not None and events == ["prepare"]
+    knobs.on_train_batch_end(trainer, pl_module, None, None, 1)
+    knobs.on_train_epoch_end(trainer, pl_module)
+    assert events == ["prepare", "sync"]
+    evaluating = PerformanceKnobs(compile=True, compile_options={"backend": "eager"})
+    pl_module.model = torch.nn.Linear(2, 2)
+    trainer.state.fn = TrainerFn.TESTING
+    evaluating.setup(trainer, pl_module, "test")
+    evaluating.on_test_batch_end(trainer, pl_module, None, None, 0)
+    assert pl_module.model._compiled_call_impl is not None

@@ -1,9 +1,12 @@
-"""``backend="auto"``: the fastest correct backend for this device and case, by measurement.
+"""``backend="auto"``: the fastest backend that is correct on this device, checked, measured and kept.
 
-The first call in a *shape bucket* times each eligible backend on the real inputs (forward, or
-forward + backward when gradients are needed), in the same process, and caches the winner; later
-calls in the bucket dispatch straight to it. A bucket is (device, dtype, grad or not, mask or not,
-causal, dropout or not, head dim, and power-of-two buckets of B*H, Lq and Lk).
+For each *case* (device, dtype, head dim, mask or not, causal, self- or cross-attention shape) the
+first call runs a parity probe (:mod:`polyfuse.attention.auto_probe`): every candidate against the
+fp32 reference on a small input, forward and backward; a candidate that raises or misses the bound
+is dropped for the case with one warning naming it. Then the first call in a *shape bucket* (the
+case, grad or not, dropout or not, and power-of-two buckets of B*H, Lq and Lk) times the passing
+candidates on the real inputs (forward, or forward + backward when gradients are needed) and
+caches the winner; later calls in the bucket dispatch straight to it.
 
 SDPA is the baseline: another backend is chosen only when it beats SDPA by ``MARGIN`` in the
 measurement and again in a head-to-head re-measurement, so ``auto`` is never meaningfully slower
@@ -12,42 +15,102 @@ than calling SDPA with the same mask, even when a busy machine disturbs one meas
 Eligible backends:
 - CUDA: ``triton`` (if Triton imports and the head dim fits), ``flex`` (no dropout), ``sdpa``.
 - CPU: ``sdpa``, ``sdpa-math`` (SDPA pinned to its math kernel, whose backward is sometimes faster
-  than the fused CPU kernel's on 2 cores) and ``reference`` (when its fp32 ``Lq x Lk`` scores fit
-  ``REFERENCE_MAX_BYTES``).
+  than the fused CPU kernel's on 2 cores) and ``reference``.
   Never ``triton`` (the interpreter is for tests) and never ``flex`` (no CPU backward, and each new
   shape costs seconds of compilation).
-Inside ``torch.compile`` nothing is measured: a cached choice is reused, else ``sdpa`` on CPU and
-``triton`` on CUDA when eligible.
+``reference`` and ``sdpa-math`` hold the ``Lq x Lk`` scores: above ``QUADRATIC_MAX_BYTES`` of fp32
+scores they are neither timed nor dispatched to (they still serve as oracles on the small probe),
+so the first call of a long sequence costs about what SDPA costs.
+
+Choices survive the process in a JSON file (:mod:`polyfuse.attention.auto_cache`, keyed by device
+name and library versions; ``POLYFUSE_AUTO_CACHE=off`` disables it).
+
+``torch.compile``: nothing is probed or timed while tracing. A call uses the choice made eagerly
+for its bucket (or the nearest bucket of the same case), else ``sdpa``, and that fallback is
+reported with a warning at the next eager call or :func:`sync_choices`. :func:`prepare` makes the
+choices eagerly first; the training callback (:class:`polyfuse.training.performance.PerformanceKnobs`)
+compiles only after the first, eager, training batch.
+
+DDP: every rank runs the same kernels (:mod:`polyfuse.attention.auto_sync`). Until the ranks have
+exchanged their tables with :func:`sync_choices` a rank dispatches ``sdpa``; afterwards the agreed
+table (rank 0's choices first), and for a bucket no rank had measured at the last exchange the
+nearest agreed bucket of the same case, else ``sdpa``.
 """
 
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
+
+from polyfuse.attention import auto_cache, auto_probe, auto_sync
 
 MARGIN = 0.05
 REPEATS = 3
 MAX_REPEATS = 25
 MIN_SECONDS_PER_BACKEND = 0.05
-REFERENCE_MAX_BYTES = 1 << 29
-
-_choices: dict[tuple, str] = {}
+#: fp32 ``B*H*Lq*Lk`` scores above which the quadratic-memory candidates are skipped
+QUADRATIC_MAX_BYTES = 1 << 26
+QUADRATIC = ("reference", "sdpa-math")
 
 RunBackend = Callable[[str, Tensor, Tensor, Tensor], Tensor]
+
+
+class BucketKey(NamedTuple):
+    """What a choice is kept for: the case, then power-of-two buckets of the sizes."""
+
+    device: str
+    dtype: torch.dtype
+    needs_grad: bool
+    has_mask: bool
+    causal: bool
+    dropout: bool
+    head_dim: int
+    shape_kind: str  # "self" (Lq == Lk), "q<k" or "q>k"
+    batch_heads: int
+    lq: int
+    lk: int
+
+    def case(self) -> tuple:
+        """Everything but the sizes."""
+        return tuple(self[:8])
+
+    def sizes(self) -> tuple[int, int, int]:
+        """The power-of-two buckets of B*H, Lq and Lk."""
+        return (self.batch_heads, self.lq, self.lk)
+
+    def parity_key(self) -> tuple:
+        """The probe's key: what correctness can depend on (not grad, dropout or sizes)."""
+        return (self.device, self.dtype, self.has_mask, self.causal, self.head_dim, self.shape_kind)
+
+
+_choices: dict[BucketKey, str] = {}   # this process's decisions
+_agreed: dict[BucketKey, str] = {}    # the table every DDP rank shares (sync_choices)
+_parity: dict[tuple, list[str]] = {}  # parity key -> backends that passed the probe
+_compile_misses: list[BucketKey] = []  # buckets that had no eager choice while tracing
+_warned_misses: set[BucketKey] = set()
+_file: list[auto_cache.ChoiceFile | None] = []  # [] = not opened yet
 
 
 def _bucket(n: int) -> int:
     return 1 << max(0, (int(n) - 1).bit_length())
 
 
-def bucket_key(q: Tensor, k: Tensor, has_mask: bool, causal: bool, dropout_p: float, needs_grad: bool) -> tuple:
+def bucket_key(q: Tensor, k: Tensor, has_mask: bool, causal: bool, dropout_p: float, needs_grad: bool) -> BucketKey:
     """The cache key of a call (see module docstring)."""
     batch, heads, lq, head_dim = q.shape
-    return (q.device.type, q.device.index, q.dtype, needs_grad, has_mask, causal, dropout_p > 0.0, head_dim,
-            _bucket(batch * heads), _bucket(lq), _bucket(k.shape[2]))
+    lk = k.shape[2]
+    shape_kind = "self" if lq == lk else ("q<k" if lq < lk else "q>k")
+    return BucketKey(q.device.type, q.dtype, needs_grad, has_mask, causal, dropout_p > 0.0, head_dim, shape_kind,
+                     _bucket(batch * heads), _bucket(lq), _bucket(lk))
+
+
+def _scores_bytes(q: Tensor, k: Tensor) -> int:
+    return q.shape[0] * q.shape[1] * q.shape[2] * k.shape[2] * 4
 
 
 def _triton_eligible(q: Tensor, k: Tensor, v: Tensor) -> bool:
@@ -71,10 +134,9 @@ def candidates(q: Tensor, k: Tensor, v: Tensor, dropout_p: float) -> list[str]:
         if dropout_p == 0.0:
             names.append("flex")
         return names
-    names = ["sdpa", "sdpa-math"]
-    scores_bytes = q.shape[0] * q.shape[1] * q.shape[2] * k.shape[2] * 4
-    if scores_bytes <= REFERENCE_MAX_BYTES:
-        names.append("reference")
+    names = ["sdpa", "sdpa-math", "reference"]
+    if _scores_bytes(q, k) > QUADRATIC_MAX_BYTES:
+        names = [name for name in names if name not in QUADRATIC]
     return names
 
 
@@ -93,11 +155,6 @@ def _timed_call(name: str, run: RunBackend, inputs: list[Tensor], grad_out: Tens
     return time.perf_counter() - start
 
 
-def _keep(tensor: Tensor) -> Tensor:
-    """Identity pack / unpack hook (see :func:`measure`)."""
-    return tensor
-
-
 def measure(q: Tensor, k: Tensor, v: Tensor, names: list[str], run: RunBackend, needs_grad: bool) -> dict[str, float]:
     """Best seconds per call of each backend in ``names``; a backend that fails gets ``inf``.
 
@@ -107,14 +164,8 @@ def measure(q: Tensor, k: Tensor, v: Tensor, names: list[str], run: RunBackend, 
     """
     inputs = [t.detach().requires_grad_(needs_grad) for t in (q, k, v)]
     grad_out = q.new_ones(q.shape[:-1] + v.shape[-1:]) if needs_grad else None
-    devices = [q.device] if q.device.type == "cuda" else []
     timings = {name: float("inf") for name in names}
-    # Measuring must not shift the caller's RNG stream, nor feed the caller's saved-tensor hooks:
-    # under activation checkpointing (torch.utils.checkpoint, non-reentrant) the first forward
-    # packs every saved tensor through the checkpoint's hooks and the recomputation (which finds the
-    # cached choice and measures nothing) must save the same ones. Innermost hooks win, so identity
-    # hooks keep the trial calls' tensors to themselves.
-    with torch.random.fork_rng(devices=devices), torch.autograd.graph.saved_tensors_hooks(_keep, _keep):
+    with auto_probe.isolated(q.device):  # no trace in the caller's RNG stream or saved-tensor hooks
         working = []
         for name in names:
             try:
@@ -140,31 +191,173 @@ def pick(timings: dict[str, float]) -> str:
     return best
 
 
+def _open_file() -> auto_cache.ChoiceFile | None:
+    if not _file:
+        path = auto_cache.cache_path()
+        _file.append(None if path is None else auto_cache.ChoiceFile(path))
+    return _file[0]
+
+
+def _warn(message: str) -> None:
+    warnings.warn(f"attention backend 'auto': {message}", RuntimeWarning, stacklevel=4)
+
+
+def _describe(parity_key: tuple) -> str:
+    device, dtype, has_mask, causal, head_dim, shape_kind = parity_key
+    return (f"{device} {str(dtype).replace('torch.', '')}, head dim {head_dim}, {'masked' if has_mask else 'no mask'}"
+            f"{', causal' if causal else ''}, {shape_kind}")
+
+
+def passing_backends(key: BucketKey, device: torch.device) -> list[str]:
+    """The backends that passed the parity probe for ``key``'s case (probing on first use; the
+    reference always passes). A failing backend is reported with one warning."""
+    case = key.parity_key()
+    if case in _parity:
+        return _parity[case]
+    stored = _open_file()
+    entry = auto_cache.entry_key(device, case) if stored is not None else ""
+    names = stored.parity(entry) if stored is not None else None
+    if names is None:
+        args = auto_probe.probe_args(device, key.dtype, key.head_dim, has_mask=key.has_mask, causal=key.causal,
+                                     shape_kind=key.shape_kind)
+        probed = [name for name in candidates(args.q, args.k, args.v, 0.0) if name != "reference"]
+        verdicts = auto_probe.check_candidates(probed, args, auto_probe.run_backend)
+        for name, reason in verdicts.items():
+            if reason is not None:
+                _warn(f"dropped {name!r} for {_describe(case)}: it does not match the fp32 reference "
+                      f"on the parity probe ({reason})")
+        names = [name for name in probed if verdicts[name] is None] + ["reference"]
+        if stored is not None:
+            stored.save({}, {entry: names})
+    _parity[case] = names
+    return names
+
+
+def _decide(key: BucketKey, q: Tensor, k: Tensor, v: Tensor, dropout_p: float, run: RunBackend) -> str:
+    """Restore ``key``'s choice from the cache file, or probe and time the candidates (and save)."""
+    passing = passing_backends(key, q.device)
+    stored = _open_file()
+    entry = auto_cache.entry_key(q.device, key) if stored is not None else ""
+    restored = stored.choice(entry) if stored is not None else None
+    if restored is not None and restored in passing:
+        return restored
+    names = [name for name in candidates(q, k, v, dropout_p) if name in passing] or ["reference"]
+    winner = names[0]
+    if len(names) > 1:
+        winner = pick(measure(q, k, v, names, run, key.needs_grad))
+        if winner != "sdpa":  # confirm head-to-head: one lucky measurement on a busy machine must not stick
+            winner = pick(measure(q, k, v, ["sdpa", winner], run, key.needs_grad))
+    if stored is not None:
+        stored.save({entry: winner}, {})
+    return winner
+
+
+def _nearest(table: dict[BucketKey, str], key: BucketKey) -> str | None:
+    """``table``'s choice for ``key``, else for the nearest bucket (in powers of two) of the same case."""
+    if key in table:
+        return table[key]
+    same = [other for other in table if other.case() == key.case()]
+    if not same:
+        return None
+
+    def distance(other: BucketKey) -> tuple:
+        gaps = [abs(a.bit_length() - b.bit_length()) for a, b in zip(other.sizes(), key.sizes())]
+        return (sum(gaps), other.sizes())
+
+    return table[min(same, key=distance)]
+
+
+def _safe_default(key: BucketKey) -> str:
+    """``sdpa``, unless the parity probe dropped it for this case."""
+    passing = _parity.get(key.parity_key())
+    return "sdpa" if passing is None or "sdpa" in passing else "reference"
+
+
+def _checked(name: str, q: Tensor, k: Tensor, key: BucketKey) -> str:
+    """``name``, unless it failed this process's parity probe for the case (an agreed or neighbouring
+    choice), or is a quadratic-memory backend above ``QUADRATIC_MAX_BYTES`` (a choice made for a smaller
+    call of the bucket, or a neighbouring bucket, is not reused for a much larger one)."""
+    passing = _parity.get(key.parity_key())
+    if (passing is not None and name not in passing) or (name in QUADRATIC and _scores_bytes(q, k) > QUADRATIC_MAX_BYTES):
+        return _safe_default(key)
+    return name
+
+
+def _flush_compile_misses() -> None:
+    for key in _compile_misses:
+        if key not in _warned_misses:
+            _warned_misses.add(key)
+            _warn(f"no eager choice for {_describe(key.parity_key())} (B*H~{key.batch_heads}, Lq~{key.lq}, "
+                  f"Lk~{key.lk}) when torch.compile traced it: it runs 'sdpa' there; call "
+                  "polyfuse.attention.auto.prepare() (one eager step) before compiling")
+    _compile_misses.clear()
+
+
 def choose_backend(q: Tensor, k: Tensor, v: Tensor, *, has_mask: bool, causal: bool, dropout_p: float,
                    run: RunBackend) -> str:
-    """The backend ``auto`` dispatches this call to (measuring on the first call of its bucket).
+    """The backend ``auto`` dispatches this call to (probing and measuring on the first call of its bucket,
+    except under ``torch.compile``; under DDP the agreed choice, see module docstring).
 
     ``run(name, q, k, v)`` must call the named backend with this call's mask and options.
     """
     needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
     key = bucket_key(q, k, has_mask, causal, dropout_p, needs_grad)
-    if key in _choices:
-        return _choices[key]
-    names = candidates(q, k, v, dropout_p)
-    if torch.compiler.is_compiling() or len(names) == 1:
-        return "triton" if "triton" in names else "sdpa"
-    winner = pick(measure(q, k, v, names, run, needs_grad))
-    if winner != "sdpa":  # confirm head-to-head: one lucky measurement on a busy machine must not stick
-        winner = pick(measure(q, k, v, ["sdpa", winner], run, needs_grad))
-    _choices[key] = winner
-    return winner
+    table = _agreed if auto_sync.is_distributed() else _choices
+    if torch.compiler.is_compiling():
+        chosen = _nearest(table, key)
+        if chosen is None:
+            if key not in _compile_misses:
+                _compile_misses.append(key)
+            chosen = "sdpa"
+        return _checked(chosen, q, k, key)
+    _flush_compile_misses()
+    if key not in _choices:
+        _choices[key] = _decide(key, q, k, v, dropout_p, run)
+    chosen = _nearest(table, key) if table is _agreed else _choices[key]
+    return _checked(_safe_default(key) if chosen is None else chosen, q, k, key)
 
 
-def auto_choices() -> dict[tuple, str]:
-    """A copy of the cached decisions, bucket key -> backend name."""
+def sync_choices() -> dict[BucketKey, str]:
+    """Give every DDP rank the same table of choices (rank 0's first; see :mod:`auto_sync`) and
+    return it. A collective under DDP: every rank must call it at the same point (the training
+    callback does after the first training batch and at each epoch end). Without DDP it only reports
+    the buckets that ran ``sdpa`` under ``torch.compile`` for want of an eager choice."""
+    _flush_compile_misses()
+    if not auto_sync.is_distributed():
+        return dict(_choices)
+    merged = auto_sync.merge_tables(auto_sync.gather_tables({"choices": dict(_choices), "parity": dict(_parity)}),
+                                    BucketKey.parity_key)
+    _parity.update(merged["parity"])
+    _choices.update(merged["choices"])
+    _agreed.clear()
+    _agreed.update(merged["choices"])
+    return dict(_agreed)
+
+
+def prepare(run_once: Callable[[], object] | None = None) -> dict[BucketKey, str]:
+    """Make ``auto``'s choices eagerly, before ``torch.compile`` traces: call ``run_once()`` (e.g. one
+    forward and backward on an example batch) outside compilation, then :func:`sync_choices`.
+    Returns the choices (under DDP: the table every rank shares)."""
+    if torch.compiler.is_compiling():
+        raise RuntimeError("polyfuse.attention.auto.prepare() must run eagerly, before torch.compile traces")
+    if run_once is not None:
+        run_once()
+    return sync_choices()
+
+
+def auto_choices() -> dict[BucketKey, str]:
+    """A copy of this process's decisions, bucket key -> backend name."""
     return dict(_choices)
 
 
+def compile_misses() -> list[BucketKey]:
+    """Buckets that ran ``sdpa`` under ``torch.compile`` for want of an eager choice, not yet reported."""
+    return list(_compile_misses)
+
+
 def clear_auto_cache() -> None:
-    """Forget every measured decision (the next call in each bucket measures again)."""
-    _choices.clear()
+    """Forget every decision, probe result and agreed table in memory and re-read the cache file's
+    location (``POLYFUSE_AUTO_CACHE``) at the next call; the file itself is left as it is."""
+    for state in (_choices, _agreed, _parity, _warned_misses):
+        state.clear()
+    del _compile_misses[:], _file[:]

@@ -8,8 +8,10 @@ from typing import Any, Sequence
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.trainer.states import TrainerFn
 from torch import nn
 
+from polyfuse.attention import auto as auto_attention
 from polyfuse.checkpointing import set_grad_checkpointing
 
 __all__ = ["PerformanceKnobs", "enable_grad_checkpointing", "select_modules"]
@@ -51,7 +53,12 @@ def enable_grad_checkpointing(root: nn.Module, patterns: Sequence[str]) -> list[
 
 class PerformanceKnobs(Callback):
     """Apply memory/speed options to ``pl_module.model`` (or the LightningModule) in ``setup``,
-    before the strategy wraps it (DDP / FSDP) and moves it to the device.
+    before the strategy wraps it (DDP / FSDP) and moves it to the device; ``compile`` only after the
+    first batch, which runs eagerly, so that ``backend="auto"`` attention has probed and chosen its
+    kernels before ``torch.compile`` traces (:func:`polyfuse.attention.auto.prepare`).
+
+    It also keeps the DDP ranks on the same attention kernels: after the first training batch and at
+    each training epoch end every rank calls :func:`polyfuse.attention.auto.sync_choices`.
 
     Args:
         grad_checkpointing: module name patterns under the model to checkpoint, e.g.
@@ -72,18 +79,24 @@ class PerformanceKnobs(Callback):
         self.compile = compile
         self.compile_options = dict(compile_options or {})
         self._applied = False
+        self._prepared = False
 
     @staticmethod
     def target(pl_module: nn.Module) -> nn.Module:
         model = getattr(pl_module, "model", None)
         return model if isinstance(model, nn.Module) else pl_module
 
-    def apply(self, module: nn.Module) -> nn.Module:
-        """Apply every knob to ``module`` in place (also usable outside Lightning); returns it."""
+    def apply(self, module: nn.Module, compile: bool = True) -> nn.Module:
+        """Apply every knob to ``module`` in place (also usable outside Lightning; ``compile=False``
+        leaves ``torch.compile`` out, see :meth:`compile_module`); returns it."""
         if self.grad_checkpointing:
             enable_grad_checkpointing(module, self.grad_checkpointing)
         if self.channels_last:
             module.to(memory_format=torch.channels_last)
+        return self.compile_module(module) if compile else module
+
+    def compile_module(self, module: nn.Module) -> nn.Module:
+        """``torch.compile`` the configured (sub)modules of ``module`` in place; returns it."""
         if self.compile:
             targets = {"": module} if self.compile is True else select_modules(module, list(self.compile))
             for submodule in targets.values():
@@ -92,5 +105,31 @@ class PerformanceKnobs(Callback):
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if not self._applied:  # fit then test calls setup twice
-            self.apply(self.target(pl_module))
+            self.apply(self.target(pl_module), compile=False)
             self._applied = True
+
+    def _after_first_batch(self, pl_module: LightningModule) -> None:
+        """Agree on the attention choices the eager first batch made, then compile (once)."""
+        if not self._prepared:
+            self._prepared = True
+            auto_attention.prepare()
+            self.compile_module(self.target(pl_module))
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args: Any, **kwargs: Any) -> None:
+        self._after_first_batch(pl_module)
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        auto_attention.sync_choices()  # buckets first met during the epoch (every rank reaches this)
+
+    def _after_first_eval_batch(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.state.fn != TrainerFn.FITTING:  # fit compiles after its first training batch
+            self._after_first_batch(pl_module)
+
+    def on_validation_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args: Any, **kwargs: Any) -> None:
+        self._after_first_eval_batch(trainer, pl_module)
+
+    def on_test_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args: Any, **kwargs: Any) -> None:
+        self._after_first_eval_batch(trainer, pl_module)
+
+    def on_predict_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args: Any, **kwargs: Any) -> None:
+        self._after_first_eval_batch(trainer, pl_module)
