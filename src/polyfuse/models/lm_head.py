@@ -178,14 +178,15 @@ class LanguageModelingHead(TaskHead):
                 metrics[name].update(score)
                 if f"{name}_{kind}" in present:
                     metrics[f"{name}_{kind}"].update(score)
-            if f"answer_captions_{kind}" in present:
+            if kind in self.caption_types:
                 sample = batch.ids[b] if b < len(batch.ids) else str(b)
                 ids, predictions, refs = captions.setdefault(str(kind), ([], [], []))
                 ids.append(f"{sample}/{k}")
                 predictions.append(generated)
                 refs.append(list(answers))
-        for kind, (ids, predictions, refs) in captions.items():
-            metrics[f"answer_captions_{kind}"].update(ids, predictions, refs)
+        for kind in self.caption_types:  # updated even when empty: every rank then joins compute's gather
+            if f"answer_captions_{kind}" in present:
+                metrics[f"answer_captions_{kind}"].update(*captions.get(kind, ([], [], [])))
 
     @staticmethod
     def _update_accuracy(metric: MeanMetric, correct: Tensor, counted: Tensor) -> None:
