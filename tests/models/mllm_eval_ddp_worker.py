@@ -1,8 +1,8 @@
 """Two ranks (gloo, CPU) score generated MultimodalLM answers with LanguageModelingHead's metrics; run by
 test_multimodal_lm_eval_ddp.py.
 
-Usage: ``python -m tests.models.mllm_eval_ddp_worker OUT_DIR``; each rank writes ``OUT_DIR/rank{R}.pt``
-(the computed metrics and what the caption scorer saw).
+Usage: ``python -m tests.models.mllm_eval_ddp_worker OUT_DIR``; writes ``OUT_DIR/results.pt``: per rank, the
+computed metrics and what the caption scorer saw.
 """
 
 from __future__ import annotations
@@ -69,3 +69,5 @@ def run(rank: int, out_dir: str) -> None:
 
 if __name__ == "__main__":
     spawn_gloo(run, WORLD_SIZE, sys.argv[1])
+    paths = [os.path.join(sys.argv[1], f"rank{rank}.pt") for rank in range(WORLD_SIZE)]
+    torch.save([torch.load(path, weights_only=False) for path in paths], os.path.join(sys.argv[1], "results.pt"))

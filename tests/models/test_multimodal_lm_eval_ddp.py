@@ -4,19 +4,14 @@ the exact-match / VQA means are summed over ranks, caption predictions gathered 
 from __future__ import annotations
 
 import pytest
-import torch
 
-from ..distributed.harness import run_worker, tail
+from ..distributed.harness import worker_results
 from . import mllm_eval_ddp_worker as worker
 
 
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory):
-    out = tmp_path_factory.mktemp("mllm_eval_ddp")
-    proc = run_worker(worker, out, timeout=180)
-    paths = [out / f"rank{rank}.pt" for rank in range(worker.WORLD_SIZE)]
-    assert proc.returncode == 0 and all(p.is_file() for p in paths), tail(proc.stdout + proc.stderr)
-    return [torch.load(path, weights_only=False) for path in paths]
+    return worker_results(worker, tmp_path_factory.mktemp("mllm_eval_ddp"), timeout=180)
 
 
 @pytest.mark.slow
