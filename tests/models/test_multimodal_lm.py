@@ -152,7 +152,7 @@ def test_answer_token_accuracy_counts_answer_words_not_eos(lm_dirs):
 
 
 def test_eval_generate_answers_the_last_question_and_scores_exact_match(lm_dirs):
-    model = build(lm_dirs["llama"], eval_generate=3)
+    model = build(lm_dirs["llama"], eval_generate=3, eval_turns="last")  # every question: test_multimodal_lm_eval.py
     batch = tiny_batch([True, True], [True, False], [CONVERSATION, SHORT])
     with torch.no_grad():
         outputs = model(batch).outputs
@@ -169,7 +169,7 @@ def test_eval_generate_answers_the_last_question_and_scores_exact_match(lm_dirs)
 
 
 def test_eval_num_beams_makes_evaluation_generate_with_beam_search(lm_dirs, monkeypatch):
-    model = build(lm_dirs["llama"], eval_generate=3, eval_num_beams=3)
+    model = build(lm_dirs["llama"], eval_generate=3, eval_num_beams=3, eval_turns="last")
     batch = tiny_batch([True, True], [True, False], [CONVERSATION, SHORT])
     beams = []
     generate = model.lm.generate
@@ -179,7 +179,7 @@ def test_eval_num_beams_makes_evaluation_generate_with_beam_search(lm_dirs, monk
     assert beams == [3]
     assert generated == model.generate(batch, max_new_tokens=3, num_beams=3)
     assert beams == [3, 3]
-    greedy = build(lm_dirs["llama"], eval_generate=3)
+    greedy = build(lm_dirs["llama"], eval_generate=3, eval_turns="last")
     plain = greedy.lm.generate
     monkeypatch.setattr(greedy.lm, "generate", lambda **kw: beams.append(kw["num_beams"]) or plain(**kw))
     with torch.no_grad():
@@ -190,7 +190,7 @@ def test_eval_num_beams_makes_evaluation_generate_with_beam_search(lm_dirs, monk
 
 
 def test_metrics_per_question_type(lm_dirs):
-    model = build(lm_dirs["llama"], eval_generate=2, question_types=["written", "spoken", "both"])
+    model = build(lm_dirs["llama"], eval_generate=2, question_types=["written", "spoken", "both"], eval_turns="last")
     typed = [dict(turn, type=kind) if turn["from"] == "gpt" else turn
              for turn, kind in zip(CONVERSATION, [None, "written", None, "both"])]
     batch = tiny_batch([True], [True], [typed])

@@ -27,11 +27,11 @@ from polyfuse.batch import Batch, Encoded
 from polyfuse.fusion.connectors import Connector
 from polyfuse.models import lora as lora_lib
 from polyfuse.models.causal_lm import context_length, load_causal_lm, resize_embeddings
-from polyfuse.models.chat import (IGNORE_INDEX, ChatTemplate, TokenizerChatTemplate, answer_types, last_answer,
-                                  load_chat_tokenizer)
+from polyfuse.models.chat import IGNORE_INDEX, ChatTemplate, TokenizerChatTemplate, answer_types, load_chat_tokenizer
 from polyfuse.models.lm_attention import run_with_attention
 from polyfuse.models.lm_head import LanguageModelingHead, LMOutput
 from polyfuse.models.multimodal import ModelOutput
+from polyfuse.models.multimodal_lm_eval import EVAL_TURNS, generate_answers
 
 __all__ = ["MultimodalLM", "LMOutput", "LanguageModelingHead", "Spliced", "load_causal_lm", "context_length"]
 
@@ -80,11 +80,15 @@ class MultimodalLM(nn.Module):
             its end (text, answers included; labels cut alike) with a warning naming it, counted in
             ``truncated``; a longer generation prompt is an error.
         conversations_key: extras key of the conversations.
-        eval_generate: outside training, also answer each conversation's last question with up to this
-            many new tokens (``LMOutput.generated``, metric ``answer_exact_match``); 0 = off.
+        eval_generate: outside training, also answer each conversation's questions with up to this
+            many new tokens (``LMOutput.generated``; metrics ``answer_exact_match``, ``answer_vqa_acc``,
+            see :mod:`polyfuse.models.multimodal_lm_eval`); 0 = off.
         eval_num_beams: how ``eval_generate`` decodes: 1 = greedy, more = beam search with that many
             beams (the best beam, as :meth:`generate`).
+        eval_turns: which questions ``eval_generate`` answers: ``"all"`` (each with the conversation up
+            to it as prompt) or ``"last"`` (each conversation's final question).
         question_types: answer types (the ``"type"`` of assistant turns) that get their own metrics.
+        caption_types: answer types scored as captions too (BLEU, METEOR, ROUGE-L, CIDEr-D; needs Java).
     """
 
     def __init__(self, lm: str | Path | Mapping[str, Any] | nn.Module, encoders: Mapping[str, nn.Module],
@@ -94,13 +98,15 @@ class MultimodalLM(nn.Module):
                  stage: int = 1, lora: Mapping[str, Any] | None = None, modalities: Sequence[str] | None = None,
                  max_length: int = 2048, conversations_key: str = "conversations",
                  train_encoders: bool = False, connector_checkpoint: str | Path | None = None,
-                 eval_generate: int = 0, eval_num_beams: int = 1,
-                 question_types: Sequence[str] | None = None) -> None:
+                 eval_generate: int = 0, eval_num_beams: int = 1, eval_turns: str = "all",
+                 question_types: Sequence[str] | None = None, caption_types: Sequence[str] | None = None) -> None:
         super().__init__()
         if stage not in (1, 2):
             raise ValueError(f"MultimodalLM stage must be 1 (connector only) or 2 (connector + LoRA), got {stage}")
         if int(eval_num_beams) < 1:
             raise ValueError(f"MultimodalLM eval_num_beams must be >= 1 (1 = greedy), got {eval_num_beams}")
+        if eval_turns not in EVAL_TURNS:
+            raise ValueError(f"MultimodalLM eval_turns must be one of {EVAL_TURNS}, got {eval_turns!r}")
         if tokenizer is None and not isinstance(lm, (str, Path)):
             raise ValueError("MultimodalLM needs a tokenizer when `lm` is not a save_pretrained directory")
         self.tokenizer = load_chat_tokenizer(lm if tokenizer is None else tokenizer)
@@ -131,14 +137,14 @@ class MultimodalLM(nn.Module):
         if getattr(self.connector, "out_dim", self.hidden_size) != self.hidden_size:
             raise ValueError(f"connector out_dim {self.connector.out_dim} != the LM's hidden size {self.hidden_size}")
         self.head = LanguageModelingHead(dims, self.tokenizer.eos_token_id, exact_match=int(eval_generate) > 0,
-                                         question_types=question_types)
+                                         question_types=question_types, caption_types=caption_types)
         context = context_length(self.lm)
         self.max_length = int(max_length) if context is None else min(int(max_length), context)
         self.stage, self.conversations_key, self.truncated = stage, conversations_key, 0
         self.lm.requires_grad_(False)
         self.encoders.requires_grad_(train_encoders)
         self.train_encoders, self.eval_generate = train_encoders, int(eval_generate)
-        self.eval_num_beams = int(eval_num_beams)
+        self.eval_num_beams, self.eval_turns = int(eval_num_beams), eval_turns
         if connector_checkpoint is not None:
             self.load_connector(connector_checkpoint)
         if stage == 2 and lora is not None:
@@ -312,12 +318,10 @@ class MultimodalLM(nn.Module):
             outputs = self.language_model(spliced)
         outputs.answer_types = [answer_types(c) for c in conversations]
         if self.eval_generate and not self.training:
-            prompts, _ = self.tokenize(conversations, generation=True)
-            rows = self.generate_ids(prompts, features, max_new_tokens=self.eval_generate,
-                                     num_beams=self.eval_num_beams, names=batch.ids)
-            outputs.generated = [self.tokenizer.decode(row, skip_special_tokens=True).strip() for row in rows]
-            outputs.references = [last_answer(c) for c in conversations]
-            outputs.reference_types = [(kinds or [None])[-1] for kinds in outputs.answer_types]
+            answers = generate_answers(self, conversations, features, names=batch.ids)
+            outputs.generated, outputs.references = answers.generated, answers.references
+            outputs.reference_answers, outputs.reference_types = answers.reference_answers, answers.reference_types
+            outputs.generated_from = answers.sources
         return ModelOutput(encoded=features, fused=None, outputs=outputs, attentions=attentions)
 
     def attention_maps(self, batch: Batch) -> dict[str, Tensor]:
