@@ -129,3 +129,37 @@ def test_an_fp16_overflow_skips_the_step_as_in_the_plain_step():
     assert plain.pop("_scale") == cached.pop("_scale") == 2.0 ** 15
     for name, value in cached.items():
         assert torch.equal(value, initial[name]) and torch.equal(plain[name], initial[name]), name
+
+
+def test_clip_recipe_with_activation_checkpointing_equals_the_plain_step(compose_train):
+    """``experiment=clip_pretrain_avdigits`` + ``model/objective=grad_cache`` + the
+    ``callbacks.performance.grad_checkpointing`` knob on both towers (every transformer block recomputed in
+    backward, inside each chunk's recompute) on an AV-digits batch: loss and gradients equal the plain
+    step's (1e-5)."""
+    import hydra
+
+    from polyfuse.training.performance import PerformanceKnobs
+
+    cfg = compose_train(["experiment=clip_pretrain_avdigits", "data.batch_size=12", "data.num_workers=0"])
+    datamodule = hydra.utils.instantiate(cfg.data)
+    datamodule.setup("fit")
+    batch = next(iter(datamodule.train_dataloader()))
+    modules = []
+    for chunk_size in (None, 5):
+        torch.manual_seed(0)
+        module = hydra.utils.instantiate(cfg.model, objective={"grad_cache": {"chunk_size": chunk_size}})
+        if chunk_size is not None:
+            PerformanceKnobs(grad_checkpointing=["encoders.image", "encoders.text"]).apply(module.model)
+            assert all(module.model.encoders[m].grad_checkpointing for m in ("image", "text"))
+        torch.manual_seed(1)
+        loss = module.training_step(batch, 0)
+        module.backward(loss)
+        modules.append((module, loss.detach()))
+    (plain, expected), (cached, got) = modules
+    assert sum(p.grad is not None for p in plain.parameters()) > 20
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+    for (name, p), q in zip(plain.named_parameters(), cached.parameters()):
+        if p.grad is None:
+            assert q.grad is None, name
+            continue
+        torch.testing.assert_close(q.grad, p.grad, rtol=1e-5, atol=1e-5, msg=name)
