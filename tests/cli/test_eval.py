@@ -52,3 +52,27 @@ def test_missing_run_directory_is_named(tmp_path: Path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="no training run"):
         run_eval(compose_config("eval", [f"run_dir={tmp_path / 'empty'}"]))
+
+
+def test_a_run_trained_with_ema_is_evaluated_with_its_ema_weights(tmp_path: Path):
+    """``callbacks.ema`` (``test: true``): the training's ``test/*`` metrics and ``polyfuse-eval`` both use the
+    EMA weights saved with ``best.ckpt`` (not ``best.safetensors``' training weights); ``ema=false`` loads
+    the training weights."""
+    import torch
+
+    from polyfuse.cli.train import train
+    from polyfuse.training.ema import ema_state_dict
+    from polyfuse.training.run_dir import load_model
+
+    from .run_factory import TINY
+
+    run = tmp_path / "ema_run"
+    summary, _ = train(compose_config("train", ["callbacks=[default,ema]", "callbacks.ema.decay=0.5",
+                                                "callbacks.ema.warmup=false", *TINY], run))
+    ema, raw = ema_state_dict(run / "checkpoints" / "best.ckpt"), load_weights(checkpoint_file(run, "best"))
+    name = next(k for k in raw if k.endswith("weight") and not torch.equal(raw[k], ema[k]))
+    assert torch.equal(load_model(run)[0].state_dict()[name], ema[name])
+    assert torch.equal(load_model(run, ema=False)[0].state_dict()[name], raw[name])
+    (result,) = run_eval(compose_config("eval", [f"run_dir={run}", "robustness.enabled=false", "batch_size=32",
+                                                 "max_batches=1"]))
+    assert result["clean"]["acc"] == pytest.approx(summary["test"]["test/acc"], abs=1e-6)

@@ -102,3 +102,70 @@ def test_resuming_reproduces_the_ema_weights_and_they_load_for_evaluation(tmp_pa
     torch.testing.assert_close(module.state_dict()[WEIGHT], straight.weights[WEIGHT], rtol=0, atol=0)
     with pytest.raises(KeyError, match="holds no EMA weights"):
         ema_state_dict({"callbacks": {}})
+
+
+def loss_of(state: dict[str, torch.Tensor], seed: int = 9) -> float:
+    """The loss of the test batch ``seed`` under the weights ``state``."""
+    module = make_module(None)
+    module.load_state_dict(state)
+    with torch.no_grad():
+        return float(module.eval()._step(make_batch(seed))[1])
+
+
+def measured_test_loss(module, trainer: L.Trainer, ckpt_path: Path | None = None) -> float:
+    return float(trainer.test(module, loader([9]), ckpt_path=ckpt_path, verbose=False, weights_only=True)[0]["test/loss"])
+
+
+@pytest.mark.parametrize("use_ema", [True, False])
+def test_testing_uses_the_ema_weights_of_the_tested_checkpoint(tmp_path: Path, use_ema: bool):
+    """``trainer.test`` (what ``polyfuse-train`` runs after fitting) reports the metrics of the EMA weights
+    -- those saved with the tested checkpoint, or the current average -- unless ``test=False``; the
+    training weights are back afterwards."""
+    ema = EMAWeights(decay=0.5, warmup=False, test=use_ema)
+    module, trainer, recorder = fit(tmp_path, 2, ema, validate=True)
+    raw = {k: v.clone() for k, v in module.state_dict().items()}
+    checkpoint = tmp_path / "checkpoints" / "last.ckpt"                      # written after epoch 2's validation
+    saved = torch.load(checkpoint, weights_only=True)
+    assert loss_of(ema_state_dict(saved)) != pytest.approx(loss_of(saved["state_dict"]), rel=1e-4)  # they differ
+    expected_current = loss_of(ema.weights if use_ema else raw)
+    assert measured_test_loss(module, trainer) == pytest.approx(expected_current, rel=1e-5)
+    for name, value in module.state_dict().items():
+        assert torch.equal(value, raw[name]), name                            # training weights put back
+    ema.weights = {k: v + 1.0 if v.is_floating_point() else v for k, v in ema.weights.items()}  # not what was saved
+    expected_saved = loss_of(ema_state_dict(saved) if use_ema else saved["state_dict"])
+    assert measured_test_loss(module, trainer, checkpoint) == pytest.approx(expected_saved, rel=1e-5)
+
+
+def test_evaluation_weights_follow_the_run(tmp_path: Path):
+    """``polyfuse-eval`` / ``load_model`` (:func:`evaluation_weights`): a run trained with ``callbacks.ema``
+    (``test: true``) is evaluated with the EMA weights of its ``best.ckpt``, not ``best.safetensors``'s
+    training weights; ``ema=False`` or ``test: false`` pick the training weights; a ``.safetensors`` path
+    loads as it is."""
+    from safetensors.torch import save_file
+
+    from polyfuse.training.ema import evaluation_weights, trained_with_ema
+
+    ema = EMAWeights(decay=0.5, warmup=False)
+    fit(tmp_path, 2, ema, validate=True)
+    run = tmp_path / "checkpoints"
+    (run / "last.ckpt").rename(run / "best.ckpt")
+    saved = torch.load(run / "best.ckpt", weights_only=True)
+    save_file({k: v.contiguous() for k, v in saved["state_dict"].items()}, str(run / "best.safetensors"))
+    callback = {"_target_": "polyfuse.training.ema.EMAWeights", "decay": 0.5}
+    with_ema, without_test = {"callbacks": {"ema": callback}}, {"callbacks": {"ema": {**callback, "test": False}}}
+    assert trained_with_ema(with_ema) and not trained_with_ema(without_test) and not trained_with_ema({})
+    expected_ema, expected_raw = ema_state_dict(saved)[WEIGHT], saved["state_dict"][WEIGHT]
+    assert not torch.equal(expected_ema, expected_raw)
+    assert torch.equal(evaluation_weights(tmp_path, "best", with_ema)[WEIGHT], expected_ema)
+    assert torch.equal(evaluation_weights(tmp_path, "best", with_ema, ema=False)[WEIGHT], expected_raw)
+    assert torch.equal(evaluation_weights(tmp_path, "best", without_test)[WEIGHT], expected_raw)
+    assert torch.equal(evaluation_weights(tmp_path, "best", {}, ema=True)[WEIGHT], expected_ema)
+    assert torch.equal(evaluation_weights(tmp_path, str(run / "best.ckpt"), with_ema)[WEIGHT], expected_ema)
+    assert torch.equal(evaluation_weights(tmp_path, str(run / "best.safetensors"), with_ema)[WEIGHT], expected_raw)
+    with pytest.raises(FileNotFoundError, match="no last.ckpt"):
+        evaluation_weights(tmp_path, "last", with_ema)
+    plain = {**saved, "callbacks": {}}                                     # saved before the first update
+    torch.save(plain, run / "plain.ckpt")
+    assert torch.equal(evaluation_weights(tmp_path, str(run / "plain.ckpt"), with_ema)[WEIGHT], expected_raw)
+    with pytest.raises(KeyError, match="holds no EMA weights"):
+        evaluation_weights(tmp_path, str(run / "plain.ckpt"), with_ema, ema=True)

@@ -105,3 +105,20 @@ def test_batch_chunks_keep_rows_ids_and_validity():
     assert torch.equal(torch.cat([c.inputs["image"].values for c in chunks]), batch.inputs["image"].values)
     with pytest.raises(ValueError, match="chunk_size"):
         batch_chunks(batch, 0)
+
+
+@pytest.mark.parametrize("loss_name", ["clip", "siglip"])
+def test_composes_with_torch_compile_and_dropout(loss_name: str):
+    """A ``torch.compile``-d model (Dynamo + AOTAutograd; ``aot_eager`` keeps the test fast on CPU): its
+    no-graph first pass and its recompute are two compiled graphs, and the recompute still replays each
+    chunk's dropout masks, so loss and gradients equal the compiled model's full-batch step."""
+    model, inputs = Towers(dropout=0.3), global_inputs(10)
+    model.compile(backend="aot_eager")
+    chunks = chunks_of(inputs, 4)                                   # 4, 4, 2 rows: a recompile for the last
+    expected_loss, expected = graph_reference(model, [(7, chunks)], loss_name)
+    loss, _, grads = _cached(model, chunks, loss_name, seed=7)
+    torch.testing.assert_close(loss, expected_loss, **TOLERANCE)
+    for name, grad in expected.items():
+        torch.testing.assert_close(grads[name], grad, **TOLERANCE, msg=name)
+    _, no_dropout = graph_reference(Towers(dropout=0.0), [(7, chunks)], loss_name)
+    assert not torch.allclose(no_dropout["a.0.weight"], grads["a.0.weight"])  # dropout did act

@@ -65,3 +65,23 @@ def test_lightning_ddp_grad_cache_step_equals_one_process_on_the_global_batch(tm
         assert not rank["pending"]  # backward consumed the cached step
         for name, p in plain.named_parameters():
             torch.testing.assert_close(rank["grads"][name], p.grad, rtol=1e-5, atol=1e-5, msg=name)
+
+
+def test_fsdp_grad_cache_step_equals_one_process_on_the_global_batch(tmp_path):
+    """Under FSDP2 (``FSDP2Strategy``, 2 gloo ranks) each chunk's backward reduce-scatters into the sharded
+    gradients: their sum is the global batch's gradient, as the plain FSDP step's and one process's (1e-5)."""
+    from . import grad_cache_fsdp_worker as fsdp_worker
+    from . import grad_cache_lightning_worker as lightning_worker
+    from .test_grad_cache_module import make_module
+
+    results = worker_results(fsdp_worker, tmp_path, timeout=400)
+    plain = make_module(None)
+    batch = lightning_worker.make_batch(0, lightning_worker.GLOBAL_BATCH)
+    loss = plain.training_step(batch, 0)
+    plain.backward(loss)
+    for case in ("plain", "cached"):
+        assert not results[case]["pending"]
+        assert abs(results[case]["loss"] - float(loss.detach())) < 1e-5, case  # InfoNCE over the gathered global batch
+        for name, p in plain.named_parameters():                        # FSDP holds 0-d parameters as (1,)
+            torch.testing.assert_close(results[case]["grads"][name].reshape(p.shape), p.grad, rtol=1e-5, atol=1e-5,
+                                       msg=f"{case}: {name}")

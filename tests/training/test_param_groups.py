@@ -162,3 +162,70 @@ def test_schedule_keeps_group_ratios():
 def test_unknown_key_is_refused():
     with pytest.raises(ValueError, match="optimizer_groups: unknown keys"):
         ParameterGroupSettings.from_config({"weight_decay_exclude": []})
+
+
+def lr_scales(module: torch.nn.Module, settings: dict) -> dict[str, float]:
+    """``{parameter name: lr_scale}`` of ``parameter_groups(module, settings)``."""
+    return {name: group["lr_scale"] for group in parameter_groups(module, settings) for name in group["param_names"]}
+
+
+def test_layer_decay_reaches_mobilenet_blocks():
+    """MobileNetV2's ``features.N`` (the *_small recipes' image tower) are blocks: the stem ``features.0``
+    below block 1 (``features.1``), each block one step above the previous, the projection at 1x."""
+    from polyfuse.encoders import MobileNetV2Encoder
+
+    model = torch.nn.Module()
+    model.encoders = torch.nn.ModuleDict({"image": MobileNetV2Encoder(in_chans=1, width_mult=0.25, proj_dim=8)})
+    scales = lr_scales(model, {"layer_decay": 0.5, "layer_decay_scope": ["encoders."], "head_prefixes": []})
+    depth = 18                                                            # features[1:]: 17 bottlenecks + the 1x1 conv
+    assert scales["encoders.image.features.0.0.weight"] == pytest.approx(0.5 ** (depth + 1))
+    assert scales["encoders.image.features.0.1.bias"] == pytest.approx(0.5 ** (depth + 1))
+    for block in range(1, depth + 1):
+        for name in (f"encoders.image.features.{block}.{suffix}" for suffix in ("conv.0.0.weight", "0.weight")):
+            if name in scales:
+                assert scales[name] == pytest.approx(0.5 ** (depth + 1 - block)), name
+    assert scales["encoders.image.features.17.conv.0.0.weight"] < scales["encoders.image.features.18.0.weight"] < 1
+    assert scales["encoders.image.proj.weight"] == pytest.approx(1.0)
+
+    model.encoders.image.freeze(8)                                        # the recipes' partial freeze
+    scales = lr_scales(model, {"layer_decay": 0.8, "layer_decay_scope": ["encoders."], "head_prefixes": []})
+    assert not any(name.startswith(("encoders.image.features.0.", "encoders.image.features.8.")) for name in scales)
+    assert scales["encoders.image.features.9.conv.0.0.weight"] == pytest.approx(0.8 ** 10)   # depth stays 18
+
+
+def test_layer_decay_by_name_for_resnet_stages():
+    """A module that does not declare its blocks (torchvision ResNet-18) is found by name: ``layer1``..
+    ``layer4`` are the blocks, ``conv1`` / ``bn1`` the stem, ``fc`` above the stack."""
+    torchvision = pytest.importorskip("torchvision")
+    model = torch.nn.Module()
+    model.encoders = torch.nn.ModuleDict({"image": torchvision.models.resnet18(weights=None)})
+    scales = lr_scales(model, {"layer_decay": 0.5, "layer_decay_scope": ["encoders."], "head_prefixes": []})
+    depth = 5                                                             # indices 1..4 as written: layer<i> = id i + 1
+    assert scales["encoders.image.conv1.weight"] == pytest.approx(0.5 ** (depth + 1))
+    assert scales["encoders.image.bn1.weight"] == pytest.approx(0.5 ** (depth + 1))
+    for stage in range(1, 5):
+        assert scales[f"encoders.image.layer{stage}.0.conv1.weight"] == pytest.approx(0.5 ** (depth - stage)), stage
+        assert scales[f"encoders.image.layer{stage}.1.bn2.bias"] == pytest.approx(0.5 ** (depth - stage)), stage
+    assert scales["encoders.image.fc.weight"] == pytest.approx(1.0)
+
+
+def test_multimodal_layer_decay_with_mobilenet_and_text_blocks(compose_train):
+    """The multimodal model with the MobileNetV2 image tower: its ``features.N`` and the text encoder's
+    ``blocks.N`` get their own per-block LRs, the fusion stays at 1x and the head at ``head_lr_scale``."""
+    cfg = compose_train(["model/encoder@model.encoders.image=mobilenet_v2_scratch", "+model.encoders.image.width_mult=0.25",
+                         "model.optimizer_groups.layer_decay=0.5", "model.optimizer_groups.head_lr_scale=3"])
+    _, optimizer = optimizer_of(cfg)
+    lr = cfg.model.optimizer.lr
+    params = per_parameter(optimizer)
+    assert params["model.encoders.image.features.0.0.weight"][1] == pytest.approx(lr * 0.5 ** 19)
+    assert params["model.encoders.image.features.1.conv.0.0.weight"][1] == pytest.approx(lr * 0.5 ** 18)
+    assert params["model.encoders.image.features.18.0.weight"][1] == pytest.approx(lr * 0.5)
+    assert params["model.encoders.image.features.18.1.weight"][0] == 0.0            # a norm gain: no decay
+    text_depth = 1 + max(int(m.group(1)) for name in params
+                         if (m := re.match(r"model\.encoders\.text\.blocks\.(\d+)\.", name)))
+    for block in range(text_depth):
+        name = f"model.encoders.text.blocks.{block}.attn.q_proj.weight"
+        assert params[name][1] == pytest.approx(lr * 0.5 ** (text_depth - block)), name
+    assert params["model.encoders.text.embeddings.word_embeddings.weight"][1] == pytest.approx(lr * 0.5 ** (text_depth + 1))
+    assert params["model.fusion.mlp.0.weight"][1] == pytest.approx(lr)
+    assert params["model.head.classifier.1.weight"][1] == pytest.approx(3 * lr)

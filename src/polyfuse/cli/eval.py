@@ -63,7 +63,8 @@ def robustness_config(cfg: DictConfig) -> RobustnessConfig:
 
 def evaluate_run(run_dir: Path, cfg: DictConfig) -> dict[str, Any]:
     """Evaluate one run directory; returns ``{"clean": {...}, "summary": [...]}``."""
-    module, run_cfg = load_model(run_dir, cfg.checkpoint, trust_config=bool(cfg.get("trust_config", False)))
+    module, run_cfg = load_model(run_dir, cfg.checkpoint, trust_config=bool(cfg.get("trust_config", False)),
+                                 ema=cfg.get("ema"))
     model = module.model
     metric = cfg.get("metric") or model.head.monitor
     batches, pad_values = evaluation_batches(run_cfg, cfg.split, int(cfg.batch_size), cfg.get("max_batches"))

@@ -133,8 +133,11 @@ class ContrastiveHead(TaskHead):
             encoded = self._encoded(m, batch, context)
             embeddings[m] = self.embed(encoded, m)
             present[m] = encoded.present_or_full()
+        # 0-d outputs even where FSDP holds the scalars as (1,) (training/sharding.py): per-batch constants,
+        # not per-sample values (the grad cache tells them apart by their shape)
+        bias = None if self.logit_bias is None else self.logit_bias.reshape(())
         return {"embeddings": embeddings, "present": present,
-                "logit_scale": self.logit_scale.clamp(max=self.max_log_scale).exp(), "logit_bias": self.logit_bias}
+                "logit_scale": self.logit_scale.clamp(max=self.max_log_scale).exp().reshape(()), "logit_bias": bias}
 
     def loss(self, outputs: dict[str, Any], batch: Batch) -> LossOutput:
         terms = {}

@@ -159,14 +159,17 @@ def build_datamodule(cfg: DictConfig, *, evaluation: bool = False) -> Any:
     return hydra.utils.instantiate(cfg.data, **overrides)
 
 
-def load_model(run_dir: str | Path, checkpoint: str = "best", *, trust_config: bool = False
-               ) -> tuple[Any, DictConfig]:
+def load_model(run_dir: str | Path, checkpoint: str = "best", *, trust_config: bool = False,
+               ema: bool | None = None) -> tuple[Any, DictConfig]:
     """Rebuild a run's LightningModule from its ``config.yaml`` (:func:`load_config`, then
-    :func:`build_model`) and load its weights strictly (``checkpoint``: see :func:`checkpoint_file`).
-    Returns ``(module in eval mode, config)``."""
+    :func:`build_model`) and load its weights strictly (``checkpoint``: see :func:`checkpoint_file`;
+    a run trained with ``callbacks.ema`` loads its EMA weights unless ``ema=False``:
+    :func:`polyfuse.training.ema.evaluation_weights`). Returns ``(module in eval mode, config)``."""
+    from polyfuse.training.ema import evaluation_weights
+
     cfg = load_config(run_dir, trust_config=trust_config)
     module = build_model(cfg)
-    module.load_state_dict(match_parameter_shapes(load_weights(checkpoint_file(run_dir, checkpoint)), module))
+    module.load_state_dict(match_parameter_shapes(evaluation_weights(run_dir, checkpoint, cfg, ema), module))
     return module.eval(), cfg
 
 
