@@ -16,7 +16,7 @@ from safetensors.torch import save_file
 import polyfuse
 from polyfuse.data.io import DataFileError
 from polyfuse.data.video_writer import write_video
-from polyfuse.inference import Preprocessing
+from polyfuse.inference import Preprocessing, export_run
 from polyfuse.training.run_dir import CHECKPOINTS, config_file
 
 from .tiny_runs import assert_same_predictions
@@ -95,13 +95,19 @@ def test_corrupt_and_truncated_video_files_are_named(video_run: Path, tmp_path: 
         model.predict(video=truncated)
 
 
-def test_video_preprocessing_settings_round_trip_and_checks(video_run: Path) -> None:
-    preprocessing = polyfuse.load(video_run).preprocessing
-    settings = preprocessing.to_dict()
+def test_an_export_keeps_the_video_preprocessing(video_run: Path, tmp_path: Path) -> None:
+    model = polyfuse.load(video_run)
+    settings = model.preprocessing.to_dict()
     assert settings["video"] == dict(num_frames=8, sampling="segments", fps=None, size=32, mode="L", mean=[0.5],
                                      std=[0.5], resize="shortest", interpolation="bilinear")
-    again = Preprocessing.from_dict(settings)  # an export's inference.json
-    assert again.video is not None and again.video.settings == preprocessing.video.settings
+    exported = polyfuse.load(export_run(video_run, tmp_path / "export"))  # settings through inference.json
+    paths, _ = _test_split(video_run)
+    assert_same_predictions(exported.predict(video=paths[:2]), model.predict(video=paths[:2]))
+
+
+def test_video_preprocessor_checks_its_inputs(video_run: Path) -> None:
+    again = Preprocessing.from_dict(polyfuse.load(video_run).preprocessing.to_dict())
+    assert again.video is not None
     clip = torch.zeros(3, 1, 32, 32)
     assert torch.equal(again.video(clip), clip)  # a preprocessed clip passes unchanged
     with pytest.raises(ValueError, match=r"\(T, 1, 32, 32\) with 1 <= T <= 8"):
