@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
-from safetensors.torch import save_file
 
 import polyfuse
 from polyfuse.data.io import DataFileError
 from polyfuse.data.video_writer import write_video
 from polyfuse.inference import Preprocessing, export_run
-from polyfuse.training.run_dir import CHECKPOINTS, config_file
+from polyfuse.training.run_dir import config_file
 
+from ..cli.run_factory import untrained_run
 from .tiny_runs import assert_same_predictions
 
 pytest.importorskip("av")
@@ -30,13 +30,9 @@ COUNT = 4  # clips compared between the data module's batch and predict on their
 def video_run(compose_train, tmp_path: Path) -> Path:
     """A run directory of ``experiment=avdigits_video`` (video + its sound track) with random weights:
     what ``polyfuse.load`` needs (config.yaml + best checkpoint), without training."""
-    cfg = compose_train(["experiment=avdigits_video", f"data.batch_size={COUNT}", f"data.eval_batch_size={COUNT}"])
-    torch.manual_seed(0)
-    state = {key: value.contiguous() for key, value in hydra.utils.instantiate(cfg.model).state_dict().items()}
     run = tmp_path / "video_run"
-    (run / CHECKPOINTS).mkdir(parents=True)
-    save_file(state, str(run / CHECKPOINTS / "best.safetensors"))
-    config_file(run).write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    untrained_run(compose_train(["experiment=avdigits_video", f"data.batch_size={COUNT}",
+                                 f"data.eval_batch_size={COUNT}"]), run)
     return run
 
 
