@@ -11,8 +11,9 @@
 2. Training-step time (forward + backward + AdamW) of the factorised (ViViT) and divided (TimeSformer)
    encoders at T = 8 and 16 on 32x32 greyscale clips, batch 8, median of ``--steps`` steps.
 
-Usage: ``python scripts/bench_video.py [--clips 200] [--steps 10]``. Prints one table per part and the
-load average (1 minute) before and after, since other jobs on the machine change every number.
+Usage: ``python scripts/bench_video.py [--clips 200] [--steps 10] [--baseline auto|opencv|pyav]``
+(``--clips 16 --steps 1``: a smoke run of a minute). Prints one table per part and the load average
+(1 minute) before and after, since other jobs on the machine change every number.
 """
 
 from __future__ import annotations
@@ -38,20 +39,20 @@ CLIPS = Path(__file__).resolve().parents[1] / "data" / "avdigits" / "video"
 class BaselineClips(Dataset):
     """The same clips decoded by the baseline: every frame converted, 8 sampled, resized, normalised."""
 
-    def __init__(self, paths: list[str], frames: int = 8, size: int = 32) -> None:
-        self.paths, self.frames, self.size = paths, frames, size
+    def __init__(self, paths: list[str], frames: int = 8, size: int = 32, opencv: bool = True) -> None:
+        self.paths, self.frames, self.size, self.opencv = paths, frames, size, opencv
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def _decode(self, path: str) -> np.ndarray:
-        try:
-            import cv2
-        except ImportError:
+        if not self.opencv:
             import av
 
             with av.open(path) as container:
                 return np.stack([f.to_ndarray(format="gray") for f in container.decode(video=0)])
+        import cv2
+
         capture, frames = cv2.VideoCapture(path), []
         while True:
             ok, frame = capture.read()
@@ -97,19 +98,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clips", type=int, default=200)
     parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--baseline", choices=("auto", "opencv", "pyav"), default="auto",
+                        help="decoder compared with polyfuse's: OpenCV (auto: when cv2 is importable) or plain PyAV")
     args = parser.parse_args()
     torch.manual_seed(0)
     print(f"load average at start: {os.getloadavg()[0]:.2f}; torch threads: {torch.get_num_threads()}")
     try:
         import cv2  # noqa: F401
-        baseline_name = "OpenCV VideoCapture"
+        has_opencv = True
     except ImportError:
-        baseline_name = "plain PyAV (all frames)"
+        has_opencv = False
+    if args.baseline == "opencv" and not has_opencv:
+        raise SystemExit("--baseline opencv needs cv2: pip install opencv-python-headless")
+    opencv = args.baseline == "opencv" or (args.baseline == "auto" and has_opencv)
+    baseline_name = "OpenCV VideoCapture" if opencv else "plain PyAV (all frames)"
     reader = MediaFolderReader(CLIPS, split="train")
     subset = [reader[i] for i in range(min(args.clips, len(reader)))]
     ours = DecodedDataset(subset, SampleDecoder(["video"], video=VideoPipeline(num_frames=8, size=32, mode="L",
                                                                                mean=[0.5], std=[0.5])))
-    baseline = BaselineClips([row["video"] for row in subset])
+    baseline = BaselineClips([row["video"] for row in subset], opencv=opencv)
     print(f"decode + sample, {len(subset)} AV-digits clips (8 frames, 32x32), clips/s")
     print(f"| workers | polyfuse VideoPipeline | {baseline_name} | ratio |\n|---|---|---|---|")
     for workers in (1, 2):

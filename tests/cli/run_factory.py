@@ -46,6 +46,25 @@ def trained_run(factory: pytest.TempPathFactory, fusion: str = "concat", seed: i
     return run
 
 
+def untrained_run(cfg: DictConfig, run: Path, seed: int = 0) -> dict:
+    """Write a run directory (resolved ``config.yaml`` + ``checkpoints/best.safetensors``) holding the
+    freshly built model of ``cfg`` (seeded): what a finished run leaves, without training. Returns its
+    state dict."""
+    import hydra
+    import torch
+    from omegaconf import OmegaConf
+    from safetensors.torch import save_file
+
+    from polyfuse.training.run_dir import CHECKPOINTS, config_file
+
+    torch.manual_seed(seed)
+    state = {key: value.contiguous() for key, value in hydra.utils.instantiate(cfg.model).state_dict().items()}
+    (run / CHECKPOINTS).mkdir(parents=True)
+    save_file(state, str(run / CHECKPOINTS / "best.safetensors"))
+    config_file(run).write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    return state
+
+
 TIMING_COLUMNS = {"train/samples_per_sec"}  # differ between any two runs
 
 

@@ -6,14 +6,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import hydra
 import pytest
 import torch
-from omegaconf import OmegaConf
-from safetensors.torch import save_file
 
-from polyfuse.training.run_dir import CHECKPOINTS, config_file
 from polyfuse.training.run_encoder import encoder_from_run
+
+from .run_factory import untrained_run
 
 SMALL = ["data.batch_size=4", "data.eval_batch_size=4"]
 
@@ -22,14 +20,8 @@ SMALL = ["data.batch_size=4", "data.eval_batch_size=4"]
 def avc_run(compose_train, tmp_path: Path) -> tuple[Path, dict[str, torch.Tensor]]:
     """A run directory of ``experiment=avdigits_video_avc`` (config.yaml + best.safetensors) holding
     random weights: what a finished AVC run leaves, without training one."""
-    cfg = compose_train(["experiment=avdigits_video_avc", *SMALL])
-    torch.manual_seed(0)
-    state = {key: value.contiguous() for key, value in hydra.utils.instantiate(cfg.model).state_dict().items()}
     run = tmp_path / "avc"
-    (run / CHECKPOINTS).mkdir(parents=True)
-    save_file(state, str(run / CHECKPOINTS / "best.safetensors"))
-    config_file(run).write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    return run, state
+    return run, untrained_run(compose_train(["experiment=avdigits_video_avc", *SMALL]), run)
 
 
 def test_encoder_from_run_loads_the_runs_weights_frozen(avc_run) -> None:

@@ -12,17 +12,18 @@ from polyfuse.batch import Batch
 from polyfuse.heads.base import HeadContext
 from polyfuse.inference.outputs import head_predictions, read_outputs, task_of, unbatch
 from polyfuse.inference.preprocess import Preprocessing
+from polyfuse.inference.video import sound_track_source
 
 __all__ = ["InferenceModel"]
 
 
 def _is_batch(modality: str, value: Any) -> bool:
     """Whether ``value`` holds several samples of ``modality`` (a list or tuple; for images also a 4-D
-    array or tensor, for audio a 2-D one)."""
+    array or tensor, for audio a 2-D one, for video a 5-D one)."""
     if isinstance(value, (list, tuple)):
         return True
     if isinstance(value, (Tensor, np.ndarray)):
-        return value.ndim == {"image": 4, "audio": 2}.get(modality, 99)
+        return value.ndim == {"image": 4, "audio": 2, "video": 5}.get(modality, 99)
     return False
 
 
@@ -75,11 +76,15 @@ class InferenceModel(nn.Module):
         """The underlying model's output (:class:`~polyfuse.models.multimodal.ModelOutput`) on ``batch``."""
         return self.model(batch.to(self.device), return_attention=return_attention)
 
-    def preprocess(self, *, sample_rate: int | None = None, **inputs: Any) -> tuple[Batch, bool]:
+    def preprocess(self, *, sample_rate: int | None = None, sound_track: bool = True,
+                   **inputs: Any) -> tuple[Batch, bool]:
         """``(batch, single)``: the raw inputs as a :class:`Batch`, and whether they were one sample.
 
         Args:
             sample_rate: rate of waveform inputs given as arrays (default: the model's).
+            sound_track: when the model takes audio, a sample given a video file and no audio gets
+                that file's sound track as its audio (absent, ``present=False``, when the file has
+                none), as the data module's :class:`~polyfuse.data.decode.SampleDecoder` does.
             **inputs: modality -> one sample or a list of samples (``None`` entries = absent).
         """
         unknown = [m for m in inputs if m not in self.modalities]
@@ -98,6 +103,9 @@ class InferenceModel(nn.Module):
         if len(set(sizes.values())) > 1:
             raise ValueError(f"the inputs have different batch sizes: {sizes}")
         size = next(iter(sizes.values()))
+        if sound_track and "audio" in self.modalities and "video" in rows:
+            audio = rows.get("audio", [None] * size)
+            rows["audio"] = [a if a is not None else sound_track_source(v) for a, v in zip(audio, rows["video"])]
         samples = [{m: self.preprocessing.sample(m, rows[m][i], sample_rate) if m in rows else None
                     for m in self.modalities} for i in range(size)]
         return self.preprocessing.collate(self.modalities, samples), single
@@ -116,13 +124,15 @@ class InferenceModel(nn.Module):
         return read_outputs(head, self.model(batch).outputs, self.labels)
 
     def predict(self, image: Any = None, text: Any = None, audio: Any = None, *, sample_rate: int | None = None,
-                **others: Any) -> dict[str, Any]:
+                sound_track: bool = True, **others: Any) -> dict[str, Any]:
         """Predictions for raw inputs, as a dict (one sample: its values; a batch: lists / ``(B, ...)`` tensors).
 
         Inputs: images as PIL images, file paths, ``uint8`` arrays / tensors, or preprocessed
-        ``float`` tensors; text as strings; audio as file paths or 1-D waveforms at ``sample_rate``.
-        A list of them is a batch (``None`` in a list: that sample lacks the modality); a modality
-        not given is absent for every sample.
+        ``float`` tensors; text as strings; audio as file paths or 1-D waveforms at ``sample_rate``;
+        ``video=`` as video files (``.mp4``, ...; decoded and sampled as in the run's evaluation) or
+        preprocessed ``float (T, C, H, W)`` clips. A list of them is a batch (``None`` in a list: that
+        sample lacks the modality); a modality not given is absent for every sample, except audio
+        next to a video file: its sound track (``sound_track=False``: absent).
 
         Returns (by task): classification ``label``, ``probs``, ``logits`` and ``label_name`` when the
         run has class names; VQA ``answer``, ``score``, ``scores``, ``logits``; captioning
@@ -132,6 +142,6 @@ class InferenceModel(nn.Module):
         """
         inputs = {"image": image, "text": text, "audio": audio, **others}
         inputs = {m: v for m, v in inputs.items() if v is not None or m in others}
-        batch, single = self.preprocess(sample_rate=sample_rate, **inputs)
+        batch, single = self.preprocess(sample_rate=sample_rate, sound_track=sound_track, **inputs)
         predictions = self.predict_batch(batch)
         return unbatch(predictions, 0) if single else predictions

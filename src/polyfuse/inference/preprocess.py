@@ -3,8 +3,9 @@
 The settings come from the run's ``data`` section (:meth:`Preprocessing.from_data_config`): the
 AV-digits data module (:mod:`polyfuse.data.avdigits`: greyscale ``uint8`` scaled to ``[-1, 1]``,
 the clip cut to ``max_audio_seconds``, the word-level tokenizer with ``[CLS] ... [SEP]`` kept on
-truncation) or the ``image`` / ``audio`` / ``text`` pipelines of
-:class:`~polyfuse.training.MultimodalDataModule` (:mod:`polyfuse.data.image`, ``audio``, ``text``).
+truncation) or the ``image`` / ``audio`` / ``text`` / ``video`` pipelines of
+:class:`~polyfuse.training.MultimodalDataModule` (:mod:`polyfuse.data.image`, ``audio``, ``text``,
+``video``: :mod:`polyfuse.inference.video`).
 They are plain JSON (:meth:`Preprocessing.to_dict`), which is how an exported folder stores them.
 Augmentation is never applied: this is the evaluation path.
 """
@@ -27,6 +28,8 @@ from polyfuse.data.collate import MultimodalCollate
 from polyfuse.data.image import ImagePipeline
 from polyfuse.data.io import EncodedMedia, open_image, resample
 from polyfuse.data.text import TextPipeline
+from polyfuse.data.video import VideoPipeline
+from polyfuse.inference.video import VIDEO_SETTINGS, VideoPreprocessor
 
 __all__ = ["ImagePreprocessor", "AudioPreprocessor", "TextPreprocessor", "Preprocessing"]
 
@@ -193,11 +196,11 @@ class Preprocessing:
     takes only preprocessed tensors) and the collate step that makes a :class:`~polyfuse.batch.Batch`."""
 
     def __init__(self, image: ImagePreprocessor | None = None, audio: AudioPreprocessor | None = None,
-                 text: TextPreprocessor | None = None) -> None:
-        self.image, self.audio, self.text = image, audio, text
+                 text: TextPreprocessor | None = None, video: VideoPreprocessor | None = None) -> None:
+        self.image, self.audio, self.text, self.video = image, audio, text, video
 
     def __getitem__(self, modality: str) -> Any:
-        return {"image": self.image, "audio": self.audio, "text": self.text}.get(modality)
+        return {"image": self.image, "audio": self.audio, "text": self.text, "video": self.video}.get(modality)
 
     @classmethod
     def from_data_config(cls, data: Mapping[str, Any], modalities: Sequence[str]) -> "Preprocessing":
@@ -217,7 +220,8 @@ class Preprocessing:
                 if "audio" in modalities else None,
                 text=TextPreprocessor(root / "tokenizer.json", int(data.get("max_text_length", 32)), "[PAD]",
                                       kind="avdigits") if "text" in modalities else None)
-        image, audio, text = (data.get(m) if m in modalities else None for m in ("image", "audio", "text"))
+        image, audio, text, video = (data.get(m) if m in modalities else None
+                                     for m in ("image", "audio", "text", "video"))
         return cls(
             image=ImagePreprocessor(**_settings(ImagePipeline, image, ("size", "mode", "mean", "std", "resize",
                                                                        "interpolation", "jpeg_draft")))
@@ -226,11 +230,12 @@ class Preprocessing:
                                        "crop": _settings(AudioPipeline, audio, ("eval_crop",))["eval_crop"]})
             if audio else None,
             text=TextPreprocessor(**_settings(TextPipeline, text, ("tokenizer", "max_length", "pad_token",
-                                                                  "lowercase"))) if text else None)
+                                                                  "lowercase"))) if text else None,
+            video=VideoPreprocessor(**_settings(VideoPipeline, video, VIDEO_SETTINGS)) if video else None)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready settings (``text.tokenizer`` is the tokenizer file's path as given)."""
-        return {m: p.settings for m in ("image", "audio", "text") if (p := self[m]) is not None}
+        return {m: p.settings for m in ("image", "audio", "text", "video") if (p := self[m]) is not None}
 
     @classmethod
     def from_dict(cls, settings: Mapping[str, Any], base: str | Path | None = None) -> "Preprocessing":
@@ -241,7 +246,8 @@ class Preprocessing:
             text["tokenizer"] = str(Path(base) / text["tokenizer"])
         return cls(image=ImagePreprocessor(**settings["image"]) if "image" in settings else None,
                    audio=AudioPreprocessor(**settings["audio"]) if "audio" in settings else None,
-                   text=TextPreprocessor(**text) if text is not None else None)
+                   text=TextPreprocessor(**text) if text is not None else None,
+                   video=VideoPreprocessor(**settings["video"]) if "video" in settings else None)
 
     def sample(self, modality: str, value: Any, sample_rate: int | None = None) -> Tensor | None:
         """One sample's input tensor (``None`` stays ``None``: the modality is absent)."""
@@ -258,7 +264,8 @@ class Preprocessing:
     def collate(self, modalities: Sequence[str], samples: Sequence[Mapping[str, Tensor | None]]) -> Batch:
         """``samples`` (modality -> tensor or ``None``) -> a :class:`Batch` with masks and ``present`` flags."""
         pad = {"text": self.text.pad_id} if self.text is not None and "text" in modalities else {}
-        shapes = {"image": self.image.shape} if self.image is not None and "image" in modalities else {}
+        shapes: dict[str, Sequence[int]] = {m: p.shape for m in ("image", "video")
+                                            if m in modalities and (p := self[m]) is not None}
         pad_to: dict[str, int] = {}
         if self.audio is not None and "audio" in modalities:
             audio = self.audio.pipeline
