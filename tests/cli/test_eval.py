@@ -73,6 +73,11 @@ def test_a_run_trained_with_ema_is_evaluated_with_its_ema_weights(tmp_path: Path
     name = next(k for k in raw if k.endswith("weight") and not torch.equal(raw[k], ema[k]))
     assert torch.equal(load_model(run)[0].state_dict()[name], ema[name])
     assert torch.equal(load_model(run, ema=False)[0].state_dict()[name], raw[name])
+    import polyfuse  # the inference API loads the same weights as polyfuse-eval
+
+    model_name = name.removeprefix("model.")
+    assert torch.equal(polyfuse.load(run).model.state_dict()[model_name], ema[name])
+    assert torch.equal(polyfuse.load(run, ema=False).model.state_dict()[model_name], raw[name])
     (result,) = run_eval(compose_config("eval", [f"run_dir={run}", "robustness.enabled=false", "batch_size=32",
                                                  "max_batches=1"]))
     assert result["clean"]["acc"] == pytest.approx(summary["test"]["test/acc"], abs=1e-6)

@@ -44,14 +44,15 @@ def run_labels(data: Mapping[str, Any]) -> list[str] | None:
     return None if labels is None else [str(label) for label in labels]
 
 
-def _load_run(run_dir: Path, checkpoint: str) -> InferenceModel:
-    from polyfuse.training.run_dir import checkpoint_file, config_file, load_weights
+def _load_run(run_dir: Path, checkpoint: str, ema: bool | None) -> InferenceModel:
+    from polyfuse.training.ema import evaluation_weights
+    from polyfuse.training.run_dir import config_file
 
     config = OmegaConf.load(config_file(run_dir))
     if "data" not in config:
         raise KeyError(f"{run_dir / 'config.yaml'} has no `data` section (the preprocessing is read from it)")
     module = build_model(config)
-    module.load_state_dict(load_weights(checkpoint_file(run_dir, checkpoint)))
+    module.load_state_dict(evaluation_weights(run_dir, checkpoint, config, ema))
     model = getattr(module, "model", module)
     preprocessing = Preprocessing.from_data_config(config.data, list(model.modalities))
     return InferenceModel(model, preprocessing, run_labels(config.data), config)
@@ -73,7 +74,8 @@ def _load_export(folder: Path) -> InferenceModel:
     return InferenceModel(model, preprocessing, manifest.get("labels"), config)
 
 
-def load(path: str | Path, checkpoint: str = "best", device: str | torch.device = "cpu") -> InferenceModel:
+def load(path: str | Path, checkpoint: str = "best", device: str | torch.device = "cpu",
+         ema: bool | None = None) -> InferenceModel:
     """A trained model, in eval mode, with its preprocessing and tokenizer.
 
     Args:
@@ -82,6 +84,9 @@ def load(path: str | Path, checkpoint: str = "best", device: str | torch.device 
         checkpoint: for a run directory, ``"best"``, ``"last"`` or a checkpoint file
             (:func:`polyfuse.training.run_dir.checkpoint_file`); an export holds one set of weights.
         device: where the model is put.
+        ema: for a run trained with ``callbacks.ema``: ``None`` loads the weights its test split was
+            evaluated with (the EMA weights unless the callback's ``test`` was false), ``True`` / ``False``
+            the EMA / training weights (:func:`polyfuse.training.ema.evaluation_weights`, as ``polyfuse-eval``).
 
     Example:
         ``model = polyfuse.load("outputs/train/runs/2026-01-01_12-00-00")``, then
@@ -91,7 +96,7 @@ def load(path: str | Path, checkpoint: str = "best", device: str | torch.device 
     if is_export(path):
         model = _load_export(path)
     elif is_run(path):
-        model = _load_run(path, checkpoint)
+        model = _load_run(path, checkpoint, ema)
     elif not path.exists():
         raise FileNotFoundError(f"no such run directory or exported model: {path}")
     else:
