@@ -15,7 +15,9 @@ Budgets (``--budget``):
 One Hydra multirun per variant and group of missing runs, into ``--out/<variant>/<task>_seed<seed>``.
 Resumable: a (variant, task, seed) whose directory has ``summary.json`` is skipped; one without it (a
 run that was killed) is removed and rerun. Without ``--train`` only the table is rebuilt from what
-finished. The table goes between ``<!-- fusion-table:tasks:start/end -->``: mean ± 95% CI (Student t
+finished. ``--predictions`` also evaluates each finished run's best checkpoint once and leaves its
+per-sample ``predictions_test.csv`` (for ``polyfuse-report``'s paired bootstrap over test samples). The
+table goes between ``<!-- fusion-table:tasks:start/end -->``: mean ± 95% CI (Student t
 over seeds), the difference to ``late`` and the synergy task's validation curves. Variants train in the
 order baselines, ``late``, ``concat``, ``tensor``, then the other fusions. Example::
 
@@ -38,6 +40,7 @@ from polyfuse import fusion
 from polyfuse.cli.config import repo_root
 from polyfuse.data.avdigits_tasks import INTERACTION_TASKS
 from polyfuse.reporting import find_runs
+from polyfuse.reporting.predictions import predictions_path, write_predictions
 from polyfuse.reporting.task_table import curve_table, difference_table, interval_table
 
 ROOT = repo_root()
@@ -134,6 +137,20 @@ def train_variant(variant: str, tasks: list[str], seeds: list[int], out: Path, o
     return max(codes, key=abs)
 
 
+def write_run_predictions(run: Path, split: str = "test") -> Path:
+    """Evaluate ``run``'s best checkpoint on ``split`` in order and write ``predictions_<split>.csv`` (kept if present)."""
+    path = predictions_path(run, split)
+    if path.is_file():
+        return path
+    from polyfuse.cli.eval import evaluation_loader
+    from polyfuse.cli.interactions import predicted_classes
+    from polyfuse.reporting.runs import load_model
+
+    module, cfg = load_model(run)
+    ids, predicted, labels, _ = predicted_classes(module.model.eval(), evaluation_loader(cfg, split, None))
+    return write_predictions(run, ids, labels, predicted, split)
+
+
 def task_records(out: Path) -> pd.DataFrame:
     """One row per finished table run under ``out``: variant, task, seed, test acc, epochs, fit time, val curve.
 
@@ -186,6 +203,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task-names", nargs="*", default=None, help="interaction tasks (default: all four)")
     parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2], help="seeds of every variant x task")
     parser.add_argument("--no-baselines", action="store_true", help="skip the unimodal runs")
+    parser.add_argument("--predictions", action="store_true", help="write each finished run's predictions_test.csv")
 
 
 def command_line(args: argparse.Namespace, names: list[str]) -> str:
@@ -225,6 +243,12 @@ def tasks_main(args: argparse.Namespace, names: list[str]) -> str:
                     raise SystemExit(f"pretraining the {modality} encoder failed: see {pretrain_dir / f'{modality}.log'}")
         for variant in variants:
             train_variant(variant, tasks, args.seeds, args.out, overrides, args.threads)
+    if args.predictions:
+        for variant in variants:
+            for task in tasks:
+                for seed in args.seeds:
+                    if (run_dir(args.out, variant, task, seed) / "summary.json").is_file():
+                        write_run_predictions(run_dir(args.out, variant, task, seed))
     records = task_records(args.out)
     shown = [v for v in variants if v in set(records["variant"])] or variants
     total = len(variants) * len(tasks) * len(args.seeds)

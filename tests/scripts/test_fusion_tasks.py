@@ -112,7 +112,8 @@ def test_tasks_main_writes_the_table_from_finished_runs_only(tasks_script, tmp_p
                              "fit": 30.0, "curve": [0.1, 0.12]} for s in range(3)])
     monkeypatch.setattr(tasks_script, "task_records", lambda out: records)
     args = argparse.Namespace(task_names=["synergy"], no_baselines=False, out=tmp_path / "runs", pretrain_dir=None,
-                              budget="frozen", overrides=[], train=False, seeds=[0, 1, 2], docs=docs)
+                              budget="frozen", overrides=[], train=False, seeds=[0, 1, 2], docs=docs,
+                              predictions=False)
     text = tasks_script.tasks_main(args, ["late", "concat"])
     written = docs.read_text()
     assert "old" not in written and written.startswith("head\n") and written.endswith("tail\n") and text in written
