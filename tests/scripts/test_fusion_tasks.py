@@ -120,3 +120,18 @@ def test_tasks_main_writes_the_table_from_finished_runs_only(tasks_script, tmp_p
     assert "3 of 12 runs finished" in text  # 4 variants (2 baselines) x 1 task x 3 seeds
     assert "| `late` | 11.0 ± 2.5 (3) |" in text
     assert "--names late concat" in text and "--task-names synergy" in text
+
+
+def test_fusion_table_tasks_flag_runs_the_interaction_table(tasks_script, tmp_path, monkeypatch, capsys):
+    """``scripts/fusion_table.py --tasks`` takes fusion_tasks' options and writes its table (table-only mode)."""
+    spec = importlib.util.spec_from_file_location("fusion_table", SCRIPTS / "fusion_table.py")
+    table_script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(table_script)
+    docs = tmp_path / "fusions.md"
+    docs.write_text("<!-- fusion-table:tasks:start -->\n<!-- fusion-table:tasks:end -->\n")
+    monkeypatch.setattr(sys, "argv", ["fusion_table.py", "--tasks", "--names", "late", "--seeds", "0", "--out",
+                                      str(tmp_path / "runs"), "--docs", str(docs), "--task-names", "synergy"])
+    (tmp_path / "runs").mkdir()
+    table_script.main()
+    assert "No run finished yet (0 of 3)" in docs.read_text()  # image only, audio only, late x 1 task x 1 seed
+    assert "--names late --seeds 0" in capsys.readouterr().out
