@@ -135,3 +135,23 @@ def test_fusion_table_tasks_flag_runs_the_interaction_table(tasks_script, tmp_pa
     table_script.main()
     assert "No run finished yet (0 of 3)" in docs.read_text()  # image only, audio only, late x 1 task x 1 seed
     assert "--names late --seeds 0" in capsys.readouterr().out
+
+
+def _fake_run(path: Path, fusion: str, task: str, seed: int, modalities: list[str], acc: float) -> None:
+    """A finished run directory as polyfuse-train leaves it (the files task_records reads)."""
+    (path / ".hydra").mkdir(parents=True)
+    (path / ".hydra" / "hydra.yaml").write_text(json.dumps(
+        {"hydra": {"runtime": {"choices": {"model/fusion": fusion, "data": f"avdigits_{task}"}}}}))
+    (path / "config.yaml").write_text(json.dumps({"seed": seed, "task_name": "x", "data": {"modalities": modalities}}))
+    (path / "summary.json").write_text(json.dumps({"test": {"test/acc": acc}, "epochs": 2, "fit_seconds": 5.0}))
+    pd.DataFrame({"epoch": [0, 1], "val/acc": [0.1, acc]}).to_csv(path / "metrics.csv", index=False)
+
+
+def test_task_records_reads_table_runs_and_leaves_out_the_pretraining(tasks_script, tmp_path):
+    _fake_run(tmp_path / "pretrain" / "image", "concat", "redundant", 0, ["image"], 0.98)
+    _fake_run(tasks_script.run_dir(tmp_path, "image only", "unique", 1), "concat", "unique", 1, ["image"], 0.4)
+    _fake_run(tasks_script.run_dir(tmp_path, "late", "synergy", 0), "late", "synergy", 0, ["image", "audio"], 0.1)
+    records = tasks_script.task_records(tmp_path).sort_values("variant")
+    assert list(zip(records["variant"], records["task"], records["seed"], records["acc"])) == [
+        ("image only", "unique", 1, 0.4), ("late", "synergy", 0, 0.1)]
+    assert records.iloc[1]["curve"] == [0.1, 0.1]
