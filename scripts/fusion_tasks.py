@@ -33,6 +33,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Sequence
 
 import pandas as pd
 
@@ -171,8 +172,10 @@ def task_records(out: Path) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["variant", "task", "seed", "acc", "epochs", "fit", "curve"])
 
 
-def task_table(records: pd.DataFrame, tasks: list[str], variants: list[str], command: str, total: int) -> str:
-    """Markdown: the accuracy table with CIs and limits, the difference to ``late``, the synergy curves."""
+def task_table(records: pd.DataFrame, tasks: list[str], variants: list[str], command: str, total: int,
+               pending: Sequence[str] = ()) -> str:
+    """Markdown: the accuracy table with CIs and limits, the difference to ``late``, the synergy curves;
+    ``pending``: variants without any finished run yet (named under the table)."""
     lines = interval_table(records, tasks, variants, TASK_LIMITS)
     if len(records):
         epochs = sorted({int(e) for e in records["epochs"].dropna()})
@@ -183,6 +186,8 @@ def task_table(records: pd.DataFrame, tasks: list[str], variants: list[str], com
                   f"Regenerate: `{command}`."]
     else:
         lines += ["", f"No run finished yet (0 of {total}). Regenerate: `{command}`."]
+    if pending and len(records):
+        lines += ["", f"No finished run yet: {', '.join(f'`{v}`' for v in pending)}."]
     differences = difference_table(records, tasks, variants, "late")
     if differences:
         lines += ["", "Difference to `late` in points, with its 95% CI (paired t over seeds where both ran the same "
@@ -252,7 +257,8 @@ def tasks_main(args: argparse.Namespace, names: list[str]) -> str:
     records = task_records(args.out)
     shown = [v for v in variants if v in set(records["variant"])] or variants
     total = len(variants) * len(tasks) * len(args.seeds)
-    text = task_table(records, tasks, shown, command_line(args, names), total=total)
+    pending = [v for v in variants if v not in shown]
+    text = task_table(records, tasks, shown, command_line(args, names), total=total, pending=pending)
     from fusion_table import write  # the marker-splicing writer shared with the default table
 
     write(args.docs, text, "tasks")

@@ -120,6 +120,7 @@ def test_tasks_main_writes_the_table_from_finished_runs_only(tasks_script, tmp_p
     assert "3 of 12 runs finished" in text  # 4 variants (2 baselines) x 1 task x 3 seeds
     assert "| `late` | 11.0 ± 2.5 (3) |" in text
     assert "--names late concat" in text and "--task-names synergy" in text
+    assert "No finished run yet: `image only`, `audio only`, `concat`." in text
 
 
 def test_fusion_table_tasks_flag_runs_the_interaction_table(tasks_script, tmp_path, monkeypatch, capsys):
