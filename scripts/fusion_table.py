@@ -12,19 +12,14 @@ modality dropout), cached in the run directory as ``robustness.json``. The table
 markers and is never typed by hand.
 
 With ``--tasks`` it builds the *interaction* table instead (docs/fusions.md, "Interaction tasks"):
-every fusion and the unimodal baselines (``concat`` on the image or the audio alone) on the
-AV-digits tasks ``redundant``, ``unique``, ``synergy``, ``mixed`` (``data=avdigits_<task>``,
-image + audio) over ``--seeds``, test accuracy mean ± 95% CI (Student t over seeds). One Hydra
-multirun per variant (tasks x seeds, one process at a time) into ``--out/<variant>``; the table
-is written between ``<!-- fusion-task-table:start/end -->`` with the synergy task's learning curves.
+``scripts/fusion_tasks.py``, whose options it takes (``--budget``, ``--out``, ``--seeds``, ...).
 
 Examples::
 
     python scripts/fusion_table.py --train                   # train all fusions, then write the table
     python scripts/fusion_table.py --train --names gmu film  # (re)train some
     python scripts/fusion_table.py                           # only rebuild the table from existing runs
-    python scripts/fusion_table.py --tasks --train --names late concat --seeds 0 1 2 \\
-        --overrides trainer.max_epochs=3                     # the interaction table
+    python scripts/fusion_table.py --tasks --train --names late concat   # the interaction table
 """
 
 from __future__ import annotations
@@ -41,17 +36,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 import hydra
-import numpy as np
-import pandas as pd
 import torch
 from omegaconf import OmegaConf
 
 from polyfuse import fusion
 from polyfuse.batch import Encoded
 from polyfuse.cli.config import repo_root
-from polyfuse.data.avdigits_tasks import INTERACTION_TASKS
-from polyfuse.reporting import find_runs
-from polyfuse.reporting.statistics import format_interval, pairwise_differences, t_interval
 
 ROOT = repo_root()
 # test-time missing modalities: column -> per-modality absence probability (data.missing)
@@ -233,126 +223,9 @@ def write(docs: Path, text: str, tag: str) -> None:
     docs.write_text(f"{head}{START}\n{text}\n{END}{tail}")
 
 
-# unimodal baselines of the interaction table: variant -> overrides (concat over one modality)
-BASELINES = {"image only": ["model/fusion=concat", "data.modalities=[image]"],
-             "audio only": ["model/fusion=concat", "data.modalities=[audio]"]}
-# what the label allows: chance (majority class) and the best accuracy from one modality (Bayes)
-TASK_LIMITS = {"chance": {"redundant": 0.1, "unique": 0.05, "synergy": 0.1, "mixed": 0.0625},
-               "best from the image alone": {"redundant": 1.0, "unique": 0.5, "synergy": 0.1, "mixed": 0.25},
-               "best from the audio alone": {"redundant": 1.0, "unique": 0.1, "synergy": 0.1, "mixed": 0.25}}
-
-
-def variant_dir(variant: str) -> str:
-    return variant.replace(" ", "_")
-
-
-def train_tasks(variant: str, overrides: list[str], tasks: list[str], seeds: list[int], out: Path,
-                threads: int | None) -> int:
-    """One Hydra multirun of ``variant`` over seeds x tasks (seed outermost) into ``out/<variant>``."""
-    env = dict(os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {}))
-    fixed = BASELINES.get(variant, [f"model/fusion={variant}"])
-    command = [sys.executable, "-m", "polyfuse.cli.train", "-m", f"seed={','.join(map(str, seeds))}",
-               f"data={','.join(f'avdigits_{t}' for t in tasks)}", *fixed, "data.test_splits=[test]",
-               f"task_name=fusion_tasks_{variant_dir(variant)}", f"hydra.sweep.dir={out / variant_dir(variant)}",
-               *overrides]
-    out.mkdir(parents=True, exist_ok=True)
-    started = time.time()
-    with open(out / f"{variant_dir(variant)}.log", "a") as log:
-        code = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
-    print(f"{variant}: exit {code} after {time.time() - started:.0f} s", flush=True)
-    return code
-
-
-def task_records(out: Path) -> pd.DataFrame:
-    """One row per finished run under ``out``: variant, task, seed, test acc, epochs, fit time."""
-    rows = []
-    for run in find_runs(out) if any(out.rglob("summary.json")) else []:
-        task = run.choices.get("data", "").removeprefix("avdigits_")
-        modalities = list((run.config.get("data") or {}).get("modalities") or [])
-        variant = f"{modalities[0]} only" if len(modalities) == 1 else run.fusion
-        history = run.history()
-        curve = history.dropna(subset=["val/acc"])["val/acc"].tolist() if "val/acc" in history else []
-        rows.append({"variant": variant, "task": task, "seed": run.seed, "acc": (run.summary.get("test") or {}).get("test/acc"),
-                     "epochs": run.summary.get("epochs"), "fit": run.summary.get("fit_seconds"), "curve": curve})
-    return pd.DataFrame(rows, columns=["variant", "task", "seed", "acc", "epochs", "fit", "curve"])
-
-
-def task_table(records: pd.DataFrame, tasks: list[str], variants: list[str], command: str) -> str:
-    """Markdown: variants x tasks, test acc % mean ± 95% CI half-width (n seeds), then the limits."""
-    head = "| variant | " + " | ".join(tasks) + " |"
-    lines = [head, "|---|" + "---:|" * len(tasks)]
-    for variant in variants:
-        cells = []
-        for task in tasks:
-            values = records[(records["variant"] == variant) & (records["task"] == task)]["acc"].dropna().tolist()
-            interval = t_interval(values)
-            cells.append("–" if not values else f"{format_interval(interval.mean, interval.low, interval.high, 1, 100)} "
-                         f"({len(values)})")
-        lines.append(f"| `{variant}` | " + " | ".join(cells) + " |")
-    for label, limits in TASK_LIMITS.items():
-        lines.append(f"| *{label}* | " + " | ".join(f"*{100 * limits[t]:.1f}*" for t in tasks) + " |")
-    epochs = sorted({int(e) for e in records["epochs"].dropna()})
-    seconds = records["fit"].dropna()
-    lines += ["", f"Test accuracy in %, mean ± half-width of the 95% CI (Student t over seeds), the number of seeds "
-              f"in parentheses (one seed: no interval). {len(records)} runs, epochs {epochs}, fit time per run "
-              f"{seconds.median():.0f} s median, {seconds.sum() / 60:.0f} min in all (2 shared CPU cores). "
-              f"Regenerate: `{command}`."] if len(records) else ["", f"No run yet. Regenerate: `{command}`."]
-    lines += differences_to(records, tasks, variants, "late")
-    curves = records[(records["task"] == "synergy") & records["curve"].map(bool)]
-    if not curves.empty:
-        length = max(map(len, curves["curve"]))
-        lines += ["", "Synergy task, validation accuracy (%) after each epoch, mean over seeds:", "",
-                  "| variant | " + " | ".join(str(e + 1) for e in range(length)) + " |", "|---|" + "---:|" * length]
-        for variant in [v for v in variants if v in set(curves["variant"])]:
-            rows = curves[curves["variant"] == variant]["curve"].tolist()
-            means = [np.mean([r[e] for r in rows if len(r) > e]) for e in range(length)]
-            lines.append(f"| `{variant}` | " + " | ".join(f"{100 * m:.1f}" for m in means) + " |")
-    return "\n".join(lines)
-
-
-def differences_to(records: pd.DataFrame, tasks: list[str], variants: list[str], reference: str) -> list[str]:
-    """Markdown: each variant's test accuracy minus ``reference``'s per task, 95% CI (paired over seeds)."""
-    if reference not in set(records["variant"]):
-        return []
-    cells: dict[tuple[str, str], str] = {}
-    for task in tasks:
-        frame = records[records["task"] == task].dropna(subset=["acc"])
-        if reference not in set(frame["variant"]):
-            continue
-        for row in pairwise_differences(frame, "acc", reference=reference).itertuples():
-            if row.ci_low != row.ci_low:  # NaN: fewer than two seeds
-                cells[row.a, task] = f"{100 * row.difference:+.1f}"
-            else:
-                mark = "" if row.distinguishable else " (n.s.)"
-                cells[row.a, task] = f"{100 * row.difference:+.1f} [{100 * row.ci_low:+.1f}, {100 * row.ci_high:+.1f}]{mark}"
-    shown = [v for v in variants if v != reference and any((v, t) in cells for t in tasks)]
-    if not shown:
-        return []
-    lines = ["", f"Difference to `{reference}` in points, with its 95% CI (paired t over seeds where both ran "
-             "the same seeds, else Welch); *n.s.*: the interval contains 0, the pair is not distinguishable:", "",
-             "| variant | " + " | ".join(tasks) + " |", "|---|" + "---:|" * len(tasks)]
-    for variant in shown:
-        lines.append(f"| `{variant}` | " + " | ".join(cells.get((variant, t), "–") for t in tasks) + " |")
-    return lines
-
-
-def tasks_main(args: argparse.Namespace, names: list[str]) -> None:
-    tasks = list(args.task_names or INTERACTION_TASKS)
-    variants = [*([] if args.no_baselines else BASELINES), *names]
-    if args.train:
-        for variant in variants:
-            train_tasks(variant, args.overrides, tasks, args.seeds, args.out, args.threads)
-    flags = (" --no-baselines" if args.no_baselines else "") + (f" --task-names {' '.join(tasks)}" if args.task_names else "")
-    command = (f"OMP_NUM_THREADS=1 nice -n 19 python scripts/fusion_table.py --tasks --train{flags} --names {' '.join(names)} "
-               f"--seeds {' '.join(map(str, args.seeds))} --overrides {' '.join(args.overrides)}").rstrip()
-    records = task_records(args.out)
-    shown = [v for v in variants if v in set(records["variant"])] or variants
-    text = task_table(records, tasks, shown, command)
-    write(args.docs, text, "tasks")
-    print(text)
-
-
 def main() -> None:
+    import fusion_tasks  # the interaction table (a sibling script: importable when this one runs)
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--train", action="store_true", help="train the fusions before building the table")
     parser.add_argument("--names", nargs="*", default=None, help="fusions to train (default: all registered)")
@@ -362,19 +235,17 @@ def main() -> None:
                         "+model/modality_dropout=default)")
     parser.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS for the runs (shared CPUs)")
     parser.add_argument("--docs", type=Path, default=ROOT / "docs" / "fusions.md")
-    parser.add_argument("--tasks", action="store_true", help="the interaction table (tasks x seeds) instead")
-    parser.add_argument("--task-names", nargs="*", default=None, help="interaction tasks (default: all four)")
-    parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2], help="seeds of the interaction table")
-    parser.add_argument("--no-baselines", action="store_true", help="interaction table: skip the unimodal runs")
-    parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "fusion_tasks", help="interaction runs")
+    parser.add_argument("--tasks", action="store_true", help="the interaction table (scripts/fusion_tasks.py) instead")
+    fusion_tasks.add_arguments(parser)
     args = parser.parse_args()
     # the interaction table leaves out the connectors into a language model (they have no classifier input)
-    names = args.names or [n for n in fusion.available() if not (args.tasks and n.endswith("_connector"))]
+    names = args.names or (fusion_tasks.default_names() if args.tasks else fusion.available())
     unknown = sorted(set(names) - set(fusion.available()))
     if unknown:
         raise SystemExit(f"unknown fusions {unknown}; available: {', '.join(fusion.available())}")
     if args.tasks:
-        return tasks_main(args, names)
+        print(fusion_tasks.tasks_main(args, names))
+        return
     if args.train:
         for name in names:
             train(name, args.tag, args.overrides, ROOT / "outputs" / "fusion_table", args.threads)

@@ -16,8 +16,9 @@ CONFIG_DIR = config_dir()
 COMPOSE_ONLY = {"hydra", "paths", "debug", "hparams_search", "hydra/launcher", "hydra/sweeper"}
 REQUIRED_CHECKPOINT_KEYS = ("checkpoint", "path")  # `???` values a config leaves to the user
 #: `???` keys naming a finished run to start from: such configs are only composed here
-#: (probe_run: tests/cli/test_video_probe.py trains the probe from a run directory)
-REQUIRED_RUN_KEYS = ("probe_run",)
+#: (probe_run: tests/cli/test_video_probe.py trains the probe from a run directory; pretrain_dir:
+#: tests/scripts/test_fusion_tasks.py composes experiment=fusion_tasks)
+REQUIRED_RUN_KEYS = ("probe_run", "pretrain_dir")
 
 
 @pytest.fixture(scope="module")

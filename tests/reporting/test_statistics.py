@@ -14,7 +14,8 @@ import yaml
 from scipy import stats
 
 from polyfuse.reporting import build_report
-from polyfuse.reporting.statistics import (bootstrap_difference, difference_interval, format_interval,
+from polyfuse.reporting.statistics import (bootstrap_comparisons, bootstrap_difference, bootstrap_predictions,
+                                           difference_interval, format_interval,
                                            pairwise_differences, t_interval)
 
 
@@ -126,3 +127,64 @@ def test_metric_bars_show_the_ci_half_width(tmp_path: Path, monkeypatch: pytest.
     table = pd.DataFrame({"variant": ["a"] * 3 + ["b"] * 3, "acc": [0.80, 0.84, 0.82, 0.5, 0.6, 0.7]})
     assert plot_metric_bars(aggregate(table, ["acc"]), ["acc"], tmp_path / "bars.png").is_file()
     assert drawn["yerr"] == pytest.approx([t_interval([0.80, 0.84, 0.82]).half_width, t_interval([0.5, 0.6, 0.7]).half_width])
+
+
+def _predictions(correct: list[int], seed_offset: int = 0) -> pd.DataFrame:
+    """Synthetic predictions of 10-class samples ``s0, s1, ...``: right where ``correct`` is 1."""
+    labels = [(i + seed_offset) % 10 for i in range(len(correct))]
+    return pd.DataFrame({"id": [f"s{i}" for i in range(len(correct))], "label": labels,
+                         "prediction": [lab if c else (lab + 1) % 10 for lab, c in zip(labels, correct)]})
+
+
+def test_bootstrap_predictions_pairs_samples_by_id_and_averages_seeds() -> None:
+    rng = np.random.default_rng(0)
+    good = rng.random(400) < 0.9
+    bad = rng.random(400) < 0.5
+    a, b = _predictions(good.astype(int).tolist()), _predictions(bad.astype(int).tolist())
+    interval = bootstrap_predictions(a, b.sample(frac=1.0, random_state=0))  # row order does not matter: ids pair
+    assert interval.mean == pytest.approx(good.mean() - bad.mean()) and interval.n == 400
+    assert interval.low > 0 and interval.excludes_zero
+    # two seeds of `a` stacked: each sample's correctness is their mean
+    worse = _predictions([0] * 400)
+    stacked = bootstrap_predictions(pd.concat([a, worse]), b)
+    assert stacked.mean == pytest.approx((good.mean() + 0.0) / 2 - bad.mean())
+    with pytest.raises(ValueError, match="different test samples"):
+        bootstrap_predictions(a, b.iloc[:-1])
+    with pytest.raises(ValueError, match="different labels"):
+        bootstrap_predictions(pd.concat([a, _predictions([1] * 400, seed_offset=1)]), b)
+
+
+def test_bootstrap_comparisons_against_a_reference() -> None:
+    same = _predictions([1, 0] * 100)
+    table = bootstrap_comparisons({"late": same, "concat": _predictions([1] * 200), "copy": same.copy()},
+                                  reference="late")
+    assert list(table["a"]) == ["concat", "copy"] and set(table["b"]) == {"late"}
+    assert table.set_index("a").loc["concat", "difference"] == pytest.approx(0.5)
+    assert list(table["distinguishable"]) == [True, False]
+    assert table["test"].iloc[0] == "paired bootstrap over 200 test samples"
+    assert len(bootstrap_comparisons({"x": same, "y": same, "z": same})) == 3  # every pair without a reference
+
+
+def test_report_bootstraps_over_test_samples_where_runs_left_predictions(tmp_path: Path) -> None:
+    """Variants whose every run wrote predictions_test.csv are compared sample by sample; one without
+    predictions, or evaluated on other ids, is left out of the bootstrap table (not of the t comparisons)."""
+    from polyfuse.reporting.predictions import read_predictions, write_predictions
+
+    rng = np.random.default_rng(1)
+    for number, (fusion, seed) in enumerate((f, s) for f in VARIANTS for s in range(3)):
+        path = tmp_path / "sweep" / str(number)
+        write_run(path, fusion, seed, VARIANTS[fusion][seed])
+        if fusion != "tensor":
+            frame = _predictions((rng.random(300) < VARIANTS[fusion][seed]).astype(int).tolist())
+            write_predictions(path, frame["id"].tolist(), frame["label"], frame["prediction"])
+            assert read_predictions(path).equals(frame)
+    report = build_report(tmp_path / "sweep", reference="late")
+    bootstrap = pd.read_csv(report.files["comparisons_bootstrap.csv"])
+    assert list(zip(bootstrap["a"], bootstrap["b"])) == [("concat", "late")]
+    row = bootstrap.iloc[0]
+    assert row["distinguishable"] and row["ci_low"] < row["difference"] < row["ci_high"]
+    assert row["test"] == "paired bootstrap over 300 test samples" and row["runs"] == "3 vs 3"
+    assert "paired bootstrap over test samples" in report.files["summary.md"].read_text()
+    assert read_predictions(tmp_path / "sweep" / "6") is None  # tensor's runs wrote none
+    with pytest.raises(ValueError, match="ids repeat"):
+        write_predictions(tmp_path, ["a", "a"], [0, 1], [0, 1])

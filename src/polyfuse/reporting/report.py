@@ -8,6 +8,9 @@
 * ``comparisons.csv`` -- the primary metric's difference between variants (each against
   ``reference``, else every pair) with its 95% CI, paired over seeds where the seeds match, and
   whether the pair is distinguishable (:mod:`polyfuse.reporting.statistics`);
+* ``comparisons_bootstrap.csv`` -- where runs left per-sample test predictions (``predictions_test.csv``,
+  :mod:`polyfuse.reporting.predictions`): the same differences by a paired bootstrap over the test samples
+  (each sample's correctness averaged over a variant's seeds), between variants with the same test ids;
 * ``learning_curves.png``, ``metric_by_variant.png``;
 * with ``polyfuse-eval`` results: ``robustness.csv`` (every curve point of every run),
   ``robustness_summary.csv`` (relative / effective robustness per variant and perturbation,
@@ -29,8 +32,9 @@ import pandas as pd
 
 from polyfuse.reporting.html import figure_html, table_html, write_page
 from polyfuse.reporting.plots import plot_learning_curves, plot_metric_bars
+from polyfuse.reporting.predictions import read_predictions
 from polyfuse.reporting.runs import Run, find_runs
-from polyfuse.reporting.statistics import group_intervals, pairwise_differences
+from polyfuse.reporting.statistics import bootstrap_comparisons, group_intervals, pairwise_differences
 from polyfuse.reporting.tables import (aggregate, ci_strings, format_mean_std, mean_std_strings, runs_table,
                                        to_markdown, varying_overrides)
 from polyfuse.robustness.plots import plot_robustness_curves
@@ -94,6 +98,22 @@ def _comparisons(table: pd.DataFrame, metric: str, reference: str | None, varian
     return pairwise_differences(table, metric, reference=reference if reference in variants else None)
 
 
+def _bootstrap_comparisons(runs: Sequence[Run], labels: Sequence[str], reference: str | None) -> pd.DataFrame:
+    """Paired bootstrap over test samples between variants whose every run wrote ``predictions_test.csv``,
+    for each set of variants evaluated on the same test ids (against ``reference`` when among them)."""
+    stacked: dict[str, list[pd.DataFrame | None]] = {}
+    for run, label in zip(runs, labels):
+        stacked.setdefault(label, []).append(read_predictions(run.path))
+    same_ids: dict[frozenset[str], dict[str, pd.DataFrame]] = {}
+    for variant, frames in stacked.items():
+        if all(frame is not None for frame in frames):
+            joined = pd.concat(frames, ignore_index=True)
+            same_ids.setdefault(frozenset(joined["id"]), {})[variant] = joined
+    tables = [bootstrap_comparisons(group, reference if reference in group else None)
+              for group in same_ids.values() if len(group) > 1]
+    return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+
+
 def _readable_comparisons(comparisons: pd.DataFrame) -> pd.DataFrame:
     cells = comparisons[["a", "b", "difference", "ci_low", "ci_high", "test", "runs"]].copy()
     cells["distinguishable"] = ["yes" if d else "no (CI contains 0)" for d in comparisons["distinguishable"]]
@@ -130,6 +150,10 @@ def build_report(root: str | Path, out_dir: str | Path | None = None, metric: st
     if not comparisons.empty:
         report.files["comparisons.csv"] = out / "comparisons.csv"
         comparisons.to_csv(report.files["comparisons.csv"], index=False)
+    bootstrap = _bootstrap_comparisons(runs, labels, reference)
+    if not bootstrap.empty:
+        report.files["comparisons_bootstrap.csv"] = out / "comparisons_bootstrap.csv"
+        bootstrap.to_csv(report.files["comparisons_bootstrap.csv"], index=False)
 
     figures: list[tuple[str, Path]] = []
     tested = [c for c in headline if c.split("/")[0].startswith("test")] or [metric]
@@ -176,8 +200,12 @@ def build_report(root: str | Path, out_dir: str | Path | None = None, metric: st
     comparison_heading = (f"Differences in {metric} (a - b, 95% CI; paired t over seeds where both ran the same "
                           "seeds, else Welch)")
     markdown = [f"# {title}\n", f"{meta}\n", "## Summary (mean ± std and 95% CI over seeds)\n", to_markdown(readable)]
+    bootstrap_heading = ("Differences in test accuracy (a - b, 95% CI; paired bootstrap over test samples, "
+                         "each sample's correctness averaged over the seeds)")
     if not comparisons.empty:
         markdown += [f"## {comparison_heading}\n", to_markdown(_readable_comparisons(comparisons))]
+    if not bootstrap.empty:
+        markdown += [f"## {bootstrap_heading}\n", to_markdown(_readable_comparisons(bootstrap))]
     for heading, frame in robustness_tables:
         markdown += [f"## {heading}\n", to_markdown(frame)]
     markdown += ["## Figures\n"] + [f"![{caption}]({path.name})\n" for caption, path in figures]
@@ -188,6 +216,8 @@ def build_report(root: str | Path, out_dir: str | Path | None = None, metric: st
     sections = [("Summary (mean ± std and 95% CI over seeds)", table_html(readable))]
     if not comparisons.empty:
         sections.append((comparison_heading, table_html(_readable_comparisons(comparisons))))
+    if not bootstrap.empty:
+        sections.append((bootstrap_heading, table_html(_readable_comparisons(bootstrap))))
     sections += [(heading, table_html(frame)) for heading, frame in robustness_tables]
     sections += [("Figures", "\n".join(figure_html(path, caption) for caption, path in figures))]
     sections += [("Runs", table_html(table))]

@@ -19,8 +19,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-__all__ = ["Interval", "t_interval", "difference_interval", "bootstrap_difference", "group_intervals",
-           "pairwise_differences", "format_interval"]
+__all__ = ["Interval", "t_interval", "difference_interval", "bootstrap_difference", "bootstrap_predictions",
+           "bootstrap_comparisons", "group_intervals", "pairwise_differences", "format_interval"]
 
 
 @dataclass(frozen=True)
@@ -95,6 +95,50 @@ def bootstrap_difference(correct_a: Sequence[float], correct_b: Sequence[float],
     low, high = np.quantile(means, [alpha, 1 - alpha])
     return Interval(float(differences.mean()), float(means.std(ddof=1)), len(differences), float(low), float(high),
                     confidence)
+
+
+def _correct_by_id(predictions: pd.DataFrame, name: str) -> pd.Series:
+    """Each sample's correctness (``prediction == label``) by id, averaged over the stacked runs (seeds)."""
+    labels = predictions.groupby("id")["label"].nunique()
+    if (labels > 1).any():
+        raise ValueError(f"{name}: sample {labels[labels > 1].index[0]!r} has different labels in different runs")
+    return (predictions["prediction"] == predictions["label"]).astype(float).groupby(predictions["id"]).mean()
+
+
+def bootstrap_predictions(a: pd.DataFrame, b: pd.DataFrame, resamples: int = 2000, confidence: float = 0.95,
+                          seed: int = 0, names: tuple[str, str] = ("a", "b")) -> Interval:
+    """Paired bootstrap over test samples of ``accuracy(a) - accuracy(b)`` from per-sample predictions.
+
+    ``a`` / ``b``: columns ``id``, ``label``, ``prediction`` (:mod:`polyfuse.reporting.predictions`); the
+    runs of one variant (its seeds) may be stacked, each sample's correctness is then their mean. Both
+    sides must hold the same ids: the same test samples, compared sample by sample.
+    """
+    correct_a, correct_b = _correct_by_id(a, names[0]), _correct_by_id(b, names[1])
+    if set(correct_a.index) != set(correct_b.index):
+        only = sorted(set(correct_a.index) ^ set(correct_b.index))
+        raise ValueError(f"{names[0]} and {names[1]} were evaluated on different test samples ({len(only)} ids "
+                         f"in one only, e.g. {only[0]!r}): a paired bootstrap needs the same ids")
+    order = sorted(correct_a.index)
+    return bootstrap_difference(correct_a[order].to_numpy(), correct_b[order].to_numpy(), resamples, confidence, seed)
+
+
+def bootstrap_comparisons(predictions: dict[str, pd.DataFrame], reference: str | None = None, resamples: int = 2000,
+                          confidence: float = 0.95) -> pd.DataFrame:
+    """:func:`bootstrap_predictions` for every pair of variants (or each against ``reference``).
+
+    ``predictions``: variant -> its runs' stacked predictions. Columns as :func:`pairwise_differences`.
+    """
+    names = list(predictions)
+    pairs = ([(n, reference) for n in names if n != reference] if reference in predictions
+             else list(combinations(names, 2)))
+    rows = []
+    for a, b in pairs:
+        interval = bootstrap_predictions(predictions[a], predictions[b], resamples, confidence, names=(a, b))
+        runs = f"{predictions[a]['id'].size // max(interval.n, 1)} vs {predictions[b]['id'].size // max(interval.n, 1)}"
+        rows.append({"a": a, "b": b, "difference": interval.mean, "ci_low": interval.low, "ci_high": interval.high,
+                     "test": f"paired bootstrap over {interval.n} test samples", "runs": runs,
+                     "distinguishable": interval.excludes_zero})
+    return pd.DataFrame(rows, columns=["a", "b", "difference", "ci_low", "ci_high", "test", "runs", "distinguishable"])
 
 
 def group_intervals(table: pd.DataFrame, metrics: Sequence[str], by: str | Sequence[str] = "variant",
