@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-__all__ = ["Packing", "cu_seqlens_from_lengths", "validate_cu_seqlens", "pad_heads", "unpad_heads", "sequence_ids",
+__all__ = ["Packing", "cu_seqlens_from_lengths", "seqlens", "validate_cu_seqlens", "pad_heads", "unpad_heads", "sequence_ids",
            "position_ids"]
 
 
@@ -27,9 +27,14 @@ def cu_seqlens_from_lengths(lengths: Tensor) -> Tensor:
     return torch.cat([zero, lengths.to(torch.int32).cumsum(0, dtype=torch.int32)])
 
 
+def seqlens(cu_seqlens: Tensor) -> Tensor:
+    """``(B + 1,)`` offsets -> ``(B,)`` long tokens per sample."""
+    return (cu_seqlens[1:] - cu_seqlens[:-1]).to(torch.long)
+
+
 def sequence_ids(cu_seqlens: Tensor) -> Tensor:
     """``(T,)`` long: which sample each packed row belongs to (``cu_seqlens (B + 1,)``)."""
-    lengths = (cu_seqlens[1:] - cu_seqlens[:-1]).to(torch.long)
+    lengths = seqlens(cu_seqlens)
     return torch.repeat_interleave(torch.arange(lengths.numel(), device=cu_seqlens.device), lengths)
 
 
@@ -123,7 +128,7 @@ class Packing:
 
     def lengths(self) -> Tensor:
         """``(B,)`` long tokens per sample."""
-        return (self.cu_seqlens[1:] - self.cu_seqlens[:-1]).to(torch.long)
+        return seqlens(self.cu_seqlens)
 
     def mask(self) -> Tensor:
         """The ``(B, L)`` prefix mask this packing describes."""
@@ -156,12 +161,12 @@ class Packing:
 def pad_heads(x: Tensor, cu_seqlens: Tensor, max_seqlen: int) -> tuple[Tensor, Tensor]:
     """Packed ``(T, H, D)`` -> padded ``(B, H, max_seqlen, D)`` and its ``(B, max_seqlen)`` mask
     (the fallback for backends without a native varlen path)."""
-    packing = Packing.from_lengths(cu_seqlens[1:] - cu_seqlens[:-1], max_seqlen)
+    packing = Packing.from_lengths(seqlens(cu_seqlens), max_seqlen)
     return packing.pad(x).transpose(1, 2), packing.mask()
 
 
 def unpad_heads(x: Tensor, cu_seqlens: Tensor) -> Tensor:
     """Padded ``(B, H, L, D)`` -> packed ``(T, H, D)`` (rows ``cu_seqlens[b]:cu_seqlens[b+1]`` from sample b)."""
-    packing = Packing.from_lengths(cu_seqlens[1:] - cu_seqlens[:-1], x.shape[2])
+    packing = Packing.from_lengths(seqlens(cu_seqlens), x.shape[2])
     return packing.unpad(x.transpose(1, 2))
 

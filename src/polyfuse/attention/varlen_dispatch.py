@@ -21,12 +21,12 @@ import torch
 from torch import Tensor
 
 from polyfuse.attention.args import AttentionArgs
-from polyfuse.attention.varlen import pad_heads, unpad_heads, validate_cu_seqlens
+from polyfuse.attention.varlen import pad_heads, seqlens, unpad_heads, validate_cu_seqlens
 
 
 def _max_seqlen(cu_seqlens: Tensor, given: int | None, name: str) -> int:
     """``given``, or the longest sample; raises naming ``name`` and the sample when ``given`` is shorter."""
-    lengths = cu_seqlens[1:] - cu_seqlens[:-1]
+    lengths = seqlens(cu_seqlens)
     longest = int(lengths.max()) if lengths.numel() else 0
     if given is not None and given < longest:
         sample = int(lengths.argmax())
@@ -101,7 +101,7 @@ def padded_fallback(args: AttentionArgs, backend: str, *, need_weights: bool = F
 
     q, k, v, cu_seqlens_q, cu_seqlens_k = args.q, args.k, args.v, args.cu_seqlens_q, args.cu_seqlens_k
     lq, lk = args.max_seqlen_q, args.max_seqlen_k
-    q_lengths, k_lengths = cu_seqlens_q[1:] - cu_seqlens_q[:-1], cu_seqlens_k[1:] - cu_seqlens_k[:-1]
+    q_lengths, k_lengths = seqlens(cu_seqlens_q), seqlens(cu_seqlens_k)
     dropout_p, scale, causal = args.dropout_p, args.scale, args.causal
     # causal is aligned to each sample's own last key; the padded layout aligns to the longest, so the
     # two agree only when every sample has the same key-minus-query offset as the padded shapes

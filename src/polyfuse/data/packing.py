@@ -30,7 +30,7 @@ from typing import Literal, Mapping, Sequence
 import torch
 from torch import Tensor
 
-from polyfuse.attention.varlen import Packing
+from polyfuse.attention.varlen import Packing, seqlens
 
 __all__ = ["PackedRows", "SamplePackingCollator", "pack_lengths"]
 
@@ -109,7 +109,7 @@ class PackedRows:
 
     def lengths(self) -> Tensor:
         """``(N,)`` tokens per packed sample."""
-        return (self.cu_seqlens[1:] - self.cu_seqlens[:-1]).to(torch.long)
+        return seqlens(self.cu_seqlens)
 
     def packing(self) -> Packing:
         """The attention descriptor of :meth:`tokens`: one sequence per *sample* (block-diagonal attention).
