@@ -10,7 +10,7 @@ consumers read, with exact zeros at invalid positions.
 The rows are gathered by the mask itself (row-major order, so sample ``b``'s rows are contiguous and
 in position order) and scattered back to the same flat positions, so the mask need not be a prefix:
 a mask with holes gives the same result as the padded path (attention is order-free over keys and
-positions are already in the tokens). :class:`Packing` (a prefix layout) is used only as the
+positions are already in the tokens): :meth:`Packing.from_valid` holds those positions and is also the
 attention descriptor (``cu_seqlens``, ``max_seqlen``). A batch without any invalid token runs the
 padded path (:func:`worth_packing`): packing would skip nothing.
 """
@@ -35,19 +35,26 @@ class PackedTokens:
 
     Attributes:
         rows: ``(T, D)`` valid tokens, sample by sample, in position order.
-        index: ``(T,)`` long flat positions of the rows in the ``(B * L)`` padded layout.
-        packing: the attention descriptor (``cu_seqlens (B + 1,)``, ``max_seqlen``).
-        length: ``L`` of the padded layout.
+        packing: where they sit (:meth:`Packing.from_valid`: flat positions ``indices``, ``B``, ``L``)
+            and the attention descriptor (``cu_seqlens (B + 1,)``, ``max_seqlen``).
     """
 
     rows: Tensor
-    index: Tensor
     packing: Packing
-    length: int
 
     @property
     def batch(self) -> int:
         return self.packing.batch
+
+    @property
+    def length(self) -> int:
+        """``L`` of the padded layout."""
+        return self.packing.length
+
+    @property
+    def index(self) -> Tensor:
+        """``(T,)`` long flat positions of the rows in the ``(B * L)`` padded layout."""
+        return self.packing.indices
 
     def columns(self) -> Tensor:
         """``(T,)`` each row's position in its padded sample."""
@@ -63,7 +70,7 @@ class PackedTokens:
 
     def scatter(self, rows: Tensor) -> Tensor:
         """``rows (T, ...)`` aligned with :attr:`rows` -> the padded ``(B, L, ...)``, zeros elsewhere."""
-        return scatter_rows(rows, self.index, self.batch, self.length)
+        return self.packing.pad(rows)
 
 
 def worth_packing(inputs: Mapping[str, Encoded]) -> bool:
@@ -78,7 +85,7 @@ def gather_valid(tokens: Tensor, mask: Tensor) -> PackedTokens:
     if tuple(tokens.shape[:2]) != (batch, length):
         raise ValueError(f"gather_valid: tokens {tuple(tokens.shape)} do not match the mask {tuple(mask.shape)}")
     packing = Packing.from_valid(mask)
-    return PackedTokens(packing.unpad(tokens), packing.indices, packing, length)
+    return PackedTokens(packing.unpad(tokens), packing)
 
 
 def gather_with_missing_token(tokens: Tensor, mask: Tensor, present: Tensor, project: Callable[[Tensor], Tensor],
@@ -97,7 +104,7 @@ def gather_with_missing_token(tokens: Tensor, mask: Tensor, present: Tensor, pro
     slot = absent[packed.samples()][:, None]
     rows = project(packed.rows)
     rows = torch.where(slot, token.to(rows.dtype).expand_as(rows), rows)
-    return PackedTokens(rows, packed.index, packed.packing, packed.length), mask
+    return PackedTokens(rows, packed.packing), mask
 
 
 def scatter_rows(rows: Tensor, index: Tensor, batch: int, length: int) -> Tensor:
