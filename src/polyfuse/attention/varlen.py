@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-__all__ = ["Packing", "cu_seqlens_from_lengths", "seqlens", "validate_cu_seqlens", "pad_heads", "unpad_heads", "sequence_ids",
+__all__ = ["Packing", "cu_seqlens_from_lengths", "seqlens", "validate_cu_seqlens", "sequence_ids",
            "position_ids"]
 
 
@@ -156,17 +156,4 @@ class Packing:
     def position_ids(self) -> Tensor:
         """``(T,)`` long: each row's position within its own sample (restarting at 0 per sample)."""
         return position_ids(self.cu_seqlens)
-
-
-def pad_heads(x: Tensor, cu_seqlens: Tensor, max_seqlen: int) -> tuple[Tensor, Tensor]:
-    """Packed ``(T, H, D)`` -> padded ``(B, H, max_seqlen, D)`` and its ``(B, max_seqlen)`` mask
-    (the fallback for backends without a native varlen path)."""
-    packing = Packing.from_lengths(seqlens(cu_seqlens), max_seqlen)
-    return packing.pad(x).transpose(1, 2), packing.mask()
-
-
-def unpad_heads(x: Tensor, cu_seqlens: Tensor) -> Tensor:
-    """Padded ``(B, H, L, D)`` -> packed ``(T, H, D)`` (rows ``cu_seqlens[b]:cu_seqlens[b+1]`` from sample b)."""
-    packing = Packing.from_lengths(seqlens(cu_seqlens), x.shape[2])
-    return packing.unpad(x.transpose(1, 2))
 

@@ -7,7 +7,7 @@
 - ``flex``: FlexAttention under a document (block-diagonal) mask (:func:`polyfuse.attention.flex.flex_varlen_attention`).
 
 Every other backend (``reference``, ``sdpa``, ``auto``), and any call with ``need_weights``, runs on the
-padded layout (:func:`polyfuse.attention.varlen.pad_heads`) with a key padding mask and is packed
+padded layout (:meth:`polyfuse.attention.varlen.Packing.pad`) with a key padding mask and is packed
 again, so every backend accepts the same call and gives the same answer. Causal calls whose samples
 have different key-minus-query offsets run sample by sample there (the padded layout aligns causal
 to the longest sample).
@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from polyfuse.attention.args import AttentionArgs
-from polyfuse.attention.varlen import pad_heads, seqlens, unpad_heads, validate_cu_seqlens
+from polyfuse.attention.varlen import Packing, seqlens, validate_cu_seqlens
 
 
 def _max_seqlen(cu_seqlens: Tensor, given: int | None, name: str) -> int:
@@ -108,13 +108,13 @@ def padded_fallback(args: AttentionArgs, backend: str, *, need_weights: bool = F
     if causal and not bool(((k_lengths - q_lengths) == (lk - lq)).all()):
         return _per_sample(q, k, v, cu_seqlens_q, cu_seqlens_k, lq, lk, dropout_p=dropout_p, scale=scale,
                            backend=backend, need_weights=need_weights)
-    qp, _ = pad_heads(q, cu_seqlens_q, lq)
-    kp, key_mask = pad_heads(k, cu_seqlens_k, lk)
-    vp, _ = pad_heads(v, cu_seqlens_k, lk)
-    result = attention(qp, kp, vp, key_mask, causal=causal, dropout_p=dropout_p, scale=scale, backend=backend,
+    # one packing per side: (T, H, D) <-> (B, L, H, D), the keys' mask for the padded call
+    q_packing, k_packing = Packing.from_lengths(q_lengths, lq), Packing.from_lengths(k_lengths, lk)
+    qp, kp, vp = (packing.pad(x).transpose(1, 2) for packing, x in ((q_packing, q), (k_packing, k), (k_packing, v)))
+    result = attention(qp, kp, vp, k_packing.mask(), causal=causal, dropout_p=dropout_p, scale=scale, backend=backend,
                        need_weights=need_weights)
     out, probs = result if need_weights else (result, None)
-    packed = unpad_heads(out, cu_seqlens_q)
+    packed = q_packing.unpad(out.transpose(1, 2))
     return (packed, probs) if need_weights else packed
 
 
