@@ -117,7 +117,7 @@ def test_eval_and_explain_pass_trust_config_on(run: Path, tmp_path: Path, monkey
     class Stop(Exception):
         pass
 
-    def record(run_dir, checkpoint="best", *, trust_config=False):
+    def record(run_dir, checkpoint="best", *, trust_config=False, **_options):
         seen.append(trust_config)
         raise Stop  # right after the rebuild call
 

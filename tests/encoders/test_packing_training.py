@@ -19,7 +19,7 @@ NO_DROPOUT = ["model.encoders.text.dropout=0.0", "model.head.dropout=0.0"]  # dr
 STEPS = ["trainer.limit_val_batches=0", "test=false", "trainer.log_every_n_steps=1", "attention_backend=sdpa"]
 EXPERIMENTS = {  # the overrides, and the inputs that must run packed
     "text": (["experiment=avdigits_text", *NO_DROPOUT], {"text"}),
-    "captioning": (["experiment=avdigits_captioning", "data.modalities=[image,text]", *NO_DROPOUT],
+    "captioning": (["experiment=avdigits_captioning", "data.modalities=[image,text]", "model.fusion.dropout=0.0", *NO_DROPOUT],
                    {"text", "caption_ids"}),
 }
 FROM_MASK = Packing.from_mask.__func__
