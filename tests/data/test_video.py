@@ -118,3 +118,21 @@ def test_corrupt_and_truncated_clips_are_skipped_and_counted_or_raise_in_strict_
     assert tracker.good == 1 and len(tracker.bad) == 3
     with pytest.raises(DataFileError, match="truncated.mp4"):
         DecodedDataset(rows, decoder, strict=True)[1]
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB"])
+def test_decoded_pixels_are_pyav_conversions_of_every_frame_across_clip_sizes(tmp_path: Path, mode: str) -> None:
+    """The pipeline's shared reformatter gives what ``VideoFrame.to_ndarray(format=...)`` gives, frame by
+    frame, and follows a change of frame size between clips."""
+    import av
+    import numpy as np
+
+    pipeline = VideoPipeline(num_frames=8, size=32, mode=mode)
+    for size in (32, 48, 32):
+        path = write_clip(tmp_path / f"clip{size}.mp4", size=size, sound=False)
+        with av.open(str(path)) as container:
+            frames = [frame.to_ndarray(format="gray" if mode == "L" else "rgb24")
+                      for frame in container.decode(container.streams.video[0])]
+        expected = torch.from_numpy(np.stack(frames))
+        expected = expected.unsqueeze(1) if mode == "L" else expected.permute(0, 3, 1, 2)
+        assert torch.equal(pipeline.decode(str(path)), expected)
