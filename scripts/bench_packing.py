@@ -7,7 +7,12 @@ same batch (docs/packing.md):
   is BERT-base: 768 wide, 12 blocks, 12 heads, 30522 tokens) on captions;
 * ``vilt``: a ViLT-style single-stream model: text embeddings, linearly embedded image patches and
   audio frames, one :class:`~polyfuse.fusion.EarlyFusion` transformer over the concatenation
-  (``base``: ViLT-B/32 width and depth, 144 patches of a 384x384 image, 1.5 s of 100 frames/s audio).
+  (``base``: ViLT-B/32 width and depth, 144 patches of a 384x384 image, 1.5 s of 100 frames/s audio);
+* ``decoder``: a caption decoder (:class:`~polyfuse.heads.decoder.CaptionDecoder`, the model's width
+  and depth) cross-attending to a memory of ``patches`` tokens, trained with next-token
+  cross-entropy; "packed" is *sample packing*: the captions packed into rows of as many tokens as the
+  padded batch is wide (first-fit decreasing, laid out every step as the captioning head's
+  ``sample_packing`` does) and run through :meth:`CaptionDecoder.forward_rows`.
 
 Lengths are realistic: caption lengths drawn from a COCO-like distribution (BERT tokens incl.
 [CLS]/[SEP]: mean ~11, most 8-15, a thin tail to the 40-token cap), audio clips of 0.5-1.5 s padded to
@@ -21,6 +26,7 @@ in a fresh process (CPU: peak RSS; CUDA: peak allocated).
 Examples::
 
     python scripts/bench_packing.py --size tiny --repeats 2 --warmup 1     # checks the script works
+    python scripts/bench_packing.py --models decoder --size tiny --repeats 2 --warmup 1 --no-memory
     OMP_NUM_THREADS=8 python scripts/bench_packing.py --size base --threads 8 --markdown
 """
 
@@ -89,10 +95,36 @@ class SingleStream(nn.Module):
         return fused.pooled.square().mean() + fused.tokens.square().sum() / fused.mask.sum()
 
 
+class SamplePackedDecoder(nn.Module):
+    """A caption decoder over a ``(B, patches, dim)`` memory: padded, or through sample-packed rows."""
+
+    def __init__(self, size: dict, packing: bool) -> None:
+        super().__init__()
+        from polyfuse.heads.decoder import CaptionDecoder
+
+        self.decoder = CaptionDecoder(size["vocab"], size["dim"], size["dim"], size["depth"], size["heads"],
+                                      mlp_ratio=size["mlp"] / size["dim"], max_positions=size["text"])
+        self.packing, self.budget = packing, size["text"]
+
+    def forward(self, batch: dict[str, Tensor]) -> Tensor:
+        from polyfuse.data.packing import pack_padded
+
+        mask = batch["text_mask"]
+        tokens, targets = batch["text"].masked_fill(~mask, 0), batch["targets"]
+        if not self.packing:
+            logits = self.decoder(tokens, batch["memory"])
+            return nn.functional.cross_entropy(logits[mask], targets[mask])
+        rows = pack_padded(tokens, mask.sum(1).tolist(), self.budget, labels=targets)
+        logits = self.decoder.forward_rows(rows, batch["memory"])
+        return nn.functional.cross_entropy(logits[rows.mask], rows.labels[rows.mask])
+
+
 def build(model: str, size: dict, packing: bool) -> nn.Module:
     torch.manual_seed(0)
     if model == "vilt":
         return SingleStream(size, packing)
+    if model == "decoder":
+        return SamplePackedDecoder(size, packing)
     from polyfuse.encoders.text import TextTransformerEncoder
 
     return TextTransformerEncoder(size["vocab"], size["text"], size["dim"], size["depth"], size["heads"],
@@ -116,11 +148,14 @@ def make_batch(model: str, size: dict, padding: str) -> tuple[dict[str, Tensor],
         batch["audio_mask"] = prefix_mask(frames, size["frames"])
         real += count * size["patches"] + int(frames.sum())
         total += count * (size["patches"] + size["frames"])
+    if model == "decoder":
+        batch["targets"] = torch.randint(1, size["vocab"], (count, size["text"]), generator=generator)
+        batch["memory"] = torch.randn(count, size["patches"], size["dim"], generator=generator)
     return batch, real, total
 
 
 def loss_of(model: str, module: nn.Module, batch: dict[str, Tensor]) -> Callable[[], Tensor]:
-    if model == "vilt":
+    if model in ("vilt", "decoder"):
         return lambda: module(batch)
     mask = batch["text_mask"]
 
@@ -197,7 +232,7 @@ def report(rows: list[dict], markdown: bool) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="*", default=["text", "vilt"], choices=["text", "vilt"])
+    parser.add_argument("--models", nargs="*", default=["text", "vilt"], choices=["text", "vilt", "decoder"])
     parser.add_argument("--size", default="base", choices=list(SIZES))
     parser.add_argument("--padding", nargs="*", default=["coco", "none"], choices=["coco", "none"],
                         help="coco: realistic lengths; none: every row full (0%% padding)")

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from polyfuse.attention import using_backend
 from polyfuse.data.packing import SamplePackingCollator, pack_lengths
-from polyfuse.heads.decoder import CaptionDecoder, key_packing
+from polyfuse.heads.decoder import CaptionDecoder
 
 VOCAB = 30
 
@@ -92,14 +92,10 @@ def test_packed_row_of_three_captions_has_the_losses_of_the_three_alone(lengths,
         alone = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none").view(count, 12)
         alone_sum = alone.sum(1)
 
-        # packed: the row's tokens, restarting positions, attention per caption
+        # packed: the row's tokens, restarting positions, attention per caption, each its own memory
         order = packed.order
-        memory_packing = key_packing(memory_mask[order], count, 6)
-        x = decoder.token_embedding(packed.tokens()) + decoder.position_embedding(packed.positions())
-        for layer in decoder.layers:
-            x = layer(x, None, None, packing=packed.packing(), memory=memory_packing.unpad(memory[order]),
-                      memory_packing=memory_packing)
-        packed_logits = F.linear(decoder.norm(x), decoder.token_embedding.weight)
+        packed_logits = decoder.forward_packed(packed.tokens(), packed.positions(), packed.packing(), memory[order],
+                                               memory_mask[order])
         per_token = F.cross_entropy(packed_logits, packed.targets(), reduction="none")
         packed_sum = packed.per_sample(per_token)
 

@@ -30,15 +30,17 @@ from typing import Literal, Mapping, Sequence
 import torch
 from torch import Tensor
 
-from polyfuse.attention.varlen import Packing, seqlens
+from polyfuse.attention.varlen import Packing, cu_seqlens_from_lengths, seqlens
 
-__all__ = ["PackedRows", "SamplePackingCollator", "pack_lengths"]
+__all__ = ["PackedRows", "SamplePackingCollator", "pack_lengths", "pack_padded"]
 
 Strategy = Literal["ffd", "greedy"]
+STRATEGIES: tuple[str, ...] = ("ffd", "greedy")
 Sample = Sequence[int] | Tensor | Mapping[str, Sequence[int] | Tensor]
 
 
-def pack_lengths(lengths: Sequence[int], budget: int, strategy: Strategy = "ffd") -> list[list[int]]:
+def pack_lengths(lengths: Sequence[int], budget: int, strategy: Strategy = "ffd",
+                 name: str = "sample") -> list[list[int]]:
     """Group sample indices into rows holding at most ``budget`` tokens each.
 
     ``"ffd"`` (first-fit decreasing): longest first, each into the first row with room (at most
@@ -46,17 +48,17 @@ def pack_lengths(lengths: Sequence[int], budget: int, strategy: Strategy = "ffd"
     (keeps the data order). Within a row, samples keep their arrival order.
 
     Raises:
-        ValueError: naming the first sample longer than ``budget`` (truncate it before, or use the
-            collator's ``truncate=True``).
+        ValueError: naming the first sample longer than ``budget`` (``"{name} {index} has ..."``;
+            truncate it before, or use the collator's ``truncate=True``).
     """
     if budget <= 0:
         raise ValueError(f"pack_lengths: budget must be positive, got {budget}")
     too_long = [index for index, length in enumerate(lengths) if length > budget]
     if too_long:
         index = too_long[0]
-        raise ValueError(f"sample {index} has {lengths[index]} tokens, more than the packing budget of {budget} "
+        raise ValueError(f"{name} {index} has {lengths[index]} tokens, more than the packing budget of {budget} "
                          f"({len(too_long)} such samples); truncate them or raise the budget")
-    if strategy not in ("ffd", "greedy"):
+    if strategy not in STRATEGIES:
         raise ValueError(f"pack_lengths: strategy must be 'ffd' or 'greedy', got {strategy!r}")
     rows: list[list[int]] = []
     room: list[int] = []
@@ -134,6 +136,19 @@ class PackedRows:
         index = self.sequence_ids[self.mask]
         return values.new_zeros(self.num_samples, *values.shape[1:]).index_add(0, index, values)
 
+    def unpack(self, values: Tensor, length: int) -> Tensor:
+        """Per-slot ``values (R, budget, ...)`` back to the samples' padded layout ``(N, length, ...)``.
+
+        Row ``i`` is collator-input sample ``i`` (the order before packing), its tokens at their
+        positions; zeros where no token sits (gradients flow to the real slots only)."""
+        if tuple(values.shape[:2]) != tuple(self.sequence_ids.shape):
+            raise ValueError(f"unpack expects (R, budget) = {tuple(self.sequence_ids.shape)} leading dims, got "
+                             f"{tuple(values.shape)}")
+        real = self.mask
+        sample = self.order[self.sequence_ids[real]]
+        out = values.new_zeros((self.num_samples, length, *values.shape[2:]))
+        return out.index_put((sample, self.position_ids[real]), values[real])
+
     def attention_mask(self, causal: bool = False) -> Tensor:
         """``(R, budget, budget)`` bool: query ``i`` may attend key ``j`` (same sample; ``j <= i`` if causal).
         Rows of padding attend nothing."""
@@ -143,6 +158,23 @@ class PackedRows:
             budget = ids.shape[1]
             allowed = allowed & torch.ones(budget, budget, dtype=torch.bool, device=ids.device).tril()
         return allowed
+
+    def segments(self) -> tuple[Packing, Tensor]:
+        """The fixed-width layout: all ``R * budget`` slots (``input_ids.flatten()``), cut into segments.
+
+        One segment per (non-empty) sample and one per row's padding tail, in slot order, so a packed
+        model run on the whole rows (a fixed shape) attends within a sample only and never across
+        rows; padding segments see only themselves. Returns ``(packing, sample)``: the
+        :class:`Packing` over the ``S`` segments, and ``sample (S,)`` long, the packed-sample index of
+        each segment (``-1`` for padding).
+        """
+        flat = self.sequence_ids.reshape(-1)
+        starts = torch.ones_like(flat, dtype=torch.bool)
+        starts[1:] = flat[1:] != flat[:-1]
+        starts.view(self.sequence_ids.shape)[:, 0] = True  # a segment never crosses a row
+        first = starts.nonzero().squeeze(1)
+        lengths = torch.diff(first, append=first.new_full((1,), flat.numel()))
+        return Packing.from_lengths(lengths, int(lengths.max()) if lengths.numel() else 0), flat[first]
 
 
 class SamplePackingCollator:
@@ -196,28 +228,57 @@ class SamplePackingCollator:
         if self.truncate:
             truncated = sum(ids.numel() > self.budget for ids, _ in pairs)
             pairs = [(ids[:self.budget], labels[:self.budget]) for ids, labels in pairs]
-        bins = pack_lengths([ids.numel() for ids, _ in pairs], self.budget, self.strategy)
-        count = len(bins) if self.rows is None else self.rows
-        if count < len(bins):
-            raise ValueError(f"{len(samples)} samples need {len(bins)} rows of {self.budget} tokens, more than "
-                             f"rows={self.rows}")
-        input_ids = torch.full((count, self.budget), self.pad_id, dtype=torch.long)
-        labels = torch.full((count, self.budget), -100, dtype=torch.long)
-        positions = torch.zeros((count, self.budget), dtype=torch.long)
-        sequence_ids = torch.full((count, self.budget), -1, dtype=torch.long)
-        order, lengths = [], []
-        for row, members in enumerate(bins):
-            start = 0
-            for index in members:
-                ids, target = pairs[index]
-                end = start + ids.numel()
-                input_ids[row, start:end], labels[row, start:end] = ids, target
-                positions[row, start:end] = torch.arange(ids.numel())
-                sequence_ids[row, start:end] = len(order)
-                order.append(index)
-                lengths.append(ids.numel())
-                start = end
-        cu_seqlens = torch.zeros(len(lengths) + 1, dtype=torch.int32)
-        cu_seqlens[1:] = torch.tensor(lengths, dtype=torch.long).cumsum(0)
-        return PackedRows(input_ids, labels, positions, sequence_ids, cu_seqlens,
-                          torch.tensor(order, dtype=torch.long), truncated)
+        lengths = [ids.numel() for ids, _ in pairs]
+        width = max(lengths, default=0)
+        ids = torch.full((len(pairs), width), self.pad_id, dtype=torch.long)
+        labels = torch.full((len(pairs), width), -100, dtype=torch.long)
+        for index, (sample_ids, sample_labels) in enumerate(pairs):
+            ids[index, :lengths[index]], labels[index, :lengths[index]] = sample_ids, sample_labels
+        packed = pack_padded(ids, lengths, self.budget, self.strategy, self.pad_id, labels=labels, rows=self.rows)
+        packed.truncated = truncated
+        return packed
+
+
+def pack_padded(ids: Tensor, lengths: Sequence[int], budget: int, strategy: Strategy = "ffd", pad_id: int = 0,
+                labels: Tensor | None = None, rows: int | None = None, name: str = "sample") -> PackedRows:
+    """Pack the prefixes ``ids[i, :lengths[i]]`` of a padded batch ``ids (N, L)`` into :class:`PackedRows`.
+
+    The layout comes from :func:`pack_lengths` (host side, on the Python ``lengths``); the rows are
+    built with one scatter per field on ``ids``' device, so a model can pack a batch that is already
+    on its accelerator. ``labels (N, L)`` are packed alongside (``-100`` without them); ``rows`` pads
+    the batch to a fixed number of rows (an error when the samples need more). ``name`` prefixes the
+    error for a sample longer than ``budget`` (e.g. ``"caption_ids: sample"``).
+    """
+    lengths = [int(length) for length in lengths]
+    if ids.dim() != 2 or len(lengths) != ids.shape[0] or any(n > ids.shape[1] for n in lengths):
+        raise ValueError(f"pack_padded: ids must be (N, L) with N = {len(lengths)} lengths each <= L, got "
+                         f"{tuple(ids.shape)} and lengths {lengths}")
+    bins = pack_lengths(lengths, budget, strategy, name=name)
+    count = len(bins) if rows is None else rows
+    if count < len(bins):
+        raise ValueError(f"{len(lengths)} samples need {len(bins)} rows of {budget} tokens, more than rows={rows}")
+    order = [index for members in bins for index in members]
+    slot, rank = [0] * len(lengths), [0] * len(lengths)  # per input sample: first flat slot, packed index
+    for row, members in enumerate(bins):
+        start = row * budget
+        for index in members:
+            slot[index] = start
+            start += lengths[index]
+    for packed, index in enumerate(order):
+        rank[index] = packed
+    device = ids.device
+    length_of = torch.tensor(lengths, dtype=torch.long, device=device).reshape(-1)
+    positions = torch.arange(ids.shape[1], device=device).expand_as(ids)
+    real = positions < length_of[:, None]
+    where = (torch.tensor(slot, dtype=torch.long, device=device).reshape(-1, 1) + positions)[real]
+
+    def scatter(values: Tensor, fill: int) -> Tensor:
+        return torch.full((count * budget,), fill, dtype=torch.long, device=device).index_copy(
+            0, where, values[real].to(torch.long)).view(count, budget)
+
+    packed_index = torch.tensor(rank, dtype=torch.long, device=device).reshape(-1, 1).expand_as(ids)
+    order_tensor = torch.tensor(order, dtype=torch.long, device=device)
+    return PackedRows(input_ids=scatter(ids, pad_id),
+                      labels=scatter(torch.full_like(ids, -100) if labels is None else labels, -100),
+                      position_ids=scatter(positions, 0), sequence_ids=scatter(packed_index, -1),
+                      cu_seqlens=cu_seqlens_from_lengths(length_of[order_tensor]), order=order_tensor)

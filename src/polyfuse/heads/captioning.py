@@ -9,7 +9,9 @@ import torch
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
 
+from polyfuse.attention.varlen import Packing
 from polyfuse.batch import Batch, Encoded
+from polyfuse.data.packing import STRATEGIES, pack_padded
 from polyfuse.fusion.base import FusionOutput
 from polyfuse.heads.base import HEADS, HeadContext, TaskHead
 from polyfuse.heads.decoder import CaptionDecoder, DecoderStepper
@@ -49,6 +51,21 @@ class CaptioningHead(TaskHead):
         metrics: which caption metrics to compute (METEOR starts a JVM each evaluation).
         packing: packed (unpadded) teacher forcing in the decoder (:class:`CaptionDecoder`); the
             loss is unchanged, generation stays padded.
+        sample_packing: ``{budget: int, strategy: "ffd" | "greedy", rows: int | None}`` or ``None``
+            (off). In training, the batch's captions are packed into rows of ``budget`` tokens
+            (:func:`~polyfuse.data.packing.pack_padded`) and the decoder runs on those fixed-width
+            rows (:meth:`CaptionDecoder.forward_rows`: causal attention within each caption, each
+            caption cross-attending to its own sample's memory, positions restarting per caption);
+            the logits are unpacked to ``(B, L, vocab)``, so per-sample losses and the reduction are
+            the padded path's. A caption longer than ``budget`` is an error naming it. Evaluation
+            and generation take the normal path. Overrides ``packing`` in training.
+
+    Sample packing is laid out here, in the head, not in the DataLoader's collate: the rows only
+    make sense with the per-sample memory that the model computes, the :class:`Batch` contract stays
+    as it is (no packed field to move, slice or gather), and under DDP every rank packs its own local
+    batch, so its loss -- and the all-reduced gradient -- is exactly the padded one. The cost is one
+    host read of the caption lengths per step (the padded path already reads their maximum) and
+    a first-fit pass over ``B`` lengths.
     """
 
     monitor = "CIDEr"
@@ -62,7 +79,7 @@ class CaptioningHead(TaskHead):
                  memory_modalities: Sequence[str] | None = None, bos_id: int = 2, eos_id: int = 3, pad_id: int = 0,
                  num_beams: int = 3, length_penalty: float = 1.0, early_stopping: bool = True,
                  generate_in_eval: bool = True, metrics: Sequence[str] = CAPTION_METRICS,
-                 packing: bool = False) -> None:
+                 packing: bool = False, sample_packing: Mapping[str, Any] | None = None) -> None:
         if memory == "encoded":
             self.needs_fusion = False
         super().__init__(in_dim, dims)
@@ -85,6 +102,7 @@ class CaptioningHead(TaskHead):
         self.decoder = CaptionDecoder(vocab_size, dim, memory_dim, depth, heads, mlp_ratio, dropout,
                                       max_positions=max_length + 1, pad_id=pad_id, packing=packing)
         self.decoder.input_name = target
+        self.sample_packing = self._sample_packing(sample_packing)
         self.tokenizer_path = None if tokenizer is None else str(tokenizer)
         self._tokenizer = None
 
@@ -104,6 +122,25 @@ class CaptioningHead(TaskHead):
             parts.append(projection(encoded.tokens))
             masks.append(encoded.valid_mask())
         return torch.cat(parts, dim=1), torch.cat(masks, dim=1)
+
+    @staticmethod
+    def _sample_packing(options: Mapping[str, Any] | None) -> dict[str, Any] | None:
+        if options is None:
+            return None
+        unknown = sorted(set(options) - {"budget", "strategy", "rows"})
+        budget = options.get("budget")
+        strategy = options.get("strategy", "ffd")
+        if unknown or not isinstance(budget, int) or budget <= 0 or strategy not in STRATEGIES:
+            raise ValueError(f"CaptioningHead sample_packing must be {{budget: positive int, strategy: "
+                             f"{' | '.join(STRATEGIES)}, rows: int or null}}, got {dict(options)}")
+        return {"budget": budget, "strategy": strategy, "rows": options.get("rows")}
+
+    def _sample_packed_logits(self, inputs: Tensor, memory: Tensor, memory_mask: Tensor | None) -> Tensor:
+        """Teacher forcing through packed rows (``sample_packing``): ``inputs (B, L)`` -> ``(B, L, vocab)``."""
+        lengths = Packing.from_mask(inputs != self.pad_id, name=self.target).lengths()
+        rows = pack_padded(inputs, lengths.tolist(), pad_id=self.pad_id, name=f"{self.target}: sample",
+                           **self.sample_packing)
+        return rows.unpack(self.decoder.forward_rows(rows, memory, memory_mask), inputs.shape[1])
 
     # -- text ----------------------------------------------------------------------------------
     def _targets(self, batch: Batch) -> Tensor:
@@ -164,7 +201,10 @@ class CaptioningHead(TaskHead):
     def forward(self, fused: FusionOutput | None, batch: Batch, context: HeadContext | None = None) -> dict[str, Any]:
         memory, memory_mask = self.memory(fused, context)
         ids = self._targets(batch)
-        logits = self.decoder(ids[:, :-1], memory, memory_mask)
+        if self.training and self.sample_packing is not None:
+            logits = self._sample_packed_logits(ids[:, :-1], memory, memory_mask)
+        else:
+            logits = self.decoder(ids[:, :-1], memory, memory_mask)
         labels = ids[:, 1:].masked_fill(ids[:, 1:] == self.pad_id, IGNORE)
         outputs: dict[str, Any] = {"logits": logits, "labels": labels, "generated": None}
         if not self.training and self.generate_in_eval:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -12,6 +13,9 @@ from polyfuse import attention as attention_api
 from polyfuse.attention.varlen import Packing
 from polyfuse.checkpointing import checkpointed
 from polyfuse.layers import MultiHeadAttention
+
+if TYPE_CHECKING:
+    from polyfuse.data.packing import PackedRows
 
 
 def _split(x: Tensor, heads: int) -> Tensor:  # (B, L, D) -> (B, H, L, D / H)
@@ -133,7 +137,8 @@ class CaptionDecoder(nn.Module):
     each row) and the valid memory tokens are unpadded once; embeddings, every layer, the final norm
     and the logits run on real tokens only, and the logits are padded back to ``(B, L, vocab)`` with
     zeros at padding (positions the loss ignores). Real positions equal the padded path's. Generation
-    (with a cache) stays padded.
+    (with a cache) stays padded. Sample packing (several captions per row, each with its own memory):
+    :meth:`forward_packed` takes the packed tokens, their positions and :class:`Packing` directly.
 
     Args:
         vocab_size: output vocabulary. dim: width. memory_dim: width of the memory tokens.
@@ -204,13 +209,59 @@ class CaptionDecoder(nn.Module):
     def _packed(self, tokens: Tensor, memory: Tensor, memory_mask: Tensor | None) -> Tensor:
         """Teacher forcing on the real caption tokens and memory only; logits padded back once."""
         packing = Packing.from_mask(tokens != self.pad_id, name=self.input_name)
+        logits = self.forward_packed(packing.unpad(tokens), packing.position_ids(), packing, memory, memory_mask)
+        return packing.pad(logits)
+
+    def forward_packed(self, tokens: Tensor, positions: Tensor, packing: Packing, memory: Tensor,
+                       memory_mask: Tensor | None = None) -> Tensor:
+        """Teacher forcing on packed sequences: ``tokens (T,)`` -> logits ``(T, vocab)``.
+
+        ``tokens`` hold ``S`` sequences one after another (:meth:`PackedRows.tokens
+        <polyfuse.data.packing.PackedRows.tokens>` with :meth:`~polyfuse.data.packing.PackedRows.packing`,
+        or whole fixed-width rows with :meth:`~polyfuse.data.packing.PackedRows.segments`);
+        ``positions (T,)`` number each token within its own sequence; ``packing`` (its
+        ``cu_seqlens (S + 1,)``) cuts the sequences: self-attention is causal *within* each one.
+        ``memory (S, M, memory_dim)`` is each sequence's own memory (row ``s`` for sequence ``s``, e.g.
+        ``memory[rows.order]``) with its ``memory_mask (S, M)`` (``None``: all real; holes allowed; an
+        all-``False`` row gives a zero cross-attention output): cross-attention runs varlen, queries
+        over the sequences and keys over their memories, so a caption sees only its own memory. Each
+        sequence's logits equal those of the padded :meth:`forward` on it alone.
+        """
+        if tokens.dim() != 1 or positions.shape != tokens.shape or packing.total != tokens.numel():
+            raise ValueError(f"forward_packed: {self.input_name} must be (T,) with (T,) positions and a packing "
+                             f"of T rows, got tokens {tuple(tokens.shape)}, positions {tuple(positions.shape)}, "
+                             f"packing of {packing.total} rows")
+        if memory.dim() != 3 or memory.shape[0] != packing.batch:
+            raise ValueError(f"forward_packed: memory must be (S, M, memory_dim) with one row per packed sequence "
+                             f"(S = {packing.batch}), got {tuple(memory.shape)}")
+        if tokens.numel() and int(positions.max()) >= self.max_positions:
+            raise ValueError(f"forward_packed: {self.input_name} has a position {int(positions.max())} beyond "
+                             f"max_positions={self.max_positions}")
         memory_packing = key_packing(memory_mask, memory.shape[0], memory.shape[1])
         packed_memory = memory_packing.unpad(memory)
-        x = self.token_embedding(packing.unpad(tokens)) + self.position_embedding(packing.position_ids())
+        x = self.token_embedding(tokens) + self.position_embedding(positions)
         for layer in self.layers:
             x = checkpointed(layer, x, None, None, packing=packing, memory=packed_memory,
                              memory_packing=memory_packing)
-        return packing.pad(self._logits(x))
+        return self._logits(x)
+
+    def forward_rows(self, rows: PackedRows, memory: Tensor, memory_mask: Tensor | None = None) -> Tensor:
+        """Teacher forcing on whole fixed-width packed rows -> logits ``(R, budget, vocab)``.
+
+        ``rows`` (:class:`~polyfuse.data.packing.PackedRows`, from the collator or
+        :func:`~polyfuse.data.packing.pack_padded`) are run as they are, row padding included (a
+        fixed shape): :meth:`PackedRows.segments` cuts them into the samples and each row's padding
+        tail. ``memory (N, M, memory_dim)`` and ``memory_mask (N, M)`` are indexed by the *input*
+        sample (before packing); each caption attends to its own memory, a padding segment to none.
+        Slots without a token hold finite logits no loss should read (:meth:`PackedRows.unpack`).
+        """
+        packing, sample = rows.segments()
+        index = rows.order[sample.clamp(min=0)]
+        mask = memory.new_ones(memory.shape[:2], dtype=torch.bool) if memory_mask is None else memory_mask
+        mask = mask[index] & (sample >= 0)[:, None]
+        logits = self.forward_packed(rows.input_ids.reshape(-1), rows.position_ids.reshape(-1), packing,
+                                     memory[index], mask)
+        return logits.view(*rows.input_ids.shape, -1)
 
 
 class DecoderStepper:
