@@ -262,3 +262,18 @@ def test_on_cuda_every_native_candidate_passes_the_packed_probe(dtype, kind, cau
     names = [name for name in auto_varlen.candidates(args) if name != "padded"]
     assert {"triton", "flex"} <= set(names)
     assert auto_varlen.check_candidates(names, args, varlen_dispatch.run_packed) == dict.fromkeys(names)
+
+
+@pytest.mark.slow  # torch.compile with graph breaks: ~12 s on 2 shared cores
+def test_a_compiled_packed_call_uses_the_eager_choice_without_probing(fake_native):
+    """Real ``torch.compile`` (the offsets' host check breaks the graph; ``auto`` is traced): after one eager
+    call the compiled call in the same bucket runs the eager choice and probes or times nothing."""
+    log = fake_native(_correct)
+    q, k, v, cu_q, cu_k = _packed([3, 5], [4, 4], grad=False)
+    auto.prepare(lambda: _auto(q, k, v, cu_q, cu_k))
+    del log[:]
+    compiled = torch.compile(lambda q, k, v, cu_q, cu_k: _auto(q, k, v, cu_q, cu_k), backend="eager")
+    q2, k2, v2, cu_q2, cu_k2 = _packed([2, 4], [3, 4], grad=False, seed=1)
+    out = compiled(q2, k2, v2, cu_q2, cu_k2)
+    assert log == [("fake", 6)] and auto.compile_misses() == []
+    torch.testing.assert_close(out, _auto(q2, k2, v2, cu_q2, cu_k2, backend="reference"), atol=1e-5, rtol=1e-5)
