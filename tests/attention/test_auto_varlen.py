@@ -8,6 +8,7 @@ CPU tensors and a fake native backend (or ``triton`` in the interpreter, tiny) a
 from __future__ import annotations
 
 import json
+import pickle
 from dataclasses import replace
 
 import pytest
@@ -95,7 +96,7 @@ def test_on_cpu_a_packed_call_takes_the_padded_fallback_unprobed(monkeypatch):
 
 def test_native_candidates_follow_triton_and_dropout(monkeypatch):
     monkeypatch.setattr(auto_varlen, "native_device", lambda device: True)
-    monkeypatch.setattr(auto, "_triton_eligible", lambda q, k, v: q.shape[-1] <= 128)
+    monkeypatch.setattr(auto, "triton_eligible", lambda q, k, v: q.shape[-1] <= 128)
     q, k, v, cu_q, cu_k = _packed([3, 5], [4, 6], grad=False)
 
     def names(q, k, v, dropout_p):
@@ -199,6 +200,7 @@ def test_under_ddp_packed_choices_are_agreed_and_a_backend_dropped_on_another_ra
     _auto(q, k, v, cu_q, cu_k)
     assert ("fake", 8) not in log  # before the exchange every rank runs padded, whatever it measured
     (key,) = [key for key in auto.auto_choices() if isinstance(key, auto_varlen.PackedBucketKey)]
+    assert pickle.loads(pickle.dumps(key)) == key  # all_gather_object pickles the tables
     other = {"choices": {key: "padded"}, "parity": {key.parity_key(): ["fake", "padded"]}}  # rank 1 chose padded
     monkeypatch.setattr(auto.auto_sync, "gather_tables", lambda local: [local, other])
     assert auto.sync_choices()[key] == "fake"  # rank 0's choice

@@ -141,7 +141,8 @@ def _scores_bytes(q: Tensor, k: Tensor) -> int:
     return q.shape[0] * q.shape[1] * q.shape[2] * k.shape[2] * 4
 
 
-def _triton_eligible(q: Tensor, k: Tensor, v: Tensor) -> bool:
+def triton_eligible(q: Tensor, k: Tensor, v: Tensor) -> bool:
+    """Whether Triton imports and its kernels take these inputs (device, dtype, head dim; padded or packed)."""
     try:
         from polyfuse.attention.kernels import check_supported
     except ImportError:
@@ -157,7 +158,7 @@ def candidates(q: Tensor, k: Tensor, v: Tensor, dropout_p: float) -> list[str]:
     """Backends that can run this case correctly on this device, SDPA first."""
     if q.device.type == "cuda":
         names = ["sdpa"]
-        if _triton_eligible(q, k, v):
+        if triton_eligible(q, k, v):
             names.append("triton")
         if dropout_p == 0.0:
             names.append("flex")

@@ -107,7 +107,7 @@ def candidates(args: AttentionArgs) -> list[str]:
     """Backends that can run this packed call on its device, ``padded`` first."""
     names = [PADDED]
     if native_device(args.q.device):
-        if auto._triton_eligible(args.q, args.k, args.v):
+        if auto.triton_eligible(args.q, args.k, args.v):
             names.append("triton")
         if args.dropout_p == 0.0:
             names.append("flex")
