@@ -10,8 +10,8 @@ CPU smoke test (tiny sizes; ``flex`` has no CPU backward and ``triton`` runs onl
 
 Every call goes through the public :func:`polyfuse.attention.attention` (packed calls with
 ``cu_seqlens_q/k``, so a backend's native varlen path is what runs; ``auto`` probes, times and picks
-among the padded fallback and the native paths, and its choices are printed after the table). The judgement is the parity
-probe's (:func:`polyfuse.attention.auto_probe.check_candidates`): output and dq, dk, dv at most
+among the padded fallback and the native paths, and its choices are printed after the table). The
+judgement is the parity probe's (:func:`polyfuse.attention.auto_probe.check_candidates`): output and dq, dk, dv at most
 twice as far from fp32 as plain PyTorch attention in the same precision, plus a floor. Prints a
 markdown table and exits 1 when any backend fails any case: a failure is never a skip.
 

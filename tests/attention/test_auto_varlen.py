@@ -37,6 +37,11 @@ def _packed(lengths_q, lengths_k, heads=2, head_dim=16, seed=0, grad=True):
     return q, k, v, cu_q, cu_k
 
 
+def _packed_choices() -> dict:
+    """``auto``'s choices for packed buckets (the padded fallback's own choices left out)."""
+    return {key: name for key, name in auto.auto_choices().items() if isinstance(key, auto_varlen.PackedBucketKey)}
+
+
 def _auto(q, k, v, cu_q, cu_k, backend="auto", **kwargs):
     return attention(q, k, v, cu_seqlens_q=cu_q, cu_seqlens_k=cu_k, backend=backend, **kwargs)
 
@@ -119,8 +124,8 @@ def test_a_faster_correct_candidate_is_chosen_dispatched_and_kept_per_bucket(fak
     assert steps[0] == "probe" and log[0] == ("probe", ["fake"])
     assert [entry for entry in log if entry[0] == "measure"] == [("measure", ["padded", "fake"])] * 2  # + confirmation
     assert log[-1] == ("fake", 8)  # the real call (8 query rows) went to the winner
-    (key,) = [key for key in auto.auto_choices() if isinstance(key, auto_varlen.PackedBucketKey)]
-    assert auto.auto_choices()[key] == "fake"
+    ((key, choice),) = _packed_choices().items()
+    assert choice == "fake"
     assert key.kind == "packed-cross" and key.needs_grad and (key.heads, key.samples, key.tq, key.tk) == (2, 4, 8, 16)
     del log[:]
     q2, k2, v2, cu_q2, cu_k2 = _packed([2, 2, 4], [5, 3, 6], seed=1)  # same buckets: dispatched, not re-measured
@@ -136,15 +141,15 @@ def test_a_win_over_padded_must_be_confirmed(fake_native, monkeypatch):
     q, k, v, cu_q, cu_k = _packed([3, 5], [3, 5])
     _auto(q, k, v, cu_q, cu_k)
     assert rounds == []  # measured, then re-measured head to head
-    assert [value for key, value in auto.auto_choices().items() if isinstance(key, auto_varlen.PackedBucketKey)] == ["padded"]
+    assert list(_packed_choices().values()) == ["padded"]
     assert ("fake", 8) not in log  # dispatched to the padded fallback
 
 
 def test_a_wrong_candidate_is_dropped_with_one_warning_and_never_dispatched(fake_native):
     log = fake_native(_wrong)
     q, k, v, cu_q, cu_k = _packed([3, 0, 5], [4, 2, 6])
-    with pytest.warns(RuntimeWarning, match=r"dropped 'fake' for cpu float32, head dim 16, packed-cross: it does "
-                                            r"not match the fp32 reference on the parity probe \(out max error") as record:
+    dropped = r"dropped 'fake' for cpu float32, head dim 16, packed-cross: it does not match the fp32 reference"
+    with pytest.warns(RuntimeWarning, match=dropped + r" on the parity probe \(out max error") as record:
         out = _auto(q, k, v, cu_q, cu_k)
     assert len([w for w in record if "dropped" in str(w.message)]) == 1
     torch.testing.assert_close(out, _auto(q, k, v, cu_q, cu_k, backend="reference"), atol=1e-5, rtol=1e-5)
@@ -193,13 +198,13 @@ def test_under_torch_compile_nothing_is_probed_and_a_miss_runs_padded(fake_nativ
     assert log == [("fake", 6)]
 
 
-def test_under_ddp_packed_choices_are_agreed_and_a_backend_dropped_on_another_rank_is_not_used(fake_native, monkeypatch):
+def test_under_ddp_packed_choices_are_agreed_and_a_kernel_dropped_on_another_rank_is_not_used(fake_native, monkeypatch):
     log = fake_native(_correct)
     monkeypatch.setattr(auto.auto_sync, "is_distributed", lambda: True)
     q, k, v, cu_q, cu_k = _packed([3, 5], [3, 5])
     _auto(q, k, v, cu_q, cu_k)
     assert ("fake", 8) not in log  # before the exchange every rank runs padded, whatever it measured
-    (key,) = [key for key in auto.auto_choices() if isinstance(key, auto_varlen.PackedBucketKey)]
+    (key,) = _packed_choices()
     assert pickle.loads(pickle.dumps(key)) == key  # all_gather_object pickles the tables
     other = {"choices": {key: "padded"}, "parity": {key.parity_key(): ["fake", "padded"]}}  # rank 1 chose padded
     monkeypatch.setattr(auto.auto_sync, "gather_tables", lambda local: [local, other])
@@ -224,7 +229,7 @@ def test_triton_in_the_interpreter_is_probed_chosen_and_dispatched(monkeypatch):
     monkeypatch.setattr(auto, "measure", lambda q, k, v, names, run, needs_grad: {"padded": 1.0, "triton": 0.1})
     used = []
     real = varlen_dispatch.NATIVE_VARLEN["triton"]
-    monkeypatch.setitem(varlen_dispatch.NATIVE_VARLEN, "triton", lambda args: used.append(args.q.shape[0]) or real(args))
+    monkeypatch.setitem(varlen_dispatch.NATIVE_VARLEN, "triton", lambda a: used.append(a.q.shape[0]) or real(a))
     q, k, v, cu_q, cu_k = _packed([2, 0, 5], [3, 2, 4])
     out = _auto(q, k, v, cu_q, cu_k, causal=True)
     assert used == [sum(TINY_PROBE["packed-cross"][0]), 7]  # the probe, then the call

@@ -22,9 +22,8 @@ Eligible backends:
 scores they are neither timed nor dispatched to (they still serve as oracles on the small probe),
 so the first call of a long sequence costs about what SDPA costs.
 
-Packed (``cu_seqlens``) calls are chosen the same way, among ``padded`` (the padded fallback through
-``auto``'s padded choice, their baseline) and the native varlen kernels, in the same tables
-(:mod:`polyfuse.attention.auto_varlen`).
+Packed (``cu_seqlens``) calls are chosen the same way and kept in the same tables, between ``padded``
+(their baseline) and the native varlen kernels (:mod:`polyfuse.attention.auto_varlen`).
 
 Choices survive the process in a JSON file (:mod:`polyfuse.attention.auto_cache`, keyed by device
 name and library versions; ``POLYFUSE_AUTO_CACHE=off`` disables it).
@@ -62,11 +61,11 @@ QUADRATIC_MAX_BYTES = 1 << 26
 QUADRATIC = ("reference", "sdpa-math")
 
 RunBackend = Callable[[str, Tensor, Tensor, Tensor], Tensor]
+Verdicts = dict[str, str | None]  # backend -> None (passed the parity probe) or why it failed
 
 
 class Key(Protocol):
-    """A bucket key: :class:`BucketKey` (padded calls) or
-    :class:`polyfuse.attention.auto_varlen.PackedBucketKey` (packed calls), kept in the same tables."""
+    """A bucket key: :class:`BucketKey` or :class:`polyfuse.attention.auto_varlen.PackedBucketKey`."""
 
     baseline: str
     oracle: str
@@ -231,7 +230,7 @@ def _warn(message: str) -> None:
     warnings.warn(f"attention backend 'auto': {message}", RuntimeWarning, stacklevel=4)
 
 
-def _probe_padded(key: BucketKey, device: torch.device) -> dict[str, str | None]:
+def _probe_padded(key: BucketKey, device: torch.device) -> Verdicts:
     """The parity probe of a padded case: each non-reference candidate's verdict (None = passed)."""
     args = auto_probe.probe_args(device, key.dtype, key.head_dim, has_mask=key.has_mask, causal=key.causal,
                                  shape_kind=key.shape_kind)
@@ -239,8 +238,7 @@ def _probe_padded(key: BucketKey, device: torch.device) -> dict[str, str | None]
     return auto_probe.check_candidates(probed, args, auto_probe.run_backend)
 
 
-def passing_backends(key: Key, device: torch.device,
-                     probe: Callable[[], dict[str, str | None]] | None = None) -> list[str]:
+def passing_backends(key: Key, device: torch.device, probe: Callable[[], Verdicts] | None = None) -> list[str]:
     """The backends that passed the parity probe for ``key``'s case, probing on first use with ``probe()``
     (the candidates' verdicts, None = passed; default: the padded probe); ``key.oracle`` always passes.
     A failing backend is reported with one warning."""

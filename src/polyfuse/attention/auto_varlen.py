@@ -122,8 +122,9 @@ def probe_args(device: torch.device, dtype: torch.dtype, head_dim: int, *, causa
     q, k, v = (torch.randn(sum(lengths), auto_probe.PROBE_HEADS, head_dim, generator=gen).to(device, dtype)
                for lengths in (lengths_q, lengths_k, lengths_k))
     cu_q, cu_k = (cu_seqlens_from_lengths(torch.tensor(lengths)).to(device) for lengths in (lengths_q, lengths_k))
-    return AttentionArgs(q, k, v, causal=causal, cu_seqlens_q=cu_q, cu_seqlens_k=cu_k if kind == "packed-cross" else cu_q,
-                         max_seqlen_q=max(lengths_q), max_seqlen_k=max(lengths_k))
+    cu_k = cu_k if kind == "packed-cross" else cu_q  # the same offsets object: what a self-attention call passes
+    return AttentionArgs(q, k, v, causal=causal, cu_seqlens_q=cu_q, cu_seqlens_k=cu_k, max_seqlen_q=max(lengths_q),
+                         max_seqlen_k=max(lengths_k))
 
 
 def _exact(args: AttentionArgs) -> Tensor:
@@ -138,8 +139,10 @@ def _lowp(args: AttentionArgs) -> Tensor:
     cu_q, cu_k = args.cu_seqlens_q.tolist(), args.cu_seqlens_k.tolist()
     outs = []
     for b in range(len(cu_q) - 1):
-        q, k, v = (t[cu[b]:cu[b + 1]].transpose(0, 1)[None] for t, cu in ((args.q, cu_q), (args.k, cu_k), (args.v, cu_k)))
-        outs.append(auto_probe.lowp_attention(AttentionArgs(q, k, v, causal=args.causal, scale=args.scale))[0].transpose(0, 1))
+        q = args.q[cu_q[b]:cu_q[b + 1]].transpose(0, 1)[None]                      # (1, H, Lq_b, D)
+        k, v = (t[cu_k[b]:cu_k[b + 1]].transpose(0, 1)[None] for t in (args.k, args.v))
+        sample = AttentionArgs(q, k, v, causal=args.causal, scale=args.scale)
+        outs.append(auto_probe.lowp_attention(sample)[0].transpose(0, 1))
     return torch.cat(outs)
 
 
