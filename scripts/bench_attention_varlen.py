@@ -58,7 +58,8 @@ def inputs(case: Case, dtype: torch.dtype, device: str) -> tuple[list[torch.Tens
 def backends(device: str) -> list[str]:
     from polyfuse.attention.kernels.tuning import interpreting
 
-    names = ["triton", "sdpa", "flex"] if device == "cuda" else ["sdpa", "reference"]
+    # auto: padded calls pick among sdpa/triton/flex, packed ones between padded and the native kernels
+    names = ["triton", "sdpa", "flex", "auto"] if device == "cuda" else ["sdpa", "reference"]
     return names + (["triton"] if device == "cpu" and interpreting() else [])
 
 

@@ -9,8 +9,9 @@ CPU smoke test (tiny sizes; ``flex`` has no CPU backward and ``triton`` runs onl
     python scripts/gpu_parity.py --device cpu --tiny --dtypes fp32
 
 Every call goes through the public :func:`polyfuse.attention.attention` (packed calls with
-``cu_seqlens_q/k``, so a backend's native varlen path is what runs). The judgement is the parity
-probe's (:func:`polyfuse.attention.auto_probe.check_candidates`): output and dq, dk, dv at most
+``cu_seqlens_q/k``, so a backend's native varlen path is what runs; ``auto`` probes, times and picks
+among the padded fallback and the native paths, and its choices are printed after the table). The
+judgement is the parity probe's (:func:`polyfuse.attention.auto_probe.check_candidates`): output and dq, dk, dv at most
 twice as far from fp32 as plain PyTorch attention in the same precision, plus a floor. Prints a
 markdown table and exits 1 when any backend fails any case: a failure is never a skip.
 
@@ -30,7 +31,7 @@ from importlib import metadata
 import torch
 from torch import Tensor
 
-from polyfuse.attention import AttentionArgs, attention, available_backends
+from polyfuse.attention import AttentionArgs, attention, auto, available_backends
 from polyfuse.attention.auto_probe import check_candidates
 from polyfuse.attention.varlen import Packing
 
@@ -126,6 +127,15 @@ def default_backends(device: str) -> list[str]:
     return names + ["triton"] if os.environ.get("TRITON_INTERPRET") == "1" else names
 
 
+def print_auto_choices() -> None:
+    """The backend ``auto`` chose for each bucket it met in this run (padded and packed calls)."""
+    choices = auto.auto_choices()
+    if choices:
+        print("\nauto's choices in this run:")
+    for key, name in choices.items():
+        print(f"- {key.describe()} ({key.describe_sizes()}{', grad' if key.needs_grad else ''}): {name}")
+
+
 def print_versions() -> None:
     """Device, CUDA, torch, triton and polyfuse versions (the report's header)."""
     def version(package: str) -> str:
@@ -163,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
             cells = ["ok" if verdicts[name] is None else "**FAIL**" for name in backends]
             print(f"| {case.name} | {dtype_name} | " + " | ".join(cells) + " |", flush=True)
             failures += [f"{case.name} {dtype_name} {name}: {verdicts[name]}" for name in backends if verdicts[name]]
+    if "auto" in backends:
+        print_auto_choices()
     if failures:
         print(f"\n{len(failures)} FAILURES:\n" + "\n".join(f"- {line}" for line in failures))
         return 1

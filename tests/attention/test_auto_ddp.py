@@ -33,11 +33,11 @@ def test_merge_keeps_rank0_and_drops_a_backend_that_failed_parity_anywhere():
     rank0 = {"choices": {key(64): "triton"}, "parity": {key(64).parity_key(): ["sdpa", "triton", "reference"]}}
     rank1 = {"choices": {key(64): "flex", key(128): "triton"},
              "parity": {key(64).parity_key(): ["sdpa", "flex", "reference"]}}  # triton failed on rank 1's GPU
-    merged = auto.auto_sync.merge_tables([rank0, rank1], auto.BucketKey.parity_key)
+    merged = auto.auto_sync.merge_tables([rank0, rank1], auto.BucketKey.parity_key, auto.safe_choice)
     assert merged["parity"] == {key(64).parity_key(): ["sdpa", "reference"]}
     assert merged["choices"] == {key(64): "sdpa", key(128): "sdpa"}
     rank1["parity"][key(64).parity_key()].insert(1, "triton")
-    merged = auto.auto_sync.merge_tables([rank0, rank1], auto.BucketKey.parity_key)
+    merged = auto.auto_sync.merge_tables([rank0, rank1], auto.BucketKey.parity_key, auto.safe_choice)
     assert merged["choices"] == {key(64): "triton", key(128): "triton"}  # rank 0 first; rank 1's own bucket kept
 
 

@@ -25,9 +25,11 @@ TINY = ["--device", "cpu", "--tiny", "--dtypes", "fp32", "--backends", "referenc
 
 def test_parity_passes_every_cpu_backend_padded_and_packed(capsys, monkeypatch):
     monkeypatch.delenv(gpu_parity.FAULT_ENV, raising=False)
+    gpu_parity.auto.clear_auto_cache()  # a fresh process's tables: the choices printed are this run's
     assert gpu_parity.main(TINY) == 0
     out = capsys.readouterr().out
     assert "| text self packed | fp32 | ok | ok | ok |" in out and "**FAIL**" not in out
+    assert "auto's choices in this run:\n- cpu float32, head dim 16, masked, self (B*H~16" in out
 
 
 def test_parity_fails_when_a_backend_is_wrong(capsys, monkeypatch):

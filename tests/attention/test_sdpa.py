@@ -36,3 +36,17 @@ def test_causal_with_unequal_lengths_is_aligned_to_the_end(make_qkv):
     # the last query sees every key
     full = torch.softmax(q[..., -1:, :] @ k.transpose(-1, -2) / 4.0, -1) @ v
     torch.testing.assert_close(out[..., -1:, :], full, atol=2e-5, rtol=2e-5)
+
+
+@pytest.mark.parametrize("backend", ["math", None], ids=["math", "default"])
+def test_causal_with_more_queries_than_keys_and_no_mask(make_qkv, backend):
+    """Causal Lq > Lk without a padding mask: the first Lq - Lk rows see no key and give zeros (the
+    causal-only mask is (Lq, Lk), without batch dims)."""
+    q, k, v = make_qkv(2, 2, 7, 3, 16)
+    pinned = [sdpa_backend_names()[backend]] if backend else None
+    out = sdpa_attention(AttentionArgs(q, k, v, causal=True), sdpa_backends=pinned)
+    expected, _ = reference_attention(AttentionArgs(q, k, v, causal=True))
+    torch.testing.assert_close(out, expected, atol=2e-5, rtol=2e-5)
+    assert torch.equal(out[:, :, :4], torch.zeros_like(out[:, :, :4]))
+    grads = torch.autograd.grad(out.square().sum(), (q, k, v))
+    assert torch.equal(grads[0][:, :, :4], torch.zeros_like(grads[0][:, :, :4]))

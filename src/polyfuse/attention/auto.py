@@ -22,6 +22,9 @@ Eligible backends:
 scores they are neither timed nor dispatched to (they still serve as oracles on the small probe),
 so the first call of a long sequence costs about what SDPA costs.
 
+Packed (``cu_seqlens``) calls are chosen the same way and kept in the same tables, between ``padded``
+(their baseline) and the native varlen kernels (:mod:`polyfuse.attention.auto_varlen`).
+
 Choices survive the process in a JSON file (:mod:`polyfuse.attention.auto_cache`, keyed by device
 name and library versions; ``POLYFUSE_AUTO_CACHE=off`` disables it).
 
@@ -42,7 +45,7 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 import torch
 from torch import Tensor
@@ -58,6 +61,20 @@ QUADRATIC_MAX_BYTES = 1 << 26
 QUADRATIC = ("reference", "sdpa-math")
 
 RunBackend = Callable[[str, Tensor, Tensor, Tensor], Tensor]
+Verdicts = dict[str, str | None]  # backend -> None (passed the parity probe) or why it failed
+
+
+class Key(Protocol):
+    """A bucket key: :class:`BucketKey` or :class:`polyfuse.attention.auto_varlen.PackedBucketKey`."""
+
+    baseline: str
+    oracle: str
+
+    def case(self) -> tuple: ...
+    def sizes(self) -> tuple[int, ...]: ...
+    def parity_key(self) -> tuple: ...
+    def describe(self) -> str: ...
+    def describe_sizes(self) -> str: ...
 
 
 class BucketKey(NamedTuple):
@@ -74,6 +91,8 @@ class BucketKey(NamedTuple):
     batch_heads: int
     lq: int
     lk: int
+    baseline = "sdpa"     # the default choice, beaten only by MARGIN (class attributes, not fields)
+    oracle = "reference"  # always passes the probe: the last resort
 
     def case(self) -> tuple:
         """Everything but the sizes."""
@@ -87,12 +106,20 @@ class BucketKey(NamedTuple):
         """The probe's key: what correctness can depend on (not grad, dropout or sizes)."""
         return (self.device, self.dtype, self.has_mask, self.causal, self.head_dim, self.shape_kind)
 
+    def describe(self) -> str:
+        """The case in words (warnings)."""
+        return (f"{self.device} {str(self.dtype).replace('torch.', '')}, head dim {self.head_dim}, "
+                f"{'masked' if self.has_mask else 'no mask'}{', causal' if self.causal else ''}, {self.shape_kind}")
 
-_choices: dict[BucketKey, str] = {}   # this process's decisions
-_agreed: dict[BucketKey, str] = {}    # the table every DDP rank shares (sync_choices)
+    def describe_sizes(self) -> str:
+        return f"B*H~{self.batch_heads}, Lq~{self.lq}, Lk~{self.lk}"
+
+
+_choices: dict[Key, str] = {}         # this process's decisions (padded and packed buckets)
+_agreed: dict[Key, str] = {}          # the table every DDP rank shares (sync_choices)
 _parity: dict[tuple, list[str]] = {}  # parity key -> backends that passed the probe
-_compile_misses: list[BucketKey] = []  # buckets that had no eager choice while tracing
-_warned_misses: set[BucketKey] = set()
+_compile_misses: list[Key] = []       # buckets that had no eager choice while tracing
+_warned_misses: set[Key] = set()
 _file: list[auto_cache.ChoiceFile | None] = []  # [] = not opened yet
 
 
@@ -113,7 +140,8 @@ def _scores_bytes(q: Tensor, k: Tensor) -> int:
     return q.shape[0] * q.shape[1] * q.shape[2] * k.shape[2] * 4
 
 
-def _triton_eligible(q: Tensor, k: Tensor, v: Tensor) -> bool:
+def triton_eligible(q: Tensor, k: Tensor, v: Tensor) -> bool:
+    """Whether Triton imports and its kernels take these inputs (device, dtype, head dim; padded or packed)."""
     try:
         from polyfuse.attention.kernels import check_supported
     except ImportError:
@@ -129,7 +157,7 @@ def candidates(q: Tensor, k: Tensor, v: Tensor, dropout_p: float) -> list[str]:
     """Backends that can run this case correctly on this device, SDPA first."""
     if q.device.type == "cuda":
         names = ["sdpa"]
-        if _triton_eligible(q, k, v):
+        if triton_eligible(q, k, v):
             names.append("triton")
         if dropout_p == 0.0:
             names.append("flex")
@@ -183,11 +211,11 @@ def measure(q: Tensor, k: Tensor, v: Tensor, names: list[str], run: RunBackend, 
     return timings
 
 
-def pick(timings: dict[str, float]) -> str:
-    """The fastest backend, but SDPA unless another beats it by ``MARGIN``."""
+def pick(timings: dict[str, float], baseline: str = "sdpa") -> str:
+    """The fastest backend, but ``baseline`` (SDPA) unless another beats it by ``MARGIN``."""
     best = min(timings, key=timings.get)
-    if "sdpa" in timings and timings[best] > (1.0 - MARGIN) * timings["sdpa"]:
-        return "sdpa"
+    if baseline in timings and timings[best] > (1.0 - MARGIN) * timings[baseline]:
+        return baseline
     return best
 
 
@@ -202,15 +230,18 @@ def _warn(message: str) -> None:
     warnings.warn(f"attention backend 'auto': {message}", RuntimeWarning, stacklevel=4)
 
 
-def _describe(parity_key: tuple) -> str:
-    device, dtype, has_mask, causal, head_dim, shape_kind = parity_key
-    return (f"{device} {str(dtype).replace('torch.', '')}, head dim {head_dim}, {'masked' if has_mask else 'no mask'}"
-            f"{', causal' if causal else ''}, {shape_kind}")
+def _probe_padded(key: BucketKey, device: torch.device) -> Verdicts:
+    """The parity probe of a padded case: each non-reference candidate's verdict (None = passed)."""
+    args = auto_probe.probe_args(device, key.dtype, key.head_dim, has_mask=key.has_mask, causal=key.causal,
+                                 shape_kind=key.shape_kind)
+    probed = [name for name in candidates(args.q, args.k, args.v, 0.0) if name != "reference"]
+    return auto_probe.check_candidates(probed, args, auto_probe.run_backend)
 
 
-def passing_backends(key: BucketKey, device: torch.device) -> list[str]:
-    """The backends that passed the parity probe for ``key``'s case (probing on first use; the
-    reference always passes). A failing backend is reported with one warning."""
+def passing_backends(key: Key, device: torch.device, probe: Callable[[], Verdicts] | None = None) -> list[str]:
+    """The backends that passed the parity probe for ``key``'s case, probing on first use with ``probe()``
+    (the candidates' verdicts, None = passed; default: the padded probe); ``key.oracle`` always passes.
+    A failing backend is reported with one warning."""
     case = key.parity_key()
     if case in _parity:
         return _parity[case]
@@ -218,41 +249,40 @@ def passing_backends(key: BucketKey, device: torch.device) -> list[str]:
     entry = auto_cache.entry_key(device, case) if stored is not None else ""
     names = stored.parity(entry) if stored is not None else None
     if names is None:
-        args = auto_probe.probe_args(device, key.dtype, key.head_dim, has_mask=key.has_mask, causal=key.causal,
-                                     shape_kind=key.shape_kind)
-        probed = [name for name in candidates(args.q, args.k, args.v, 0.0) if name != "reference"]
-        verdicts = auto_probe.check_candidates(probed, args, auto_probe.run_backend)
+        verdicts = _probe_padded(key, device) if probe is None else probe()
         for name, reason in verdicts.items():
             if reason is not None:
-                _warn(f"dropped {name!r} for {_describe(case)}: it does not match the fp32 reference "
+                _warn(f"dropped {name!r} for {key.describe()}: it does not match the fp32 reference "
                       f"on the parity probe ({reason})")
-        names = [name for name in probed if verdicts[name] is None] + ["reference"]
-        if stored is not None:
+        names = [name for name, reason in verdicts.items() if reason is None] + [key.oracle]
+        if stored is not None and verdicts:
             stored.save({}, {entry: names})
     _parity[case] = names
     return names
 
 
-def _decide(key: BucketKey, q: Tensor, k: Tensor, v: Tensor, dropout_p: float, run: RunBackend) -> str:
-    """Restore ``key``'s choice from the cache file, or probe and time the candidates (and save)."""
-    passing = passing_backends(key, q.device)
+def decide(key: Key, device: torch.device, passing: list[str], eligible: list[str],
+           timings: Callable[[list[str]], dict[str, float]]) -> str:
+    """``key``'s choice: restored from the cache file, else the fastest of the ``eligible`` backends that
+    are ``passing`` (``timings(names)`` measures them), confirmed head to head against ``key.baseline``
+    (and saved to the file when anything was timed)."""
     stored = _open_file()
-    entry = auto_cache.entry_key(q.device, key) if stored is not None else ""
+    entry = auto_cache.entry_key(device, key) if stored is not None else ""
     restored = stored.choice(entry) if stored is not None else None
     if restored is not None and restored in passing:
         return restored
-    names = [name for name in candidates(q, k, v, dropout_p) if name in passing] or ["reference"]
-    winner = names[0]
-    if len(names) > 1:
-        winner = pick(measure(q, k, v, names, run, key.needs_grad))
-        if winner != "sdpa":  # confirm head-to-head: one lucky measurement on a busy machine must not stick
-            winner = pick(measure(q, k, v, ["sdpa", winner], run, key.needs_grad))
+    names = [name for name in eligible if name in passing] or [key.oracle]
+    if len(names) == 1:
+        return names[0]
+    winner = pick(timings(names), key.baseline)
+    if winner != key.baseline:  # confirm head-to-head: one lucky measurement on a busy machine must not stick
+        winner = pick(timings([key.baseline, winner]), key.baseline)
     if stored is not None:
         stored.save({entry: winner}, {})
     return winner
 
 
-def _nearest(table: dict[BucketKey, str], key: BucketKey) -> str | None:
+def _nearest(table: dict[Key, str], key: Key) -> str | None:
     """``table``'s choice for ``key``, else for the nearest bucket (in powers of two) of the same case."""
     if key in table:
         return table[key]
@@ -260,26 +290,24 @@ def _nearest(table: dict[BucketKey, str], key: BucketKey) -> str | None:
     if not same:
         return None
 
-    def distance(other: BucketKey) -> tuple:
+    def distance(other: Key) -> tuple:
         gaps = [abs(a.bit_length() - b.bit_length()) for a, b in zip(other.sizes(), key.sizes())]
         return (sum(gaps), other.sizes())
 
     return table[min(same, key=distance)]
 
 
-def _safe_default(key: BucketKey) -> str:
-    """``sdpa``, unless the parity probe dropped it for this case."""
-    passing = _parity.get(key.parity_key())
-    return "sdpa" if passing is None or "sdpa" in passing else "reference"
+def safe_choice(key: Key, passing: list[str] | None) -> str:
+    """``key.baseline`` (``sdpa``), unless the parity probe dropped it for the case: then ``key.oracle``."""
+    return key.baseline if passing is None or key.baseline in passing else key.oracle
 
 
-def _checked(name: str, q: Tensor, k: Tensor, key: BucketKey) -> str:
+def _checked(name: str, key: Key, fits: Callable[[str], bool]) -> str:
     """``name``, unless it failed this process's parity probe for the case (an agreed or neighbouring
-    choice), or is a quadratic-memory backend above ``QUADRATIC_MAX_BYTES`` (a choice made for a smaller
-    call of the bucket, or a neighbouring bucket, is not reused for a much larger one)."""
+    choice), or does not ``fit`` this call (see :func:`choose_backend`)."""
     passing = _parity.get(key.parity_key())
-    if (passing is not None and name not in passing) or (name in QUADRATIC and _scores_bytes(q, k) > QUADRATIC_MAX_BYTES):
-        return _safe_default(key)
+    if (passing is not None and name not in passing) or not fits(name):
+        return safe_choice(key, passing)
     return name
 
 
@@ -287,10 +315,29 @@ def _flush_compile_misses() -> None:
     for key in _compile_misses:
         if key not in _warned_misses:
             _warned_misses.add(key)
-            _warn(f"no eager choice for {_describe(key.parity_key())} (B*H~{key.batch_heads}, Lq~{key.lq}, "
-                  f"Lk~{key.lk}) when torch.compile traced it: it runs 'sdpa' there; call "
-                  "polyfuse.attention.auto.prepare() (one eager step) before compiling")
+            _warn(f"no eager choice for {key.describe()} ({key.describe_sizes()}) when torch.compile traced it: "
+                  f"it runs {key.baseline!r} there; call polyfuse.attention.auto.prepare() (one eager step) "
+                  "before compiling")
     _compile_misses.clear()
+
+
+def choose(key: Key, make_choice: Callable[[], str], fits: Callable[[str], bool] = lambda name: True) -> str:
+    """The backend for a call of bucket ``key``: ``make_choice()`` (probe and time) on the first call of
+    the bucket, except under ``torch.compile`` (the nearest eager choice, else ``key.baseline``); under DDP
+    the agreed choice (see module docstring); never a backend that failed the probe or does not ``fit``."""
+    table = _agreed if auto_sync.is_distributed() else _choices
+    if torch.compiler.is_compiling():
+        chosen = _nearest(table, key)
+        if chosen is None:
+            if key not in _compile_misses:
+                _compile_misses.append(key)
+            chosen = key.baseline
+        return _checked(chosen, key, fits)
+    _flush_compile_misses()
+    if key not in _choices:
+        _choices[key] = make_choice()
+    chosen = _nearest(table, key) if table is _agreed else _choices[key]
+    return _checked(safe_choice(key, _parity.get(key.parity_key())) if chosen is None else chosen, key, fits)
 
 
 def choose_backend(q: Tensor, k: Tensor, v: Tensor, *, has_mask: bool, causal: bool, dropout_p: float,
@@ -298,26 +345,22 @@ def choose_backend(q: Tensor, k: Tensor, v: Tensor, *, has_mask: bool, causal: b
     """The backend ``auto`` dispatches this call to (probing and measuring on the first call of its bucket,
     except under ``torch.compile``; under DDP the agreed choice, see module docstring).
 
-    ``run(name, q, k, v)`` must call the named backend with this call's mask and options.
+    ``run(name, q, k, v)`` must call the named backend with this call's mask and options. A quadratic-memory
+    choice made for a smaller call of the bucket (or a neighbouring bucket) is not reused above
+    ``QUADRATIC_MAX_BYTES``.
     """
     needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))
     key = bucket_key(q, k, has_mask, causal, dropout_p, needs_grad)
-    table = _agreed if auto_sync.is_distributed() else _choices
-    if torch.compiler.is_compiling():
-        chosen = _nearest(table, key)
-        if chosen is None:
-            if key not in _compile_misses:
-                _compile_misses.append(key)
-            chosen = "sdpa"
-        return _checked(chosen, q, k, key)
-    _flush_compile_misses()
-    if key not in _choices:
-        _choices[key] = _decide(key, q, k, v, dropout_p, run)
-    chosen = _nearest(table, key) if table is _agreed else _choices[key]
-    return _checked(_safe_default(key) if chosen is None else chosen, q, k, key)
+
+    def make_choice() -> str:
+        passing = passing_backends(key, q.device)
+        return decide(key, q.device, passing, candidates(q, k, v, dropout_p),
+                      lambda names: measure(q, k, v, names, run, key.needs_grad))
+
+    return choose(key, make_choice, lambda name: name not in QUADRATIC or _scores_bytes(q, k) <= QUADRATIC_MAX_BYTES)
 
 
-def sync_choices() -> dict[BucketKey, str]:
+def sync_choices() -> dict[Key, str]:
     """Give every DDP rank the same table of choices (rank 0's first; see :mod:`auto_sync`) and
     return it. A collective under DDP: every rank must call it at the same point (the training
     callback does after the first training batch and at each epoch end). Without DDP it only reports
@@ -326,7 +369,7 @@ def sync_choices() -> dict[BucketKey, str]:
     if not auto_sync.is_distributed():
         return dict(_choices)
     merged = auto_sync.merge_tables(auto_sync.gather_tables({"choices": dict(_choices), "parity": dict(_parity)}),
-                                    BucketKey.parity_key)
+                                    lambda key: key.parity_key(), safe_choice)
     _parity.update(merged["parity"])
     _choices.update(merged["choices"])
     _agreed.clear()
@@ -334,7 +377,7 @@ def sync_choices() -> dict[BucketKey, str]:
     return dict(_agreed)
 
 
-def prepare(run_once: Callable[[], object] | None = None) -> dict[BucketKey, str]:
+def prepare(run_once: Callable[[], object] | None = None) -> dict[Key, str]:
     """Make ``auto``'s choices eagerly, before ``torch.compile`` traces: call ``run_once()`` (e.g. one
     forward and backward on an example batch) outside compilation, then :func:`sync_choices`.
     Returns the choices (under DDP: the table every rank shares)."""
@@ -345,12 +388,12 @@ def prepare(run_once: Callable[[], object] | None = None) -> dict[BucketKey, str
     return sync_choices()
 
 
-def auto_choices() -> dict[BucketKey, str]:
+def auto_choices() -> dict[Key, str]:
     """A copy of this process's decisions, bucket key -> backend name."""
     return dict(_choices)
 
 
-def compile_misses() -> list[BucketKey]:
+def compile_misses() -> list[Key]:
     """Buckets that ran ``sdpa`` under ``torch.compile`` for want of an eager choice, not yet reported."""
     return list(_compile_misses)
 

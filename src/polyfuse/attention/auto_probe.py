@@ -31,6 +31,7 @@ PROBE_SHORT_LEN = 90
 FLOORS = {torch.float32: 1e-4, torch.float16: 2e-3, torch.bfloat16: 1e-2}
 
 RunArgs = Callable[[str, AttentionArgs], Tensor]
+Oracle = Callable[[AttentionArgs], Tensor]
 
 
 def _keep(tensor: Tensor) -> Tensor:
@@ -78,7 +79,7 @@ def probe_args(device: torch.device, dtype: torch.dtype, head_dim: int, *, has_m
     return AttentionArgs(q, k, v, mask, causal=causal)
 
 
-def _lowp_attention(args: AttentionArgs) -> Tensor:
+def lowp_attention(args: AttentionArgs) -> Tensor:
     """Plain PyTorch attention with matmuls in the input dtype and an fp32 softmax (the error baseline)."""
     scores = (args.q @ args.k.transpose(-1, -2)).float() * args.softmax_scale
     allowed = args.allowed()
@@ -110,13 +111,15 @@ def _mismatch(got: list[Tensor], exact: list[Tensor], lowp: list[Tensor], floor:
     return None
 
 
-def check_candidates(names: Sequence[str], args: AttentionArgs, run: RunArgs,
-                     query_mask: Tensor | None = None) -> dict[str, str | None]:
+def check_candidates(names: Sequence[str], args: AttentionArgs, run: RunArgs, query_mask: Tensor | None = None,
+                     *, oracles: tuple[Oracle, Oracle] | None = None) -> dict[str, str | None]:
     """Each backend of ``names`` on the probe ``args``: ``None`` when it matches the fp32 reference
     forward and backward, else the reason (its exception, or the tensor and error that missed).
 
     ``query_mask`` ``(B, Lq)`` (``True`` = real query) compares only real query rows (the others are
-    zeroed in every output): for packed calls, whose padded queries do not exist.
+    zeroed in every output): for packed calls, whose padded queries do not exist. ``oracles``: the
+    ``(fp32 reference, low-precision baseline)`` functions of the args, instead of
+    :func:`reference_attention` in fp32 and :func:`lowp_attention` (a packed probe brings its own).
     """
     keep = None if query_mask is None else query_mask[:, None, :, None]
 
@@ -130,8 +133,9 @@ def check_candidates(names: Sequence[str], args: AttentionArgs, run: RunArgs,
         def exact_fn(a: AttentionArgs) -> Tensor:
             return reference_attention(a.with_qkv(a.q.float(), a.k.float(), a.v.float()))[0]
 
-        exact = [t.float() for t in _forward_backward(only_real(exact_fn), args, grad_out)]
-        lowp = _forward_backward(only_real(_lowp_attention), args, grad_out)
+        exact_oracle, lowp_oracle = (exact_fn, lowp_attention) if oracles is None else oracles
+        exact = [t.float() for t in _forward_backward(only_real(exact_oracle), args, grad_out)]
+        lowp = _forward_backward(only_real(lowp_oracle), args, grad_out)
         floor = FLOORS.get(args.q.dtype, 1e-2)
         verdicts: dict[str, str | None] = {}
         for name in names:

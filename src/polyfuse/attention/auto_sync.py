@@ -8,7 +8,8 @@ training batch and at each epoch end) the ranks exchange their tables and merge 
 - parity: a backend stays a candidate for a case only if it passed the probe on every rank that
   probed the case (one faulty GPU disqualifies it everywhere);
 - choices: each bucket takes the choice of the lowest rank that measured it (rank 0's when it did),
-  replaced by ``sdpa`` (or the reference) when that backend failed parity on some rank.
+  replaced by the bucket's safe choice (``sdpa`` or the reference; ``padded`` for a packed call) when
+  that backend failed parity on some rank.
 """
 
 from __future__ import annotations
@@ -33,9 +34,11 @@ def gather_tables(local: Tables) -> list[Tables]:
     return gathered
 
 
-def merge_tables(tables: Sequence[Tables], parity_key: Callable[[Hashable], Hashable]) -> Tables:
+def merge_tables(tables: Sequence[Tables], parity_key: Callable[[Hashable], Hashable],
+                 safe_choice: Callable[[Hashable, list[str]], str]) -> Tables:
     """The merged ``{"choices": {bucket: backend}, "parity": {case: [backends]}}`` (see module docstring);
-    ``parity_key`` maps a bucket key to its case's parity key."""
+    ``parity_key`` maps a bucket key to its case's parity key, ``safe_choice(bucket, passing)`` names
+    what replaces a choice that failed parity somewhere."""
     parity: dict[Hashable, list[str]] = {}
     for table in tables:
         for case, names in table["parity"].items():
@@ -47,5 +50,5 @@ def merge_tables(tables: Sequence[Tables], parity_key: Callable[[Hashable], Hash
     for bucket, name in choices.items():
         passing = parity.get(parity_key(bucket))
         if passing is not None and name not in passing:
-            choices[bucket] = "sdpa" if "sdpa" in passing else "reference"
+            choices[bucket] = safe_choice(bucket, passing)
     return {"choices": choices, "parity": parity}

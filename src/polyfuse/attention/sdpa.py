@@ -21,7 +21,6 @@ from torch import Tensor
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from polyfuse.attention.args import AttentionArgs
-from polyfuse.masking import zero_invalid
 
 
 def sdpa_attention(args: AttentionArgs, sdpa_backends: Sequence[SDPBackend] | None = None) -> Tensor:
@@ -40,7 +39,8 @@ def sdpa_attention(args: AttentionArgs, sdpa_backends: Sequence[SDPBackend] | No
             return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=dropout_p, scale=scale)
         safe = allowed | ~row_has_key
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=safe, dropout_p=dropout_p, scale=scale)
-        return zero_invalid(out, row_has_key)
+        # row_has_key broadcasts to (B, H, Lq, 1): (Lq, 1) when causal without padding (Lq > Lk)
+        return torch.where(row_has_key, out, out.new_zeros(()))
 
 
 def sdpa_backend_names() -> dict[str, SDPBackend]:

@@ -6,11 +6,12 @@
 - ``triton``: the fused kernels with ``VARLEN`` (:mod:`polyfuse.attention.kernels.varlen`);
 - ``flex``: FlexAttention under a document (block-diagonal) mask (:func:`polyfuse.attention.flex.flex_varlen_attention`).
 
-Every other backend (``reference``, ``sdpa``, ``auto``), and any call with ``need_weights``, runs on the
-padded layout (:meth:`polyfuse.attention.varlen.Packing.pad`) with a key padding mask and is packed
-again, so every backend accepts the same call and gives the same answer. Causal calls whose samples
-have different key-minus-query offsets run sample by sample there (the padded layout aligns causal
-to the longest sample).
+Every other backend (``reference``, ``sdpa``), and any call with ``need_weights``, runs on the padded
+layout (:meth:`polyfuse.attention.varlen.Packing.pad`) with a key padding mask and is packed again, so
+every backend accepts the same call and gives the same answer. Causal calls whose samples have
+different key-minus-query offsets run sample by sample there (the padded layout aligns causal to the
+longest sample). ``auto`` chooses, checks and measures among ``padded`` (the padded fallback under
+``auto``) and the native paths (:mod:`polyfuse.attention.auto_varlen`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from polyfuse.attention import auto_varlen
 from polyfuse.attention.args import AttentionArgs
 from polyfuse.attention.varlen import Packing, seqlens, validate_cu_seqlens
 
@@ -88,10 +90,20 @@ def varlen_attention(q: Tensor, k: Tensor, v: Tensor, cu_seqlens_q: Tensor | Non
     """Packed attention (see :func:`polyfuse.attention.attention`); ``cu_seqlens_k`` defaults to ``cu_seqlens_q``."""
     args = packed_args(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, causal=causal,
                        dropout_p=dropout_p, scale=scale)
-    native = NATIVE_VARLEN.get(backend)
-    if native is not None and not need_weights:
+    if need_weights:
+        return padded_fallback(args, backend, need_weights=True)
+    if backend == "auto":
+        backend = auto_varlen.choose_packed_backend(args, run_packed)
+    return run_packed(backend, args)
+
+
+def run_packed(name: str, args: AttentionArgs) -> Tensor:
+    """A packed call through ``name``: a native path (:data:`NATIVE_VARLEN`), ``padded`` (the padded fallback
+    under ``auto``'s padded choice: what ``auto`` chooses among) or another backend's padded fallback."""
+    native = NATIVE_VARLEN.get(name)
+    if native is not None:
         return native(args)
-    return padded_fallback(args, backend, need_weights=need_weights)
+    return padded_fallback(args, "auto" if name == auto_varlen.PADDED else name)
 
 
 def padded_fallback(args: AttentionArgs, backend: str, *, need_weights: bool = False) -> Tensor | tuple[Tensor, Tensor]:
