@@ -221,3 +221,15 @@ def test_on_cuda_every_candidate_passes_the_parity_probe(dtype, has_mask, causal
     names = [name for name in auto.candidates(args.q, args.k, args.v, 0.0) if name != "reference"]
     assert {"sdpa", "triton", "flex"} <= set(names)
     assert auto_probe.check_candidates(names, args, auto_probe.run_backend) == dict.fromkeys(names)
+
+
+@pytest.mark.parametrize("has_mask", [False, True])
+def test_the_first_call_under_inference_mode_probes_and_answers(make_qkv, padding_mask, has_mask):
+    """Evaluation (Lightning's validate / test, polyfuse-eval) runs under ``torch.inference_mode``: the parity
+    probe of a new case must still run its backward on tensors of its own."""
+    q, k, v = (t.detach() for t in make_qkv(2, 2, 8, 8, 16))
+    mask = padding_mask(2, 8) if has_mask else None
+    with torch.inference_mode():
+        out = attention(q, k, v, mask, backend="auto")
+    assert auto.auto_choices() and not out.requires_grad
+    torch.testing.assert_close(out, attention(q, k, v, mask, backend="reference"), atol=1e-5, rtol=1e-5)

@@ -284,3 +284,12 @@ def test_a_compiled_packed_call_uses_the_eager_choice_without_probing(fake_nativ
     out = compiled(q2, k2, v2, cu_q2, cu_k2)
     assert log == [("fake", 6)] and auto.compile_misses() == []
     torch.testing.assert_close(out, _auto(q2, k2, v2, cu_q2, cu_k2, backend="reference"), atol=1e-5, rtol=1e-5)
+
+
+def test_the_packed_probe_runs_under_inference_mode(fake_native):
+    log = fake_native(_correct)
+    q, k, v, cu_q, cu_k = _packed([3, 0, 5], [4, 2, 6], grad=False)
+    with torch.inference_mode():
+        out = _auto(q, k, v, cu_q, cu_k)
+    assert ("probe", ["fake"]) in log and log[-1][0] == "fake"
+    torch.testing.assert_close(out, _auto(q, k, v, cu_q, cu_k, backend="reference"), atol=1e-5, rtol=1e-5)

@@ -67,15 +67,16 @@ def probe_args(device: torch.device, dtype: torch.dtype, head_dim: int, *, has_m
     """The probe call of a case (see module docstring); the same numbers on every device."""
     lq, lk = probe_lengths(shape_kind)
     gen = torch.Generator().manual_seed(seed)
-    q, k, v = (torch.randn(PROBE_BATCH, PROBE_HEADS, length, head_dim, generator=gen).to(device, dtype)
-               for length in (lq, lk, lk))
-    mask = None
-    if has_mask:
-        mask = torch.rand(PROBE_BATCH, lk, generator=gen) > 0.3  # sample 0: holes, not a prefix
-        mask[0, 0] = True
-        mask[1] = torch.arange(lk) < lk // 3                       # sample 1: a short prefix
-        mask[2] = False                                            # sample 2: absent
-        mask = mask.to(device)
+    with torch.inference_mode(False):  # normal tensors, even when the caller evaluates under inference_mode
+        q, k, v = (torch.randn(PROBE_BATCH, PROBE_HEADS, length, head_dim, generator=gen).to(device, dtype)
+                   for length in (lq, lk, lk))
+        mask = None
+        if has_mask:
+            mask = torch.rand(PROBE_BATCH, lk, generator=gen) > 0.3  # sample 0: holes, not a prefix
+            mask[0, 0] = True
+            mask[1] = torch.arange(lk) < lk // 3                       # sample 1: a short prefix
+            mask[2] = False                                            # sample 2: absent
+            mask = mask.to(device)
     return AttentionArgs(q, k, v, mask, causal=causal)
 
 

@@ -119,9 +119,10 @@ def probe_args(device: torch.device, dtype: torch.dtype, head_dim: int, *, causa
     """The packed probe call of a case (:data:`PROBE_LENGTHS`); the same numbers on every device."""
     lengths_q, lengths_k = PROBE_LENGTHS[kind]
     gen = torch.Generator().manual_seed(seed)
-    q, k, v = (torch.randn(sum(lengths), auto_probe.PROBE_HEADS, head_dim, generator=gen).to(device, dtype)
-               for lengths in (lengths_q, lengths_k, lengths_k))
-    cu_q, cu_k = (cu_seqlens_from_lengths(torch.tensor(lengths)).to(device) for lengths in (lengths_q, lengths_k))
+    with torch.inference_mode(False):  # normal tensors, even when the caller evaluates under inference_mode
+        q, k, v = (torch.randn(sum(lengths), auto_probe.PROBE_HEADS, head_dim, generator=gen).to(device, dtype)
+                   for lengths in (lengths_q, lengths_k, lengths_k))
+        cu_q, cu_k = (cu_seqlens_from_lengths(torch.tensor(lengths)).to(device) for lengths in (lengths_q, lengths_k))
     cu_k = cu_k if kind == "packed-cross" else cu_q  # the same offsets object: what a self-attention call passes
     return AttentionArgs(q, k, v, causal=causal, cu_seqlens_q=cu_q, cu_seqlens_k=cu_k, max_seqlen_q=max(lengths_q),
                          max_seqlen_k=max(lengths_k))
