@@ -123,7 +123,8 @@ _warned_misses: set[Key] = set()
 _file: list[auto_cache.ChoiceFile | None] = []  # [] = not opened yet
 
 
-def _bucket(n: int) -> int:
+def size_bucket(n: int) -> int:
+    """The power-of-two bucket of a size (the smallest power of two >= ``n``; 1 for ``n <= 1``)."""
     return 1 << max(0, (int(n) - 1).bit_length())
 
 
@@ -133,7 +134,7 @@ def bucket_key(q: Tensor, k: Tensor, has_mask: bool, causal: bool, dropout_p: fl
     lk = k.shape[2]
     shape_kind = "self" if lq == lk else ("q<k" if lq < lk else "q>k")
     return BucketKey(q.device.type, q.dtype, needs_grad, has_mask, causal, dropout_p > 0.0, head_dim, shape_kind,
-                     _bucket(batch * heads), _bucket(lq), _bucket(lk))
+                     size_bucket(batch * heads), size_bucket(lq), size_bucket(lk))
 
 
 def _scores_bytes(q: Tensor, k: Tensor) -> int:

@@ -83,18 +83,15 @@ class PackedBucketKey(NamedTuple):
         return f"H~{self.heads}, B~{self.samples}, Tq~{self.tq}, Tk~{self.tk}"
 
 
-def _bucket(n: int) -> int:
-    return 1 << max(0, (int(n) - 1).bit_length())
-
-
 def packed_bucket_key(args: AttentionArgs, needs_grad: bool) -> PackedBucketKey:
     """The cache key of a packed call (see module docstring)."""
     q, k = args.q, args.k
     same = args.cu_seqlens_q is args.cu_seqlens_k or (
         args.cu_seqlens_q.shape == args.cu_seqlens_k.shape and bool(torch.equal(args.cu_seqlens_q, args.cu_seqlens_k)))
     return PackedBucketKey(q.device.type, q.dtype, needs_grad, args.causal, args.dropout_p > 0.0, q.shape[-1],
-                           "packed-self" if same else "packed-cross", _bucket(q.shape[1]),
-                           _bucket(args.cu_seqlens_q.numel() - 1), _bucket(q.shape[0]), _bucket(k.shape[0]))
+                           "packed-self" if same else "packed-cross", auto.size_bucket(q.shape[1]),
+                           auto.size_bucket(args.cu_seqlens_q.numel() - 1), auto.size_bucket(q.shape[0]),
+                           auto.size_bucket(k.shape[0]))
 
 
 def native_device(device: torch.device) -> bool:

@@ -25,7 +25,7 @@ sum- and per-sample-mean reductions equal the unpacked ones.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Mapping, Sequence
+from typing import Literal, Mapping, Sequence, get_args
 
 import torch
 from torch import Tensor
@@ -35,7 +35,7 @@ from polyfuse.attention.varlen import Packing, cu_seqlens_from_lengths, seqlens
 __all__ = ["PackedRows", "SamplePackingCollator", "pack_lengths", "pack_padded"]
 
 Strategy = Literal["ffd", "greedy"]
-STRATEGIES: tuple[str, ...] = ("ffd", "greedy")
+STRATEGIES: tuple[str, ...] = get_args(Strategy)
 Sample = Sequence[int] | Tensor | Mapping[str, Sequence[int] | Tensor]
 
 
