@@ -5,6 +5,9 @@ same batch (docs/packing.md):
 
 * ``text``: a BERT-style text tower (:class:`~polyfuse.encoders.text.TextTransformerEncoder`; ``base``
   is BERT-base: 768 wide, 12 blocks, 12 heads, 30522 tokens) on captions;
+* ``text-rows``: the same tower with *sample packing* (``sample_packing={budget: 40}``): the captions
+  packed whole into fixed-width rows of 40 tokens (first-fit decreasing, laid out every step), the
+  rows' padding tails computed too (a fixed row width), against the padded tower;
 * ``vilt``: a ViLT-style single-stream model: text embeddings, linearly embedded image patches and
   audio frames, one :class:`~polyfuse.fusion.EarlyFusion` transformer over the concatenation
   (``base``: ViLT-B/32 width and depth, 144 patches of a 384x384 image, 1.5 s of 100 frames/s audio);
@@ -127,8 +130,10 @@ def build(model: str, size: dict, packing: bool) -> nn.Module:
         return SamplePackedDecoder(size, packing)
     from polyfuse.encoders.text import TextTransformerEncoder
 
+    rows = packing and model == "text-rows"
     return TextTransformerEncoder(size["vocab"], size["text"], size["dim"], size["depth"], size["heads"],
-                                  mlp_hidden=size["mlp"], packing=packing)
+                                  mlp_hidden=size["mlp"], packing=packing and not rows,
+                                  sample_packing={"budget": size["text"]} if rows else None)
 
 
 def make_batch(model: str, size: dict, padding: str) -> tuple[dict[str, Tensor], int, int]:
@@ -232,7 +237,7 @@ def report(rows: list[dict], markdown: bool) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="*", default=["text", "vilt"], choices=["text", "vilt", "decoder"])
+    parser.add_argument("--models", nargs="*", default=["text", "vilt"], choices=["text", "text-rows", "vilt", "decoder"])
     parser.add_argument("--size", default="base", choices=list(SIZES))
     parser.add_argument("--padding", nargs="*", default=["coco", "none"], choices=["coco", "none"],
                         help="coco: realistic lengths; none: every row full (0%% padding)")

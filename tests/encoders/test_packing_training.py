@@ -1,6 +1,7 @@
 """``model.packing=true`` reaches the modules that support it and trains exactly as the padded model:
 two steps of the small AV-digits text experiment (BERT-style encoder) and of captioning (packed
-teacher forcing) give the same per-step losses."""
+teacher forcing) give the same per-step losses. So does sample packing in the text tower
+(``model.encoders.text.sample_packing``): the BERT-style text experiment and CLIP pre-training."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from hydra.utils import instantiate
 
 from polyfuse.attention.varlen import Packing
 from polyfuse.encoders import TextTransformerEncoder
+from polyfuse.encoders.transformer import TransformerEncoder
 
 from ..cli.run_factory import TINY, compose_config
 
@@ -23,6 +25,10 @@ EXPERIMENTS = {  # the overrides, and the inputs that must run packed
                    {"text", "caption_ids"}),
 }
 FROM_MASK = Packing.from_mask.__func__
+SAMPLE_PACKED = {  # sample packing in the text tower: the overrides (the tower's dropout is 0 in both)
+    "text": ["experiment=avdigits_text", *NO_DROPOUT],
+    "clip_pretrain": ["experiment=clip_pretrain_avdigits", "data.batch_size=16"],
+}
 
 
 def step_losses(overrides: list[str], run_dir: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[list[float], set[str]]:
@@ -59,5 +65,26 @@ def test_packed_training_gives_the_padded_losses(experiment: str, tmp_path: Path
     padded, packed_off = step_losses([*overrides, "model.packing=false"], tmp_path / "padded", monkeypatch)
     packed, packed_on = step_losses([*overrides, "model.packing=true"], tmp_path / "packed", monkeypatch)
     assert not packed_off & must_pack and must_pack <= packed_on
+    assert len(padded) == 2 and len(packed) == 2
+    assert max(abs(a - b) for a, b in zip(padded, packed)) <= 1e-5, (padded, packed)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("experiment", sorted(SAMPLE_PACKED))
+def test_sample_packed_text_tower_gives_the_padded_losses(experiment: str, tmp_path: Path, monkeypatch):
+    rows: list[tuple[int, ...]] = []
+    forward_rows = TransformerEncoder.forward_rows
+
+    def spy(self, packed):
+        rows.append(tuple(packed.input_ids.shape))
+        return forward_rows(self, packed)
+
+    monkeypatch.setattr(TransformerEncoder, "forward_rows", spy)
+    overrides = SAMPLE_PACKED[experiment]
+    padded, _ = step_losses(overrides, tmp_path / "padded", monkeypatch)
+    assert not rows
+    packed, _ = step_losses([*overrides, "model.encoders.text.sample_packing={budget:32,strategy:ffd}"],
+                            tmp_path / "packed", monkeypatch)
+    assert len(rows) == 2 and all(width == 32 for _, width in rows)  # one packed layout per training step
     assert len(padded) == 2 and len(packed) == 2
     assert max(abs(a - b) for a, b in zip(padded, packed)) <= 1e-5, (padded, packed)

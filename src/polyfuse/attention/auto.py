@@ -12,27 +12,23 @@ SDPA is the baseline: another backend is chosen only when it beats SDPA by ``MAR
 measurement and again in a head-to-head re-measurement, so ``auto`` is never meaningfully slower
 than calling SDPA with the same mask, even when a busy machine disturbs one measurement.
 
-Eligible backends:
-- CUDA: ``triton`` (if Triton imports and the head dim fits), ``flex`` (no dropout), ``sdpa``.
-- CPU: ``sdpa``, ``sdpa-math`` (SDPA pinned to its math kernel, whose backward is sometimes faster
-  than the fused CPU kernel's on 2 cores) and ``reference``.
-  Never ``triton`` (the interpreter is for tests) and never ``flex`` (no CPU backward, and each new
-  shape costs seconds of compilation).
-``reference`` and ``sdpa-math`` hold the ``Lq x Lk`` scores: above ``QUADRATIC_MAX_BYTES`` of fp32
-scores they are neither timed nor dispatched to (they still serve as oracles on the small probe),
-so the first call of a long sequence costs about what SDPA costs.
+Eligible backends: on CUDA ``triton`` (if Triton imports and the head dim fits), ``flex`` (no
+dropout) and ``sdpa``; on CPU ``sdpa``, ``sdpa-math`` (SDPA pinned to its math kernel, whose backward
+is sometimes faster on 2 cores) and ``reference``, never ``triton`` (the interpreter is for tests) or
+``flex`` (no CPU backward; seconds of compilation per shape). ``reference`` and ``sdpa-math`` hold the
+``Lq x Lk`` scores: above ``QUADRATIC_MAX_BYTES`` of fp32 scores they are neither timed nor dispatched
+to (they still serve as oracles on the small probe), so a long sequence's first call costs about SDPA's.
 
 Packed (``cu_seqlens``) calls are chosen the same way and kept in the same tables, between ``padded``
-(their baseline) and the native varlen kernels (:mod:`polyfuse.attention.auto_varlen`).
+(their baseline) and the native varlen kernels (:mod:`polyfuse.attention.auto_varlen`). Choices
+survive the process in a JSON file (:mod:`polyfuse.attention.auto_cache`, keyed by device name and
+library versions; ``POLYFUSE_AUTO_CACHE=off`` disables it).
 
-Choices survive the process in a JSON file (:mod:`polyfuse.attention.auto_cache`, keyed by device
-name and library versions; ``POLYFUSE_AUTO_CACHE=off`` disables it).
-
-``torch.compile``: nothing is probed or timed while tracing. A call uses the choice made eagerly
-for its bucket (or the nearest bucket of the same case), else ``sdpa``, and that fallback is
-reported with a warning at the next eager call or :func:`sync_choices`. :func:`prepare` makes the
-choices eagerly first; the training callback (:class:`polyfuse.training.performance.PerformanceKnobs`)
-compiles only after the first, eager, training batch.
+``torch.compile``: nothing is probed or timed while tracing. A call uses the choice made eagerly for
+its bucket (or the nearest bucket of the same case), else ``sdpa``, reported with a warning at the
+next eager call or :func:`sync_choices`. :func:`prepare` makes the choices eagerly first; the training
+callback (:class:`polyfuse.training.performance.PerformanceKnobs`) compiles only after the first,
+eager, training batch.
 
 DDP: every rank runs the same kernels (:mod:`polyfuse.attention.auto_sync`). Until the ranks have
 exchanged their tables with :func:`sync_choices` a rank dispatches ``sdpa``; afterwards the agreed
@@ -45,12 +41,12 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import Callable
-from typing import NamedTuple, Protocol
 
 import torch
 from torch import Tensor
 
 from polyfuse.attention import auto_cache, auto_probe, auto_sync
+from polyfuse.attention.auto_keys import BucketKey, Key, bucket_key
 
 MARGIN = 0.05
 REPEATS = 3
@@ -64,77 +60,12 @@ RunBackend = Callable[[str, Tensor, Tensor, Tensor], Tensor]
 Verdicts = dict[str, str | None]  # backend -> None (passed the parity probe) or why it failed
 
 
-class Key(Protocol):
-    """A bucket key: :class:`BucketKey` or :class:`polyfuse.attention.auto_varlen.PackedBucketKey`."""
-
-    baseline: str
-    oracle: str
-
-    def case(self) -> tuple: ...
-    def sizes(self) -> tuple[int, ...]: ...
-    def parity_key(self) -> tuple: ...
-    def describe(self) -> str: ...
-    def describe_sizes(self) -> str: ...
-
-
-class BucketKey(NamedTuple):
-    """What a choice is kept for: the case, then power-of-two buckets of the sizes."""
-
-    device: str
-    dtype: torch.dtype
-    needs_grad: bool
-    has_mask: bool
-    causal: bool
-    dropout: bool
-    head_dim: int
-    shape_kind: str  # "self" (Lq == Lk), "q<k" or "q>k"
-    batch_heads: int
-    lq: int
-    lk: int
-    baseline = "sdpa"     # the default choice, beaten only by MARGIN (class attributes, not fields)
-    oracle = "reference"  # always passes the probe: the last resort
-
-    def case(self) -> tuple:
-        """Everything but the sizes."""
-        return tuple(self[:8])
-
-    def sizes(self) -> tuple[int, int, int]:
-        """The power-of-two buckets of B*H, Lq and Lk."""
-        return (self.batch_heads, self.lq, self.lk)
-
-    def parity_key(self) -> tuple:
-        """The probe's key: what correctness can depend on (not grad, dropout or sizes)."""
-        return (self.device, self.dtype, self.has_mask, self.causal, self.head_dim, self.shape_kind)
-
-    def describe(self) -> str:
-        """The case in words (warnings)."""
-        return (f"{self.device} {str(self.dtype).replace('torch.', '')}, head dim {self.head_dim}, "
-                f"{'masked' if self.has_mask else 'no mask'}{', causal' if self.causal else ''}, {self.shape_kind}")
-
-    def describe_sizes(self) -> str:
-        return f"B*H~{self.batch_heads}, Lq~{self.lq}, Lk~{self.lk}"
-
-
 _choices: dict[Key, str] = {}         # this process's decisions (padded and packed buckets)
 _agreed: dict[Key, str] = {}          # the table every DDP rank shares (sync_choices)
 _parity: dict[tuple, list[str]] = {}  # parity key -> backends that passed the probe
 _compile_misses: list[Key] = []       # buckets that had no eager choice while tracing
 _warned_misses: set[Key] = set()
 _file: list[auto_cache.ChoiceFile | None] = []  # [] = not opened yet
-
-
-def size_bucket(n: int) -> int:
-    """The power-of-two bucket of a size (the smallest power of two >= ``n``; 1 for ``n <= 1``)."""
-    return 1 << max(0, (int(n) - 1).bit_length())
-
-
-def bucket_key(q: Tensor, k: Tensor, has_mask: bool, causal: bool, dropout_p: float, needs_grad: bool) -> BucketKey:
-    """The cache key of a call (see module docstring)."""
-    batch, heads, lq, head_dim = q.shape
-    lk = k.shape[2]
-    shape_kind = "self" if lq == lk else ("q<k" if lq < lk else "q>k")
-    return BucketKey(q.device.type, q.dtype, needs_grad, has_mask, causal, dropout_p > 0.0, head_dim, shape_kind,
-                     size_bucket(batch * heads), size_bucket(lq), size_bucket(lk))
 
 
 def _scores_bytes(q: Tensor, k: Tensor) -> int:

@@ -35,6 +35,7 @@ from torch import Tensor
 
 from polyfuse.attention import auto, auto_probe
 from polyfuse.attention.args import AttentionArgs
+from polyfuse.attention.auto_keys import describe_case, size_bucket
 from polyfuse.attention.varlen import cu_seqlens_from_lengths
 
 PADDED = "padded"
@@ -76,8 +77,7 @@ class PackedBucketKey(NamedTuple):
 
     def describe(self) -> str:
         """The case in words (warnings)."""
-        return (f"{self.device} {str(self.dtype).replace('torch.', '')}, head dim {self.head_dim}"
-                f"{', causal' if self.causal else ''}, {self.kind}")
+        return f"{describe_case(self.device, self.dtype, self.head_dim)}{', causal' if self.causal else ''}, {self.kind}"
 
     def describe_sizes(self) -> str:
         return f"H~{self.heads}, B~{self.samples}, Tq~{self.tq}, Tk~{self.tk}"
@@ -89,9 +89,9 @@ def packed_bucket_key(args: AttentionArgs, needs_grad: bool) -> PackedBucketKey:
     same = args.cu_seqlens_q is args.cu_seqlens_k or (
         args.cu_seqlens_q.shape == args.cu_seqlens_k.shape and bool(torch.equal(args.cu_seqlens_q, args.cu_seqlens_k)))
     return PackedBucketKey(q.device.type, q.dtype, needs_grad, args.causal, args.dropout_p > 0.0, q.shape[-1],
-                           "packed-self" if same else "packed-cross", auto.size_bucket(q.shape[1]),
-                           auto.size_bucket(args.cu_seqlens_q.numel() - 1), auto.size_bucket(q.shape[0]),
-                           auto.size_bucket(k.shape[0]))
+                           "packed-self" if same else "packed-cross", size_bucket(q.shape[1]),
+                           size_bucket(args.cu_seqlens_q.numel() - 1), size_bucket(q.shape[0]),
+                           size_bucket(k.shape[0]))
 
 
 def native_device(device: torch.device) -> bool:

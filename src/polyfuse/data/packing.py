@@ -25,14 +25,14 @@ sum- and per-sample-mean reductions equal the unpacked ones.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Mapping, Sequence, get_args
+from typing import Any, Literal, Mapping, Sequence, get_args
 
 import torch
 from torch import Tensor
 
 from polyfuse.attention.varlen import Packing, cu_seqlens_from_lengths, seqlens
 
-__all__ = ["PackedRows", "SamplePackingCollator", "pack_lengths", "pack_padded"]
+__all__ = ["PackedRows", "SamplePackingCollator", "pack_lengths", "pack_masked", "pack_padded", "sample_packing_spec"]
 
 Strategy = Literal["ffd", "greedy"]
 STRATEGIES: tuple[str, ...] = get_args(Strategy)
@@ -282,3 +282,33 @@ def pack_padded(ids: Tensor, lengths: Sequence[int], budget: int, strategy: Stra
                       labels=scatter(torch.full_like(ids, -100) if labels is None else labels, -100),
                       position_ids=scatter(positions, 0), sequence_ids=scatter(packed_index, -1),
                       cu_seqlens=cu_seqlens_from_lengths(length_of[order_tensor]), order=order_tensor)
+
+
+def sample_packing_spec(options: Mapping[str, Any] | None, owner: str) -> dict[str, Any] | None:
+    """Check a module's ``sample_packing`` option: ``None`` (off) or ``{budget, strategy, rows}``.
+
+    Returns the complete spec (``strategy`` defaults to ``"ffd"``, ``rows`` to ``None``), the keyword
+    arguments of :func:`pack_masked`. Raises a ``ValueError`` naming ``owner`` for anything else.
+    """
+    if options is None:
+        return None
+    unknown = sorted(set(options) - {"budget", "strategy", "rows"})
+    budget, strategy, rows = options.get("budget"), options.get("strategy", "ffd"), options.get("rows")
+    if (unknown or not isinstance(budget, int) or budget <= 0 or strategy not in STRATEGIES
+            or not (rows is None or isinstance(rows, int) and rows > 0)):
+        raise ValueError(f"{owner} sample_packing must be {{budget: positive int, strategy: "
+                         f"{' | '.join(STRATEGIES)}, rows: positive int or null}}, got {dict(options)}")
+    return {"budget": budget, "strategy": strategy, "rows": rows}
+
+
+def pack_masked(ids: Tensor, mask: Tensor, budget: int, strategy: Strategy = "ffd", rows: int | None = None,
+                pad_id: int = 0, name: str = "tokens") -> PackedRows:
+    """Pack a right-padded batch ``ids (N, L)`` with its prefix mask ``(N, L)`` into :class:`PackedRows`.
+
+    What a model does to sample-pack a batch it already holds (the caption head's decoder inputs, a
+    text tower's tokens): the lengths come from the mask, checked to be a prefix, then
+    :func:`pack_padded`. Errors name ``name`` and the sample: a mask with holes, or a sample longer
+    than ``budget`` (never truncated here).
+    """
+    lengths = Packing.from_mask(mask, name=name).lengths().tolist()
+    return pack_padded(ids, lengths, budget, strategy, pad_id, rows=rows, name=f"{name}: sample")

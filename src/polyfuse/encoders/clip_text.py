@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, Mapping
+
 import torch
 from torch import Tensor, nn
 
@@ -30,6 +32,8 @@ class CLIPTextEncoder(TransformerEncoder):
         activation: ``gelu``, or ``quick_gelu`` for OpenAI-trained weights. eps: LayerNorm epsilon.
         causal: causal self-attention (``False`` = bidirectional, open_clip ``no_causal_mask``).
         packing: run packed (unpadded) when the batch has padding; needs a prefix padding mask.
+        sample_packing: ``{budget, strategy, rows}``: in training, run the texts packed whole into
+            rows of ``budget`` tokens (:class:`~polyfuse.encoders.transformer.TransformerEncoder`).
     """
 
     pool_kinds = ("argmax", "last", "mean")
@@ -39,7 +43,8 @@ class CLIPTextEncoder(TransformerEncoder):
                  eps: float = 1e-5, causal: bool = True, output: Output = "pooled", pool: str = "argmax",
                  proj_dim: int | None = None, proj_bias: bool = False, grad_checkpointing: bool = False,
                  freeze: int | bool = False, attention_backend: str | None = None,
-                 layer_scale: float | None = None, packing: bool = False) -> None:
+                 layer_scale: float | None = None, packing: bool = False,
+                 sample_packing: Mapping[str, Any] | None = None) -> None:
         super().__init__(dim, output, proj_dim, has_cls=False, pool=pool, proj_bias=proj_bias)
         self.context_length = context_length
         self.token_embedding = nn.Embedding(vocab_size, dim)
@@ -51,6 +56,7 @@ class CLIPTextEncoder(TransformerEncoder):
         self.ln_final = nn.LayerNorm(dim, eps=eps)
         self.grad_checkpointing = grad_checkpointing
         self.packing = packing
+        self.set_sample_packing(sample_packing)
         nn.init.normal_(self.token_embedding.weight, std=0.02)
         self.freeze(freeze)
 
@@ -62,16 +68,23 @@ class CLIPTextEncoder(TransformerEncoder):
         length = values.shape[1]
         if length > self.context_length:
             raise ValueError(f"text of {length} tokens exceeds the context length {self.context_length}")
-        packing = self.packing_for(mask, need_weights)
-        if packing is not None:  # real tokens only from the embedding lookup on; padded back once
-            x = self.token_embedding(packing.unpad(values.long())) + self.positional_embedding[packing.position_ids()]
-            x, _ = self.forward_blocks(x, None, False, packing)
-            return packing.pad(self.ln_final(x)), mask, []
+        packed = self.encode_packed(values.long(), mask, need_weights)
+        if packed is not None:  # real tokens only from the embedding lookup on
+            return packed, mask, []
         x = self.token_embedding(values.long()) + self.positional_embedding[:length]
         x, maps = self.forward_blocks(x, mask, need_weights)
         x = self.ln_final(x)
         x = zero_invalid(x, mask)
         return x, mask, maps
+
+    def embed_packed(self, ids: Tensor, positions: Tensor) -> Tensor:
+        if positions.numel() and int(positions.max()) >= self.context_length:
+            raise ValueError(f"{self.input_name()}: a packed position {int(positions.max())} is beyond the context "
+                             f"length {self.context_length}")
+        return self.token_embedding(ids) + self.positional_embedding[positions]
+
+    def finish_packed(self, x: Tensor) -> Tensor:
+        return self.ln_final(x)
 
     def pool_tokens(self, tokens: Tensor, mask: Tensor | None, values: Tensor) -> Tensor:
         rows = torch.arange(tokens.shape[0], device=tokens.device)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -50,14 +50,23 @@ class TextEmbeddings(nn.Module):
             raise ValueError(f"text of {length} tokens exceeds the encoder's max_length "
                              f"{self.max_length - self.position_offset}")
         if packing is not None:
-            positions = packing.position_ids() + self.position_offset
-            token_ids = packing.unpad(token_ids)
-            token_type_ids = None if token_type_ids is None else packing.unpad(token_type_ids)
-        elif self.position_ids == "from_mask" and mask is not None:
+            return self.forward_packed(packing.unpad(token_ids), packing.position_ids(),
+                                       None if token_type_ids is None else packing.unpad(token_type_ids))
+        if self.position_ids == "from_mask" and mask is not None:
             real = mask.long()
             positions = torch.cumsum(real, dim=1) * real + (self.position_offset - 1)
         else:
             positions = torch.arange(length, device=token_ids.device)[None] + self.position_offset
+        return self._embed(token_ids, positions, token_type_ids)
+
+    def forward_packed(self, token_ids: Tensor, positions: Tensor, token_type_ids: Tensor | None = None) -> Tensor:
+        """Packed token ids ``(T,)`` at ``positions (T,)`` (each token's index in its own sample) -> ``(T, D)``."""
+        if positions.numel() and int(positions.max()) + self.position_offset >= self.max_length:
+            raise ValueError(f"a packed text position {int(positions.max())} exceeds the encoder's max_length "
+                             f"{self.max_length - self.position_offset}")
+        return self._embed(token_ids, positions + self.position_offset, token_type_ids)
+
+    def _embed(self, token_ids: Tensor, positions: Tensor, token_type_ids: Tensor | None) -> Tensor:
         x = self.word_embeddings(token_ids) + self.position_embeddings(positions)
         if self.token_type_embeddings is not None:
             types = torch.zeros_like(token_ids) if token_type_ids is None else token_type_ids
@@ -83,6 +92,8 @@ class TextTransformerEncoder(TransformerEncoder):
         position_ids, position_offset: see :class:`TextEmbeddings`. mlp_hidden: overrides
             ``dim * mlp_ratio`` (HF ``intermediate_size``).
         packing: run packed (unpadded) when the batch has padding; needs a prefix padding mask.
+        sample_packing: ``{budget, strategy, rows}``: in training, run the texts packed whole into
+            rows of ``budget`` tokens (:class:`~polyfuse.encoders.transformer.TransformerEncoder`).
     """
 
     def __init__(self, vocab_size: int = 128, max_length: int = 32, dim: int = 64, depth: int = 2,
@@ -91,7 +102,8 @@ class TextTransformerEncoder(TransformerEncoder):
                  proj_dim: int | None = None, grad_checkpointing: bool = False,
                  freeze: int | bool = False, attention_backend: str | None = None, pool: str | None = None,
                  activation: str = "gelu", position_ids: PositionIds = "absolute", position_offset: int = 0,
-                 mlp_hidden: int | None = None, proj_bias: bool = True, packing: bool = False) -> None:
+                 mlp_hidden: int | None = None, proj_bias: bool = True, packing: bool = False,
+                 sample_packing: Mapping[str, Any] | None = None) -> None:
         super().__init__(dim, output, proj_dim, has_cls=True, pool=pool, proj_bias=proj_bias)
         self.embeddings = TextEmbeddings(vocab_size, dim, max_length, type_vocab_size, pad_token_id, eps, dropout,
                                          position_ids, position_offset)
@@ -102,6 +114,7 @@ class TextTransformerEncoder(TransformerEncoder):
         self.input_map: nn.Module | None = None  # a TokenIdRemap when fed another vocabulary's ids
         self.grad_checkpointing = grad_checkpointing
         self.packing = packing
+        self.set_sample_packing(sample_packing)
         self.freeze(freeze)
 
     def encode_with_attention(self, values: Tensor, mask: Tensor | None,
@@ -112,14 +125,16 @@ class TextTransformerEncoder(TransformerEncoder):
         values = values.long()
         if self.input_map is not None:
             values, mask = self.input_map(values, mask)
-        packing = self.packing_for(mask, need_weights)
-        if packing is not None:  # real tokens only from the embedding lookup on; padded back once
-            x, _ = self.forward_blocks(self.embeddings(values, packing=packing), None, False, packing)
-            return packing.pad(x), mask, []
+        packed = self.encode_packed(values, mask, need_weights)
+        if packed is not None:  # real tokens only from the embedding lookup on
+            return packed, mask, []
         x = self.embeddings(values, mask=mask)
         x, maps = self.forward_blocks(x, mask, need_weights)
         x = zero_invalid(x, mask)
         return x, mask, maps
+
+    def embed_packed(self, ids: Tensor, positions: Tensor) -> Tensor:
+        return self.embeddings.forward_packed(ids, positions)
 
     def stem_modules(self) -> list[nn.Module]:
         return [self.embeddings]

@@ -8,12 +8,17 @@ the block itself lives in :mod:`polyfuse.layers`.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any, Mapping
+
 from torch import Tensor, nn
 
 from polyfuse.attention.varlen import Packing
 from polyfuse.checkpointing import checkpointed
 from polyfuse.encoders.base import Encoder
 from polyfuse.layers import TransformerBlock
+
+if TYPE_CHECKING:
+    from polyfuse.data.packing import PackedRows
 
 __all__ = ["TransformerEncoder", "TransformerBlock"]
 
@@ -29,10 +34,24 @@ class TransformerEncoder(Encoder):
     every block packed (:meth:`forward_blocks` with ``packing``: norms, MLPs and residuals on ``T``
     rows, attention within each sample) and pads back once at the output. Outputs and gradients equal
     the padded path's; padded outputs are exact zeros either way.
+
+    Sample packing (:attr:`sample_packing` ``{budget, strategy, rows}``, training steps only): the
+    batch's texts are packed whole into fixed-width rows of ``budget`` tokens
+    (:func:`~polyfuse.data.packing.pack_masked`), :meth:`forward_rows` runs the rows with attention
+    within each text and positions restarting in each, and the tokens are unpacked to ``(B, L, D)``:
+    the same outputs and gradients, on a fixed row width (a fixed shape with ``rows``). Subclasses
+    that run packed implement :meth:`embed_packed` (and :meth:`finish_packed` for a final norm).
     """
 
     blocks: nn.ModuleList
     packing: bool = False
+    sample_packing: dict[str, Any] | None = None
+
+    def set_sample_packing(self, options: Mapping[str, Any] | None) -> None:
+        """Check and set :attr:`sample_packing` (``None``: off)."""
+        from polyfuse.data.packing import sample_packing_spec
+
+        self.sample_packing = sample_packing_spec(options, type(self).__name__)
 
     def encode(self, values: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor | None]:
         tokens, mask, _ = self.encode_with_attention(values, mask, need_weights=False)
@@ -59,6 +78,49 @@ class TransformerEncoder(Encoder):
             return None
         packing = Packing.from_mask(mask, name=self.input_name())
         return None if packing.total == mask.numel() else packing
+
+    def embed_packed(self, ids: Tensor, positions: Tensor) -> Tensor:
+        """Token ids ``(T,)`` at ``positions (T,)`` (each token's index in its own sample) -> ``(T, D)``."""
+        raise NotImplementedError(f"{type(self).__name__} does not run packed")
+
+    def finish_packed(self, x: Tensor) -> Tensor:
+        """What follows the blocks on packed rows ``(T, D)`` (a final norm); identity here."""
+        return x
+
+    def encode_packed(self, values: Tensor, mask: Tensor | None, need_weights: bool) -> Tensor | None:
+        """``(B, L, D)`` tokens from a packed run of ``values (B, L)``, or ``None`` for the padded path.
+
+        In training with :attr:`sample_packing` set, the texts run sample-packed in fixed-width rows
+        (:meth:`forward_rows`); otherwise, with :attr:`packing`, unpadded (:meth:`packing_for`). Neither
+        runs when attention maps are asked for or nothing is padding. Padded positions are zeros.
+        """
+        if self.sample_packing is not None and self.training and not need_weights and mask is not None \
+                and not bool(mask.all()):
+            from polyfuse.data.packing import pack_masked
+
+            rows = pack_masked(values, mask, name=self.input_name(), **self.sample_packing)
+            return rows.unpack(self.forward_rows(rows), values.shape[1])
+        packing = self.packing_for(mask, need_weights)
+        if packing is None:
+            return None
+        x = self.embed_packed(packing.unpad(values), packing.position_ids())
+        x, _ = self.forward_blocks(x, None, False, packing)
+        return packing.pad(self.finish_packed(x))
+
+    def forward_rows(self, rows: PackedRows) -> Tensor:
+        """Whole fixed-width packed rows (:class:`~polyfuse.data.packing.PackedRows`) -> ``(R, budget, D)``.
+
+        Row padding included (a fixed shape): :meth:`PackedRows.segments` cuts the rows into the
+        samples and each row's padding tail, so a token attends within its own sample only and its
+        position counts from its sample's start. Each sample's tokens equal the padded encoder's on
+        that sample alone; slots without a token hold finite values nothing should read
+        (:meth:`PackedRows.unpack` drops them). The collator's rows (MLM labels aligned with the
+        tokens) or :func:`~polyfuse.data.packing.pack_masked`'s feed it directly.
+        """
+        packing, _ = rows.segments()
+        x = self.embed_packed(rows.input_ids.reshape(-1), rows.position_ids.reshape(-1))
+        x, _ = self.forward_blocks(x, None, False, packing)
+        return self.finish_packed(x).view(*rows.input_ids.shape, -1)
 
     def forward_blocks(self, x: Tensor, mask: Tensor | None, need_weights: bool,
                        packing: Packing | None = None) -> tuple[Tensor, list[Tensor]]:

@@ -9,9 +9,8 @@ import torch
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
 
-from polyfuse.attention.varlen import Packing
 from polyfuse.batch import Batch, Encoded
-from polyfuse.data.packing import STRATEGIES, pack_padded
+from polyfuse.data.packing import pack_masked, sample_packing_spec
 from polyfuse.fusion.base import FusionOutput
 from polyfuse.heads.base import HEADS, HeadContext, TaskHead
 from polyfuse.heads.decoder import CaptionDecoder, DecoderStepper
@@ -102,7 +101,7 @@ class CaptioningHead(TaskHead):
         self.decoder = CaptionDecoder(vocab_size, dim, memory_dim, depth, heads, mlp_ratio, dropout,
                                       max_positions=max_length + 1, pad_id=pad_id, packing=packing)
         self.decoder.input_name = target
-        self.sample_packing = self._sample_packing(sample_packing)
+        self.sample_packing = sample_packing_spec(sample_packing, type(self).__name__)
         self.tokenizer_path = None if tokenizer is None else str(tokenizer)
         self._tokenizer = None
 
@@ -123,23 +122,9 @@ class CaptioningHead(TaskHead):
             masks.append(encoded.valid_mask())
         return torch.cat(parts, dim=1), torch.cat(masks, dim=1)
 
-    @staticmethod
-    def _sample_packing(options: Mapping[str, Any] | None) -> dict[str, Any] | None:
-        if options is None:
-            return None
-        unknown = sorted(set(options) - {"budget", "strategy", "rows"})
-        budget = options.get("budget")
-        strategy = options.get("strategy", "ffd")
-        if unknown or not isinstance(budget, int) or budget <= 0 or strategy not in STRATEGIES:
-            raise ValueError(f"CaptioningHead sample_packing must be {{budget: positive int, strategy: "
-                             f"{' | '.join(STRATEGIES)}, rows: int or null}}, got {dict(options)}")
-        return {"budget": budget, "strategy": strategy, "rows": options.get("rows")}
-
     def _sample_packed_logits(self, inputs: Tensor, memory: Tensor, memory_mask: Tensor | None) -> Tensor:
         """Teacher forcing through packed rows (``sample_packing``): ``inputs (B, L)`` -> ``(B, L, vocab)``."""
-        lengths = Packing.from_mask(inputs != self.pad_id, name=self.target).lengths()
-        rows = pack_padded(inputs, lengths.tolist(), pad_id=self.pad_id, name=f"{self.target}: sample",
-                           **self.sample_packing)
+        rows = pack_masked(inputs, inputs != self.pad_id, pad_id=self.pad_id, name=self.target, **self.sample_packing)
         return rows.unpack(self.decoder.forward_rows(rows, memory, memory_mask), inputs.shape[1])
 
     # -- text ----------------------------------------------------------------------------------
