@@ -220,6 +220,24 @@ def run(model: str, args: argparse.Namespace, padding: str) -> dict:
     return row
 
 
+def roundtrip_ms(args: argparse.Namespace) -> tuple[int, float]:
+    """What a packed encoder feeding a packed fusion pays for the ``(B, L, D)`` contract between them:
+    pad its ``(T, D)`` rows back and gather them again (forward + backward); ``(T, median ms)``."""
+    from polyfuse.attention.varlen import Packing
+    from polyfuse.fusion.packed import gather_valid
+
+    size = SIZES[args.size]
+    mask = make_batch("text", size, "coco")[0]["text_mask"].to(args.device)
+    packing = Packing.from_mask(mask)
+    rows = torch.randn(packing.total, size["dim"], device=args.device, requires_grad=True)
+
+    def roundtrip() -> None:
+        gather_valid(packing.pad(rows), mask).rows.sum().backward()
+
+    return packing.total, 1e3 * interleaved_medians({"roundtrip": roundtrip}, max(args.repeats, 20), args.warmup,
+                                                     args.device)["roundtrip"]
+
+
 def report(rows: list[dict], markdown: bool) -> str:
     header = ["model", "lengths", "padding", "padded ms", "packed ms", "padded / packed", "packed tok/s",
               "padded tok/s", "peak MiB padded", "peak MiB packed"]
@@ -248,6 +266,8 @@ def main() -> None:
     parser.add_argument("--attention-backend", default="sdpa", help="polyfuse attention backend (both variants)")
     parser.add_argument("--no-memory", dest="memory", action="store_false", help="skip the peak-memory processes")
     parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    parser.add_argument("--roundtrip", action="store_true",
+                        help="also time padding a packed encoder's output back and gathering it again")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -264,6 +284,9 @@ def main() -> None:
             print(f"  {model} {padding}: padded {1e3 * row['padded']:.1f} ms, packed {1e3 * row['packed']:.1f} ms, "
                   f"|loss difference| {row['loss_difference']:.2e}", flush=True)
     print(report(rows, args.markdown))
+    if args.roundtrip:
+        total, ms = roundtrip_ms(args)
+        print(f"pad back + gather again (fwd+bwd) of {total} x {SIZES[args.size]['dim']} coco tokens: {ms:.3f} ms")
 
 
 if __name__ == "__main__":
