@@ -45,15 +45,16 @@ def text_batch(seed: int = 0) -> ModalityInput:
     return ModalityInput(ids, mask, PRESENT.clone())
 
 
-def twins(name: str, **kwargs) -> tuple[Encoder, Encoder]:
-    """The same weights, padded and packed; norms randomised so every parameter matters."""
+def twins(name: str, packed_options: dict | None = None, **kwargs) -> tuple[Encoder, Encoder]:
+    """The same weights, padded and packed (``packed_options``: the packed twin's own options, default
+    ``packing=True``); norms randomised so every parameter matters."""
     torch.manual_seed(0)
     padded = ENCODERS[name](**kwargs)
     for module in padded.modules():
         if isinstance(module, torch.nn.LayerNorm):
             torch.nn.init.normal_(module.weight, 1.0, 0.2)
             torch.nn.init.normal_(module.bias, 0.0, 0.2)
-    packed = ENCODERS[name](packing=True, **kwargs)
+    packed = ENCODERS[name](**(packed_options or {"packing": True}), **kwargs)
     packed.load_state_dict(padded.state_dict())
     return padded.train(), packed.train()
 

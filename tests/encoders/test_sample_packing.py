@@ -16,21 +16,14 @@ from polyfuse.encoders import Encoder, TextTransformerEncoder
 from polyfuse.heads.mlm import mask_tokens
 
 from .test_packing import ENCODERS, LENGTHS, LENGTH, TOL, VOCAB, prefix_mask, rows_seen_by_blocks, run, text_batch
+from .test_packing import twins as packed_twins
 
 BUDGET = 16
 
 
 def twins(name: str, sample_packing: dict, **kwargs) -> tuple[Encoder, Encoder]:
-    """The same weights, padded and sample-packed; norms randomised so every parameter matters."""
-    torch.manual_seed(0)
-    padded = ENCODERS[name](**kwargs)
-    for module in padded.modules():
-        if isinstance(module, torch.nn.LayerNorm):
-            torch.nn.init.normal_(module.weight, 1.0, 0.2)
-            torch.nn.init.normal_(module.bias, 0.0, 0.2)
-    packed = ENCODERS[name](sample_packing=sample_packing, **kwargs)
-    packed.load_state_dict(padded.state_dict())
-    return padded.train(), packed.train()
+    """The same weights, padded and sample-packed (:func:`test_packing.twins`)."""
+    return packed_twins(name, {"sample_packing": sample_packing}, **kwargs)
 
 
 def assert_same(padded: Encoder, packed: Encoder, inputs: ModalityInput) -> torch.Tensor:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import copy
 import os
+import random
 import warnings
 from typing import Any, Callable, Iterator, Sized
 
@@ -38,7 +39,8 @@ from polyfuse.batch import Batch
 from polyfuse.distributed import rank_and_world
 from polyfuse.data.errors import BAD_SAMPLES_KEY, BadSampleTracker
 
-__all__ = ["EpochSampler", "SampleSeededDataset", "SampleSeededStream", "MultimodalLoader", "mix_seed", "run_seed"]
+__all__ = ["EpochSampler", "SampleSeededDataset", "SampleSeededStream", "MultimodalLoader", "SeedWorker", "mix_seed",
+           "run_seed"]
 
 _MIX = 0x9E3779B97F4A7C15  # golden-ratio constant for mixing integers into one 63-bit seed
 
@@ -60,6 +62,31 @@ def run_seed(seed: int | None = None) -> int:
     if "PL_GLOBAL_SEED" in os.environ:
         return int(os.environ["PL_GLOBAL_SEED"])
     return int(torch.initial_seed()) & 0x7FFFFFFFFFFFFFFF
+
+
+class SeedWorker:
+    """A loader's default ``worker_init_fn``: seeds the worker's global RNGs (``random``, ``torch``,
+    ``numpy``) from ``(torch.initial_seed(), rank)`` -- the DataLoader's per-worker seed, drawn from the
+    loader's seeded generator plus the worker id -- so workers and ranks draw different, reproducible
+    streams. polyfuse's pipelines do not read these RNGs (they seed per sample); a dataset of one's own
+    that calls ``random`` or ``torch.rand`` does. It takes the place of Lightning's
+    ``pl_worker_init_function``, which ``seed_everything(workers=True)`` adds to a loader without one
+    and whose import costs every spawned worker all of Lightning (docs/data.md, "Worker start-up").
+    """
+
+    def __init__(self, rank: int) -> None:
+        self.rank = int(rank)
+
+    def __call__(self, worker_id: int) -> None:
+        seed = mix_seed(torch.initial_seed(), self.rank)
+        torch.manual_seed(seed)
+        random.seed(mix_seed(seed, 1))  # one seed per library: `random` and numpy are both Mersenne
+        try:                             # Twisters and would repeat each other's draws from one seed
+            import numpy
+        except ImportError:  # pragma: no cover - numpy comes with torch's usual installs
+            return
+        numpy_seed = mix_seed(seed, 2)
+        numpy.random.seed([numpy_seed & 0xFFFFFFFF, numpy_seed >> 32])
 
 
 class EpochSampler(DistributedSampler):
@@ -198,6 +225,8 @@ class MultimodalLoader(StatefulDataLoader):
         current_epoch: returns the trainer's epoch (datamodules pass ``trainer.current_epoch``);
             each pass reads it first, so streaming datasets reshuffle in step with the trainer.
             Without it, map-style loaders follow ``set_epoch`` and streaming ones count passes.
+        worker_init_fn: called in each worker at its start, as ``DataLoader``'s; default
+            :class:`SeedWorker` (the worker's global RNGs seeded by worker and rank).
         multiprocessing_context: how workers start: ``spawn`` (default) starts fresh interpreters;
             ``fork`` forks this process, which can deadlock a worker at start-up when another thread
             (gloo, a previous loader's queue feeder) holds CPython's thread-state lock at that moment
@@ -213,6 +242,7 @@ class MultimodalLoader(StatefulDataLoader):
                  train: bool = False, rank: int | None = None, world_size: int | None = None,
                  tracker: BadSampleTracker | None = None, current_epoch: Callable[[], int | None] | None = None,
                  epoch_length: Callable[[], float | None] | None = None,
+                 worker_init_fn: Callable[[int], None] | None = None,
                  multiprocessing_context: str | None = "spawn") -> None:
         group_rank, group_size = rank_and_world()
         rank = group_rank if rank is None else rank
@@ -226,6 +256,7 @@ class MultimodalLoader(StatefulDataLoader):
         if num_workers > 0:
             options["persistent_workers"] = persistent_workers
             options["multiprocessing_context"] = multiprocessing_context
+            options["worker_init_fn"] = SeedWorker(rank) if worker_init_fn is None else worker_init_fn
             if prefetch_factor is not None:
                 options["prefetch_factor"] = prefetch_factor
         if self.streaming:
