@@ -7,7 +7,6 @@ from typing import Any, Literal, Mapping
 import torch
 from torch import Tensor, nn
 
-from polyfuse.attention.varlen import Packing
 from polyfuse.encoders.base import Output
 from polyfuse.encoders.transformer import TransformerEncoder
 from polyfuse.layers import TransformerBlock
@@ -23,9 +22,9 @@ class TextEmbeddings(nn.Module):
     ``"from_mask"`` counts real tokens only, padding gets ``offset - 1`` (RoBERTa, whose
     ``offset = pad_token_id + 1``). ``type_vocab_size=0`` drops the type table (DistilBERT).
 
-    Packed: given a ``packing`` of the prefix mask, only the real tokens are looked up and the
-    result is ``(T, D)``; each token's position is its index in its sample, which for a prefix mask
-    is what both position kinds give it in the padded layout.
+    Packed (:meth:`forward_packed`): only the real tokens are looked up, ``(T,)`` ids -> ``(T, D)``;
+    each token's position is its index in its sample, which for a prefix mask is what both position
+    kinds give it in the padded layout.
     """
 
     def __init__(self, vocab_size: int, dim: int, max_length: int, type_vocab_size: int = 2,
@@ -42,16 +41,12 @@ class TextEmbeddings(nn.Module):
         self.max_length, self.position_ids, self.position_offset = max_length, position_ids, position_offset
 
     def forward(self, token_ids: Tensor, token_type_ids: Tensor | None = None,
-                mask: Tensor | None = None, packing: Packing | None = None) -> Tensor:
-        """``token_ids: (B, L)`` (+ optional types and padding mask ``(B, L)``) -> ``(B, L, D)``;
-        with ``packing`` (of ``mask``) -> ``(T, D)`` for the real tokens only."""
+                mask: Tensor | None = None) -> Tensor:
+        """``token_ids: (B, L)`` (+ optional types and padding mask ``(B, L)``) -> ``(B, L, D)``."""
         length = token_ids.shape[1]
         if length + self.position_offset > self.max_length:
             raise ValueError(f"text of {length} tokens exceeds the encoder's max_length "
                              f"{self.max_length - self.position_offset}")
-        if packing is not None:
-            return self.forward_packed(packing.unpad(token_ids), packing.position_ids(),
-                                       None if token_type_ids is None else packing.unpad(token_type_ids))
         if self.position_ids == "from_mask" and mask is not None:
             real = mask.long()
             positions = torch.cumsum(real, dim=1) * real + (self.position_offset - 1)
