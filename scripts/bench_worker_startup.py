@@ -1,5 +1,5 @@
-"""What spawned DataLoader workers cost a short ``polyfuse-train`` run: the light entry module against a
-main module that imports Lightning, side by side, interleaved.
+"""What spawned DataLoader workers cost a short ``polyfuse-train`` or ``polyfuse-eval`` run: the light entry
+module against a main module that imports what the entry module used to, side by side, interleaved.
 
 DataLoader workers start with ``spawn`` (docs/data.md): each is a fresh interpreter that re-imports the
 program's main module and whatever unpickling the dataset and the ``worker_init_fn`` needs. Two ways of
@@ -12,10 +12,16 @@ two workers each) are timed in turn:
 * ``heavy``: the same ``main`` from a launcher script that imports Lightning first, as the entry module
   did before: every worker re-runs it and imports Lightning.
 
+``--tool eval`` trains that run once, then times ``python -m polyfuse.cli.eval`` on it (the test split's
+loader, two workers, clean evaluation and a short robustness grid) against a launcher that first imports
+Lightning and the model zoo, as ``polyfuse.cli.eval`` did through ``polyfuse.training`` and
+``polyfuse.robustness`` before they loaded those lazily.
+
 Reported: median wall seconds and CPU seconds (the run and its reaped workers) per variant, and the
 ratios heavy / light.
 
     python scripts/bench_worker_startup.py --repeats 3
+    python scripts/bench_worker_startup.py --tool eval --repeats 3
 """
 
 from __future__ import annotations
@@ -33,8 +39,17 @@ from pathlib import Path
 OVERRIDES = ["data.num_workers=2", "data.batch_size=32", "trainer.max_epochs=2", "+trainer.limit_train_batches=4",
              "+trainer.limit_val_batches=2", "+trainer.limit_test_batches=2", "logger=csv", "callbacks.progress_bar=null",
              "trainer.enable_model_summary=false", "seed=0"]
-HEAVY_MAIN = ("import lightning  # the old entry module's imports\nfrom polyfuse.cli.train import main\n\n"
-              "if __name__ == '__main__':\n    main()\n")
+#: per tool: its module, its overrides, and what the entry module imported before it was made light
+TOOLS = {"train": ("polyfuse.cli.train", OVERRIDES, "import lightning"),
+         "eval": ("polyfuse.cli.eval", ["split=test", "max_batches=2", "robustness.subsets=single",
+                                        "robustness.rates=[0,1]", "robustness.severities=[0,1]"],
+                  "import lightning, polyfuse.models, polyfuse.training.module")}
+
+
+def heavy_main(tool: str) -> str:
+    """A launcher that runs ``tool``'s ``main`` after the imports its entry module used to make."""
+    module, _, imports = TOOLS[tool]
+    return f"{imports}  # the old entry module's imports\nfrom {module} import main\n\nif __name__ == '__main__':\n    main()\n"
 
 
 def timed(command: list[str], env: dict[str, str]) -> tuple[float, float]:
@@ -52,19 +67,24 @@ def timed(command: list[str], env: dict[str, str]) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--tool", choices=sorted(TOOLS), default="train", help="the entry point to time")
     args = parser.parse_args()
+    module, overrides, _ = TOOLS[args.tool]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1] / "src"),
                                                                      os.environ.get("PYTHONPATH")]))}
     with tempfile.TemporaryDirectory() as tmp:
         launcher = Path(tmp) / "heavy_main.py"
-        launcher.write_text(HEAVY_MAIN)
-        heads = {"light": [sys.executable, "-m", "polyfuse.cli.train"], "heavy": [sys.executable, str(launcher)]}
+        launcher.write_text(heavy_main(args.tool))
+        heads = {"light": [sys.executable, "-m", module], "heavy": [sys.executable, str(launcher)]}
+        trained = Path(tmp) / "trained"
+        if args.tool == "eval":  # the run both variants evaluate (its config keeps data.num_workers=2)
+            timed([sys.executable, "-m", "polyfuse.cli.train", f"hydra.run.dir={trained}", *OVERRIDES], env)
         results: dict[str, list[tuple[float, float]]] = {name: [] for name in heads}
         for repeat in range(args.repeats):
             order = list(heads) if repeat % 2 == 0 else list(reversed(heads))
             for name in order:
-                run_dir = Path(tmp) / f"{name}{repeat}"
-                results[name].append(timed([*heads[name], f"hydra.run.dir={run_dir}", *OVERRIDES], env))
+                target = f"hydra.run.dir={Path(tmp) / f'{name}{repeat}'}" if args.tool == "train" else f"run_dir={trained}"
+                results[name].append(timed([*heads[name], target, *overrides], env))
                 print(f"  {name} #{repeat}: wall {results[name][-1][0]:.1f} s, cpu {results[name][-1][1]:.1f} s",
                       flush=True)
     wall = {name: statistics.median(w for w, _ in runs) for name, runs in results.items()}

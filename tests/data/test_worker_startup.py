@@ -1,6 +1,6 @@
 """What a spawned loader worker pays at start-up: no Lightning import, neither from the loader's
 ``worker_init_fn`` (``SeedWorker`` instead of Lightning's ``pl_worker_init_function``) nor from the
-program's main module (``polyfuse.cli.train`` is light); and the worker RNGs that ``SeedWorker``
+program's main module (``polyfuse.cli.train``, ``eval`` and ``explain`` are light); and the worker RNGs that ``SeedWorker``
 seeds differ by worker and by rank and repeat with the seed."""
 
 from __future__ import annotations
@@ -40,10 +40,32 @@ def test_workers_import_no_lightning_and_draw_by_worker_and_rank(monkeypatch):
     assert all(len(set(item["draws"])) == 3 for item in rank0)  # random, torch and numpy each seeded
 
 
-def test_the_train_entry_module_imports_no_lightning():
-    """Spawned workers re-import the main module (``python -m polyfuse.cli.train``, ``polyfuse-train``)."""
-    check = ("import sys, polyfuse.cli.train; "
+@pytest.mark.parametrize("entry", ["polyfuse.cli.train", "polyfuse.cli.eval", "polyfuse.cli.explain"])
+def test_entry_modules_import_no_lightning(entry: str):
+    """Spawned workers re-import the main module (``python -m polyfuse.cli.train``, ``polyfuse-train``,
+    the same for eval and explain): none imports Lightning; eval and explain not the model zoo either
+    (``polyfuse.training`` and ``polyfuse.reporting`` load their names lazily, ``polyfuse.robustness`` names
+    the model only in annotations)."""
+    check = (f"import sys, {entry}; "
              "print(sorted(m for m in sys.modules if m.split('.')[0] in ('lightning', 'polyfuse')))")
     out = subprocess.run([sys.executable, "-c", check], env=clean_env(), capture_output=True, text=True, check=True)
-    assert "'lightning" not in out.stdout and "polyfuse.cli.train" in out.stdout, out.stdout + out.stderr
-    assert "polyfuse.training" not in out.stdout
+    assert "'lightning" not in out.stdout and f"'{entry}'" in out.stdout, out.stdout + out.stderr
+    assert "'polyfuse.models" not in out.stdout and "'polyfuse.training.module'" not in out.stdout, out.stdout
+    if entry == "polyfuse.cli.train":
+        assert "polyfuse.training" not in out.stdout
+
+
+def test_lazy_package_names_resolve():
+    """The lazily loaded names of ``polyfuse.training`` and ``polyfuse.reporting`` are the classes and
+    functions of their submodules, listed by ``dir``; an unknown name is an AttributeError."""
+    import polyfuse.reporting as reporting
+    import polyfuse.training as training
+    from polyfuse.reporting.report import build_report
+    from polyfuse.training.module import PolyfuseLitModule
+
+    assert training.PolyfuseLitModule is PolyfuseLitModule and reporting.build_report is build_report
+    for package in (training, reporting):
+        assert set(package.__all__) <= set(dir(package))
+        assert all(getattr(package, name) is not None for name in package.__all__)
+        with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+            package.nothing

@@ -16,8 +16,8 @@ from torch import nn
 from polyfuse.attention import get_default_backend, set_default_backend
 from polyfuse.encoders.transformer import TransformerBlock
 from polyfuse.fusion.blocks import ContextAttention, FeedForward
-from polyfuse.training.sharding import (FSDP_UNIT_CLASSES, is_sharded_checkpoint, match_parameter_shapes,
-                                        promote_scalar_parameters, read_checkpoint)
+from polyfuse.training.checkpoint_io import is_sharded_checkpoint, match_parameter_shapes, read_checkpoint
+from polyfuse.training.sharding import FSDP_UNIT_CLASSES, promote_scalar_parameters
 
 from . import fsdp_worker as worker
 from .harness import clean_env, run_worker, tail

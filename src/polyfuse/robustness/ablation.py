@@ -6,16 +6,18 @@ its own missing-modality strategy -- the same mechanism as the missing-modality 
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 import pandas as pd
 import torch
 from torch import Tensor
 
 from polyfuse.batch import Batch
-from polyfuse.models.multimodal import MultimodalModel
 from polyfuse.robustness.evaluate import scalar_metrics, with_encodings
 from polyfuse.robustness.missing import drop_modalities
+
+if TYPE_CHECKING:  # annotations only: running a model needs no import of the model zoo
+    from polyfuse.models.multimodal import MultimodalModel
 
 __all__ = ["ablation_settings", "modality_contributions", "sample_contributions"]
 

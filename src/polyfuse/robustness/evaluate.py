@@ -12,16 +12,18 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Sequence
 
 import torch
 from torch import Tensor
 
 from polyfuse.batch import Batch, Encoded
-from polyfuse.models.multimodal import MultimodalModel
 from polyfuse.robustness.corruptions import CORRUPTIONS, corrupt, corruptions_for
 from polyfuse.robustness.missing import drop_modalities, modality_subsets, subset_name
 from polyfuse.data.loader import mix_seed
+
+if TYPE_CHECKING:  # annotations only: running a model needs no import of the model zoo
+    from polyfuse.models.multimodal import MultimodalModel
 
 __all__ = ["RobustnessConfig", "evaluate_robustness", "evaluate_clean", "with_encodings", "scalar_metrics",
            "DEFAULT_LEVELS"]

@@ -1,8 +1,34 @@
-"""Lightning glue: module, data module, callbacks."""
+"""Lightning glue: module, data module, callbacks.
 
-from polyfuse.training.callbacks import RunArtifacts
-from polyfuse.training.datamodule import AVDigitsDataModule
-from polyfuse.training.module import PolyfuseLitModule
-from polyfuse.training.multimodal_datamodule import MultimodalDataModule
+The names below load on first use (PEP 562), so that importing one light submodule
+(``polyfuse.training.run_dir``, ``checkpoint_io``) does not import Lightning: ``polyfuse-eval`` and
+``polyfuse-explain`` load runs through them, and their spawned loader workers re-import the
+program's main module (docs/data.md, "Worker start-up").
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from polyfuse.training.callbacks import RunArtifacts
+    from polyfuse.training.datamodule import AVDigitsDataModule
+    from polyfuse.training.module import PolyfuseLitModule
+    from polyfuse.training.multimodal_datamodule import MultimodalDataModule
+
+#: public name -> the submodule that defines it
+_LAZY = {"PolyfuseLitModule": "module", "AVDigitsDataModule": "datamodule",
+         "MultimodalDataModule": "multimodal_datamodule", "RunArtifacts": "callbacks"}
 
 __all__ = ["PolyfuseLitModule", "AVDigitsDataModule", "MultimodalDataModule", "RunArtifacts"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(import_module(f"polyfuse.training.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'polyfuse.training' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])

@@ -84,7 +84,7 @@ class RunArtifacts(Callback):
     def export_best_weights(self, trainer: Trainer) -> Path | None:
         """``best.ckpt``'s ``state_dict`` as ``best.safetensors`` next to it (loads without pickle); a
         sharded (FSDP) ``best.ckpt`` directory is consolidated into full tensors on the way."""
-        from polyfuse.training.sharding import is_sharded_checkpoint, read_checkpoint
+        from polyfuse.training.checkpoint_io import is_sharded_checkpoint, read_checkpoint
 
         best = getattr(trainer.checkpoint_callback, "best_model_path", "") or ""
         if not best or not (Path(best).is_file() or is_sharded_checkpoint(best)):

@@ -185,7 +185,7 @@ def ema_state_dict(checkpoint: str | Path | dict[str, Any]) -> dict[str, Tensor]
     LightningModule (``module.load_state_dict(ema_state_dict("best.ckpt"))``)."""
     source = "the checkpoint" if isinstance(checkpoint, dict) else str(checkpoint)
     if not isinstance(checkpoint, dict):
-        from polyfuse.training.sharding import read_checkpoint
+        from polyfuse.training.checkpoint_io import read_checkpoint
 
         checkpoint = read_checkpoint(checkpoint)
     state = (checkpoint.get("callbacks") or {}).get(STATE_KEY)

@@ -27,7 +27,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_warn
 
 from polyfuse.distributed import gather_from_ranks
-from polyfuse.training.sharding import read_checkpoint
+from polyfuse.training.checkpoint_io import read_checkpoint
 
 __all__ = ["ExactResume", "AtomicCheckpointIO", "rng_states", "set_rng_states"]
 

@@ -28,7 +28,7 @@ from typing import Any, Mapping
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from polyfuse.training.sharding import is_sharded_checkpoint, match_parameter_shapes, read_checkpoint
+from polyfuse.training.checkpoint_io import is_sharded_checkpoint, match_parameter_shapes, read_checkpoint
 
 __all__ = ["CONFIG", "SUMMARY", "METRICS", "CHECKPOINTS", "CSV_LOG", "config_file", "summary_file",
            "checkpoint_file", "resume_checkpoint", "run_dir_of", "attention_backend", "configure_attention",

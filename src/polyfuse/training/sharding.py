@@ -21,7 +21,7 @@ This module is the one place that decides the units:
 FSDP2 cannot shard 0-d parameters (the contrastive head's ``logit_scale`` / ``logit_bias``):
 :func:`promote_scalar_parameters` turns each into a 1-element vector before sharding (broadcasting
 keeps every computation the same), so FSDP checkpoints hold them with shape ``(1,)``;
-:func:`match_parameter_shapes` puts them back to 0-d when the weights are loaded into an unsharded
+:func:`~polyfuse.training.checkpoint_io.match_parameter_shapes` puts them back to 0-d when the weights are loaded into an unsharded
 model (``polyfuse-eval``).
 
 The root unit keeps its parameters gathered between forward and backward (FSDP2's default for the
@@ -30,16 +30,15 @@ root), so a head's loss (``head.loss``, e.g. the contrastive logit scale) may us
 
 Sharded checkpoints (``save_distributed_checkpoint=True``) are directories: one
 ``torch.distributed.checkpoint`` shard per rank (``__<rank>_0.distcp`` + ``.metadata``) and
-Lightning's ``meta.pt`` (loops, callbacks, hyper-parameters). :func:`read_checkpoint` reads either
-layout in one process, without a process group.
+Lightning's ``meta.pt`` (loops, callbacks, hyper-parameters).
+:func:`polyfuse.training.checkpoint_io.read_checkpoint` reads either layout in one process, without
+a process group, and without importing Lightning.
 """
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Sequence
 from datetime import timedelta
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -54,11 +53,9 @@ if TYPE_CHECKING:
     from lightning.pytorch import LightningModule
     from torch.distributed.device_mesh import DeviceMesh
 
-__all__ = ["FSDP_UNIT_CLASSES", "FSDP2Strategy", "shard_units", "shard_lightning_module", "promote_scalar_parameters",
-           "match_parameter_shapes", "is_sharded_checkpoint", "read_checkpoint", "SHARDED_METADATA"]
+__all__ = ["FSDP_UNIT_CLASSES", "FSDP2Strategy", "shard_units", "shard_lightning_module", "promote_scalar_parameters"]
 
 FSDP_UNIT_CLASSES: tuple[type[nn.Module], ...] = (TransformerBlock, ContextAttention, FeedForward)
-SHARDED_METADATA = "meta.pt"  # Lightning's non-tensor part of a sharded checkpoint directory
 
 
 def _resolve_classes(classes: Sequence[str | type[nn.Module]] | None) -> tuple[type[nn.Module], ...]:
@@ -84,13 +81,6 @@ def promote_scalar_parameters(root: nn.Module) -> list[str]:
                 setattr(module, name, nn.Parameter(param.detach().reshape(1), requires_grad=param.requires_grad))
                 names.append(f"{module_name}.{name}" if module_name else name)
     return names
-
-
-def match_parameter_shapes(state: dict[str, torch.Tensor], module: nn.Module) -> dict[str, torch.Tensor]:
-    """``state`` with each ``(1,)`` entry reshaped to 0-d where ``module`` has a 0-d tensor of that name
-    (weights saved under FSDP2, see :func:`promote_scalar_parameters`); other entries unchanged."""
-    scalars = {name for name, value in [*module.named_parameters(), *module.named_buffers()] if value.dim() == 0}
-    return {key: value.reshape(()) if key in scalars and value.shape == (1,) else value for key, value in state.items()}
 
 
 def shard_units(root: nn.Module, mesh: "DeviceMesh", unit_classes: Sequence[type[nn.Module]] = FSDP_UNIT_CLASSES,
@@ -176,34 +166,3 @@ class FSDP2Strategy(ModelParallelStrategy):
         if self._data_parallel_size == "auto":
             self._data_parallel_size = self.num_nodes * self.num_processes
         super().setup_environment()
-
-
-# --- reading checkpoints in one process ---------------------------------------------------------
-
-def is_sharded_checkpoint(path: str | Path) -> bool:
-    """Whether ``path`` is a sharded (``torch.distributed.checkpoint``) Lightning checkpoint directory."""
-    path = Path(path)
-    return path.is_dir() and (path / ".metadata").is_file() and (path / SHARDED_METADATA).is_file()
-
-
-def read_checkpoint(path: str | Path, weights: bool = True) -> dict[str, Any]:
-    """A Lightning checkpoint as one dict, from a file or a sharded directory (full tensors, on CPU).
-
-    ``weights=False`` reads only the non-tensor part of a sharded directory (``meta.pt``: loops,
-    ``global_step``, callbacks, hyper-parameters), not the shards. Loads with ``weights_only=True``.
-    """
-    path = Path(path)
-    if path.is_file():
-        return torch.load(path, map_location="cpu", weights_only=True)
-    if not is_sharded_checkpoint(path):
-        raise FileNotFoundError(f"{path}: neither a checkpoint file nor a sharded checkpoint directory "
-                                f"(one with .metadata and {SHARDED_METADATA})")
-    checkpoint = dict(torch.load(path / SHARDED_METADATA, map_location="cpu", weights_only=True))
-    if weights:
-        from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
-
-        with tempfile.TemporaryDirectory(prefix=".consolidate-", dir=path.parent) as scratch:
-            target = Path(scratch) / "full.pt"
-            dcp_to_torch_save(path, target)  # no process group needed
-            checkpoint.update(torch.load(target, map_location="cpu", weights_only=True))
-    return checkpoint
