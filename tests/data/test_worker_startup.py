@@ -53,19 +53,3 @@ def test_entry_modules_import_no_lightning(entry: str):
     assert "'polyfuse.models" not in out.stdout and "'polyfuse.training.module'" not in out.stdout, out.stdout
     if entry == "polyfuse.cli.train":
         assert "polyfuse.training" not in out.stdout
-
-
-def test_lazy_package_names_resolve():
-    """The lazily loaded names of ``polyfuse.training`` and ``polyfuse.reporting`` are the classes and
-    functions of their submodules, listed by ``dir``; an unknown name is an AttributeError."""
-    import polyfuse.reporting as reporting
-    import polyfuse.training as training
-    from polyfuse.reporting.report import build_report
-    from polyfuse.training.module import PolyfuseLitModule
-
-    assert training.PolyfuseLitModule is PolyfuseLitModule and reporting.build_report is build_report
-    for package in (training, reporting):
-        assert set(package.__all__) <= set(dir(package))
-        assert all(getattr(package, name) is not None for name in package.__all__)
-        with pytest.raises(AttributeError, match="no attribute 'nothing'"):
-            package.nothing

@@ -10,8 +10,9 @@ The names below load on first use (PEP 562): ``polyfuse.reporting.attention`` an
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from polyfuse.lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from polyfuse.reporting.report import Report, build_report
@@ -23,11 +24,4 @@ _LAZY = {"Report": "report", "build_report": "report", "Run": "runs", "find_runs
 __all__ = ["Report", "build_report", "Run", "find_runs", "load_model"]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(import_module(f"polyfuse.reporting.{_LAZY[name]}"), name)
-    raise AttributeError(f"module 'polyfuse.reporting' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_LAZY])
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY, globals())

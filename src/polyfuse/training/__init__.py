@@ -8,8 +8,9 @@ program's main module (docs/data.md, "Worker start-up").
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from polyfuse.lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from polyfuse.training.callbacks import RunArtifacts
@@ -24,11 +25,4 @@ _LAZY = {"PolyfuseLitModule": "module", "AVDigitsDataModule": "datamodule",
 __all__ = ["PolyfuseLitModule", "AVDigitsDataModule", "MultimodalDataModule", "RunArtifacts"]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(import_module(f"polyfuse.training.{_LAZY[name]}"), name)
-    raise AttributeError(f"module 'polyfuse.training' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_LAZY])
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY, globals())
