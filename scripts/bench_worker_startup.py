@@ -49,7 +49,8 @@ TOOLS = {"train": ("polyfuse.cli.train", OVERRIDES, "import lightning"),
 def heavy_main(tool: str) -> str:
     """A launcher that runs ``tool``'s ``main`` after the imports its entry module used to make."""
     module, _, imports = TOOLS[tool]
-    return f"{imports}  # the old entry module's imports\nfrom {module} import main\n\nif __name__ == '__main__':\n    main()\n"
+    return (f"{imports}  # the old entry module's imports\nfrom {module} import main\n\n"
+            "if __name__ == '__main__':\n    main()\n")
 
 
 def timed(command: list[str], env: dict[str, str]) -> tuple[float, float]:
@@ -83,7 +84,8 @@ def main() -> None:
         for repeat in range(args.repeats):
             order = list(heads) if repeat % 2 == 0 else list(reversed(heads))
             for name in order:
-                target = f"hydra.run.dir={Path(tmp) / f'{name}{repeat}'}" if args.tool == "train" else f"run_dir={trained}"
+                run_dir = Path(tmp) / f"{name}{repeat}"
+                target = f"hydra.run.dir={run_dir}" if args.tool == "train" else f"run_dir={trained}"
                 results[name].append(timed([*heads[name], target, *overrides], env))
                 print(f"  {name} #{repeat}: wall {results[name][-1][0]:.1f} s, cpu {results[name][-1][1]:.1f} s",
                       flush=True)

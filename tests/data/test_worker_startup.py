@@ -1,7 +1,7 @@
 """What a spawned loader worker pays at start-up: no Lightning import, neither from the loader's
 ``worker_init_fn`` (``SeedWorker`` instead of Lightning's ``pl_worker_init_function``) nor from the
-program's main module (``polyfuse.cli.train``, ``eval`` and ``explain`` are light); and the worker RNGs that ``SeedWorker``
-seeds differ by worker and by rank and repeat with the seed."""
+program's main module (``polyfuse.cli.train``, ``eval`` and ``explain`` are light); and the worker
+RNGs that ``SeedWorker`` seeds differ by worker and by rank and repeat with the seed."""
 
 from __future__ import annotations
 

@@ -21,8 +21,8 @@ This module is the one place that decides the units:
 FSDP2 cannot shard 0-d parameters (the contrastive head's ``logit_scale`` / ``logit_bias``):
 :func:`promote_scalar_parameters` turns each into a 1-element vector before sharding (broadcasting
 keeps every computation the same), so FSDP checkpoints hold them with shape ``(1,)``;
-:func:`~polyfuse.training.checkpoint_io.match_parameter_shapes` puts them back to 0-d when the weights are loaded into an unsharded
-model (``polyfuse-eval``).
+:func:`~polyfuse.training.checkpoint_io.match_parameter_shapes` puts them back to 0-d when the
+weights are loaded into an unsharded model (``polyfuse-eval``).
 
 The root unit keeps its parameters gathered between forward and backward (FSDP2's default for the
 root), so a head's loss (``head.loss``, e.g. the contrastive logit scale) may use them after
